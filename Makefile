@@ -1,0 +1,50 @@
+# kisi-gateway: the front door. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+SAM_VENV := .venv-sam
+PY := $(VENV)/bin/python
+export AWS_DEFAULT_REGION ?= us-east-1
+export AWS_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+SRC := $(wildcard layers functions local bench tests)
+TYPED := $(wildcard layers/kisi_gateway/kisi_gateway functions local bench)
+
+.PHONY: help venv test lint validate build deploy clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements/dev.txt layers/kisi_gateway/requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	@touch $@
+
+$(SAM_VENV)/.installed: requirements/sam.txt
+	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/sam.txt
+	@touch $@
+
+venv: $(VENV)/.installed ## Build .venv from the exact pins
+
+lint: $(VENV)/.installed ## ruff, mypy (strict on the layer), cfn-lint on the template
+	$(VENV)/bin/ruff check $(SRC)
+	$(VENV)/bin/mypy $(TYPED)
+	$(VENV)/bin/cfn-lint template.yaml
+
+test: lint ## Lint, then every test tier (unit, integration, e2e)
+	$(VENV)/bin/pytest -q -n 2 --dist loadgroup
+
+validate: $(SAM_VENV)/.installed ## sam validate --lint (offline, no credentials)
+	$(SAM_VENV)/bin/sam validate --lint --region $(AWS_DEFAULT_REGION)
+
+build: $(SAM_VENV)/.installed ## sam build without Docker (makefile builds for python3.12)
+	PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" $(SAM_VENV)/bin/sam build --region $(AWS_DEFAULT_REGION)
+
+deploy: build ## sam deploy --guided (asks for stack name, region, parameters)
+	$(SAM_VENV)/bin/sam deploy --guided
+
+clean: ## Remove build output and caches (keeps the virtual environments)
+	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache .hypothesis docs/*.tmp
+	find . -name '__pycache__' -type d -not -path './.venv*' -prune -exec rm -rf {} +

@@ -1,0 +1,198 @@
+"""The Kisi HTTP client: one attempt, one typed result, and the key kept at home.
+
+Each call makes exactly one attempt (retrying is the gateway's decision, never urllib3's), never
+follows a redirect (the ``Authorization`` header must not travel to another origin), and never
+lets the environment change what is sent (``trust_env`` is off, so a ``.netrc`` cannot replace
+the ``KISI-LOGIN`` header and no proxy variable reroutes the key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError, ProtocolError
+
+from kisi_gateway.outcome import Outcome, Transport, classify_status, classify_transport
+
+USER_AGENT = "kisi-gateway/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class KisiResponse:
+    """What Kisi answered. Header names are lower-case."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    elapsed_s: float = 0.0
+
+    @property
+    def outcome(self) -> Outcome:
+        return classify_status(self.status)
+
+
+@dataclass(frozen=True, slots=True)
+class TransportFailure:
+    """No usable answer came back. ``detail`` never contains the key."""
+
+    kind: Transport
+    detail: str = ""
+
+    @property
+    def outcome(self) -> Outcome:
+        return classify_transport(self.kind)
+
+
+AttemptResult = KisiResponse | TransportFailure
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds to connect and to wait for the answer (requests' ``(connect, read)``)."""
+
+    connect_s: float = 3.05
+    read_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class KisiCall:
+    """A call to send: method, path (already validated), query pairs and a JSON body."""
+
+    method: str
+    path: str
+    query: Sequence[tuple[str, str]] = ()
+    body: bytes | None = None
+
+
+class HttpSession(Protocol):
+    """The part of ``requests.Session`` the client uses (tests pass a fake)."""
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Sequence[tuple[str, str]],
+        data: bytes | None,
+        headers: Mapping[str, str],
+        timeout: tuple[float, float],
+        allow_redirects: bool,
+    ) -> requests.Response: ...
+
+
+class OriginError(ValueError):
+    """A URL that would take the key somewhere other than the configured Kisi origin."""
+
+
+def build_session(pool_size: int = 10) -> requests.Session:
+    """A pooled session that never retries on its own and ignores the environment."""
+    session = requests.Session()
+    session.trust_env = False
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+@dataclass
+class KisiClient:
+    """Sends one call to Kisi with the integrator's key and reports what happened.
+
+    >>> client = KisiClient("https://api.kisi.io", api_key="secret")  # doctest: +SKIP
+    >>> client.send(KisiCall("GET", "/locks", query=[("limit", "10")]))  # doctest: +SKIP
+    KisiResponse(status=200, ...)
+    """
+
+    base_url: str
+    api_key: str = field(repr=False)
+    session: HttpSession | None = None
+    timeouts: Timeouts = Timeouts()
+    integration_identifier: str | None = None
+    integration_contact: str | None = None
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise OriginError("KISI_BASE_URL must be an absolute http(s) URL")
+        self.base_url = self.base_url.rstrip("/")
+        self._origin = (parts.scheme, parts.netloc.lower())
+        if self.session is None:
+            self.session = build_session()
+
+    def url_for(self, path: str) -> str:
+        """The absolute URL of ``path`` on Kisi; refuses anything that leaves the origin."""
+        if not path.startswith("/") or path.startswith("//"):
+            raise OriginError("path must be relative to the Kisi base URL")
+        url = self.base_url + path
+        parts = urlsplit(url)
+        if (parts.scheme, parts.netloc.lower()) != self._origin:
+            raise OriginError("path leaves the Kisi origin")
+        return url
+
+    def is_own_origin(self, url: str) -> bool:
+        """Does ``url`` point at the configured Kisi origin (used to rewrite ``Location``)?"""
+        parts = urlsplit(url)
+        return (parts.scheme, parts.netloc.lower()) == self._origin
+
+    def headers(self, has_body: bool) -> dict[str, str]:
+        headers = {
+            "Authorization": f"KISI-LOGIN {self.api_key}",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        if has_body:
+            headers["Content-Type"] = "application/json"
+        if self.integration_identifier:
+            headers["X-Kisi-Integration-Identifier"] = self.integration_identifier
+        if self.integration_contact:
+            headers["X-Kisi-Integration-Contact"] = self.integration_contact
+        return headers
+
+    def send(self, call: KisiCall) -> AttemptResult:
+        """Make one attempt; every failure becomes a :class:`TransportFailure`."""
+        assert self.session is not None  # set in __post_init__
+        url = self.url_for(call.path)
+        try:
+            response = self.session.request(
+                call.method,
+                url,
+                params=list(call.query),
+                data=call.body,
+                headers=self.headers(call.body is not None),
+                timeout=(self.timeouts.connect_s, self.timeouts.read_s),
+                allow_redirects=False,
+            )
+            body = response.content
+        except requests.exceptions.RequestException as exc:
+            return TransportFailure(kind=transport_kind(exc), detail=type(exc).__name__)
+        headers = {name.lower(): value for name, value in response.headers.items()}
+        return KisiResponse(
+            status=response.status_code,
+            headers=headers,
+            body=body,
+            elapsed_s=response.elapsed.total_seconds(),
+        )
+
+
+def transport_kind(exc: requests.exceptions.RequestException) -> Transport:
+    """Whether a failed attempt certainly never reached Kisi, or may have been acted on."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return Transport.CONNECT_TIMEOUT
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return Transport.READ_TIMEOUT
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason = exc.args[0] if exc.args else None
+        inner = getattr(reason, "reason", reason)
+        if isinstance(inner, NewConnectionError):
+            return Transport.CONNECT_ERROR
+        if isinstance(inner, ProtocolError | ConnectionResetError):
+            return Transport.CONNECTION_RESET
+        # Refused or unresolvable hosts surface as NewConnectionError above; anything else
+        # happened on an open connection, so the request may have been sent.
+        return Transport.CONNECTION_RESET
+    return Transport.INVALID_RESPONSE
