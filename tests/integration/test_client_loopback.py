@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
 from kisi_gateway.client import KisiCall, KisiClient, Timeouts, TransportFailure
 from kisi_gateway.outcome import Transport
 

@@ -5,6 +5,7 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from kisi_gateway.backoff import (
     MAX_RETRY_AFTER_S,
     SQS_MAX_DELAY_S,

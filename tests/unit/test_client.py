@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import requests
+
 from kisi_gateway.client import KisiCall, KisiClient, OriginError, Timeouts, TransportFailure
 from kisi_gateway.outcome import OutcomeClass, Transport
 

@@ -1,6 +1,7 @@
 """Settings: defaults, parsing, and errors that name the variable."""
 
 import pytest
+
 from kisi_gateway.config import ConfigError, Settings
 
 

@@ -1,6 +1,7 @@
 """Kisi error bodies are read defensively; the gateway's own errors look like Kisi's."""
 
 import pytest
+
 from kisi_gateway.errors import (
     UNKNOWN_CODE,
     GatewayError,

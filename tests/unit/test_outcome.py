@@ -1,6 +1,7 @@
 """The classification table: each status range and transport failure lands in one class."""
 
 import pytest
+
 from kisi_gateway.outcome import (
     TRAITS,
     OutcomeClass,

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from kisi_gateway.policy import (
     HOUR,
     InvalidPathError,
