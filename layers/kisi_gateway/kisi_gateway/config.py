@@ -82,7 +82,9 @@ class Settings:
     guard_table: str | None = _env("GUARD_TABLE")
     retry_queue_url: str | None = _env("RETRY_QUEUE_URL", _url)
     dlq_url: str | None = _env("DLQ_URL", _url)
-    alarm_topic_arn: str | None = _env("ALARM_TOPIC_ARN")
+    alarm_topic_arn: str | None = _env("ALARM_TOPIC_ARN")  # where alarms send changes
+    notify_topic_arn: str | None = _env("NOTIFY_TOPIC_ARN")  # where people read about them
+    service_name: str = _env("POWERTOOLS_SERVICE_NAME", _text, "kisi-gateway")
     alarm_prefix: str = _env("ALARM_PREFIX", _text, "kisi-gateway")
     metrics_namespace: str = _env("POWERTOOLS_METRICS_NAMESPACE", _text, "KisiGateway")
     record_ttl_days: float = _env("RECORD_TTL_DAYS", _positive_float, 7.0)

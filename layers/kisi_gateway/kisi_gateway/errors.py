@@ -107,8 +107,11 @@ class GatewayErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "9e0450"
     CONFLICT = "9e0490"
     TOO_LARGE = "9e0413"
+    UNPROCESSABLE = "9e0422"
     PAUSED = "9e0503"
     UNAVAILABLE = "9e0530"
+    UNKNOWN_OUTCOME = "9e0504"
+    EXPIRED = "9e0508"
     INTERNAL = "9e0500"
 
 

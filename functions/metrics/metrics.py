@@ -1,0 +1,41 @@
+"""metrics: a schedule tick or an alarm change in, rates, alarms, notifications and guard out.
+
+Thin by design: the event says which of the two jobs to do; ``kisi_gateway.monitoring`` does
+it. Events of any other shape are logged and ignored, never retried.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from kisi_gateway.config import Settings
+from kisi_gateway.monitoring import Monitor, parse_alarm_event
+
+logger = Logger()
+copy_config_to_registered_loggers(source_logger=logger, include={"kisi_gateway"})
+
+
+@cache
+def monitor() -> Monitor:
+    from kisi_gateway.wiring import build_monitor  # noqa: PLC0415 - first call, not import
+
+    return build_monitor(Settings.from_env(os.environ))
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    now = time.time()
+    if event.get("detail-type") == "Scheduled Event":
+        return {"schedule": monitor().on_schedule(now)}
+    changes = parse_alarm_event(event)
+    if changes:
+        return {"alarms": [monitor().on_alarm(change, now) for change in changes]}
+    logger.warning("ignored an event of unknown shape", extra={"keys": sorted(event)[:10]})
+    return {"ignored": True}

@@ -1,0 +1,55 @@
+"""retry_worker: an SQS batch of deferred requests in, partial batch failures out.
+
+Thin by design: Powertools' Batch utility drives the records and reports
+``batchItemFailures``; ``kisi_gateway.retrying`` decides each message. A message that is to
+come back later (its visibility already set to the next delay) is reported as a failure so
+SQS keeps it; a finished one is deleted.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from kisi_gateway.config import Settings
+from kisi_gateway.queue import RetryMessage
+from kisi_gateway.retrying import Disposition, RetryWorker
+
+logger = Logger()
+copy_config_to_registered_loggers(source_logger=logger, include={"kisi_gateway"})
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+class ComeBackLaterError(Exception):
+    """Not an error: the message waits in SQS for its next attempt."""
+
+
+@cache
+def worker() -> RetryWorker:
+    from kisi_gateway.wiring import build_worker  # noqa: PLC0415 - first call, not import
+
+    return build_worker(Settings.from_env(os.environ))
+
+
+def record_handler(record: SQSRecord) -> None:
+    message = RetryMessage.from_json(record.body)
+    if worker().process(message, record.receipt_handle) is Disposition.LATER:
+        raise ComeBackLaterError(message.request_id)
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> Any:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

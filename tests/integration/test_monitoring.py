@@ -1,0 +1,223 @@
+"""Error tracking on moto: outcome metrics, the metrics Lambda's rates and alarms, the guard."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from kisi_gateway.alarms import CloudWatchAlarms, route_alarm_name
+from kisi_gateway.guard import ACCOUNT, DynamoGuard, route_scope
+from kisi_gateway.monitoring import AlarmChange, MetricsReader, Monitor, parse_alarm_event
+from kisi_gateway.outcome import Transport, classify_status, classify_transport
+from kisi_gateway.telemetry import PowertoolsEmfSink, Telemetry
+from local.emf import emf_to_metric_data, put_metric_data
+from local.kisi_sim import DEMO_KEY
+from tests.harness import REGION, gateway
+
+pytestmark = pytest.mark.xdist_group("moto")
+SERVICE = "kisi-gateway"
+PREFIX = "kisi-gateway"
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", SERVICE)
+    with mock_aws():
+        yield
+
+
+def make_monitor(now: float) -> tuple[Monitor, dict[str, str]]:
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    dynamodb.create_table(
+        TableName="guard", BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "scope", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "scope", "KeyType": "HASH"}],
+    )
+    sns = boto3.client("sns", region_name=REGION)
+    sqs = boto3.client("sqs", region_name=REGION)
+    alarm_topic = sns.create_topic(Name="alarms")["TopicArn"]
+    notify_topic = sns.create_topic(Name="notify")["TopicArn"]
+    inbox = sqs.create_queue(QueueName="inbox")["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=notify_topic, Protocol="sqs", Endpoint=inbox_arn,
+                  Attributes={"RawMessageDelivery": "true"})
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    monitor = Monitor(
+        reader=MetricsReader(cloudwatch, "KisiGateway", SERVICE),
+        alarms=CloudWatchAlarms(cloudwatch, "KisiGateway", PREFIX),
+        guard=DynamoGuard(dynamodb, "guard"),
+        sns=sns, notify_topic_arn=notify_topic, alarm_actions=(alarm_topic,),
+        prefix=PREFIX, min_volume=20, route_volume_threshold=20,
+    )
+    return monitor, {"inbox": inbox, "alarm_topic": alarm_topic}
+
+
+def emit_outcomes(capsys, telemetry: Telemetry, sequence) -> None:
+    """Count attempts through Powertools EMF, then let the local EMF path store them."""
+    capsys.readouterr()
+    for route, outcome, code in sequence:
+        telemetry.attempt(route, outcome, code)
+    lines = capsys.readouterr().out.splitlines()
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    for line in lines:
+        put_metric_data(cloudwatch, emf_to_metric_data(line))
+
+
+def test_outcome_metrics_rates_and_notification(aws, capsys) -> None:
+    now = datetime.now(UTC).timestamp()
+    monitor, names = make_monitor(now)
+    telemetry = Telemetry(PowertoolsEmfSink("KisiGateway"))
+    unlock, users = "POST /locks/{id}/unlock", "PATCH /users/{id}"
+    sequence = (
+        [(unlock, classify_status(200), None)] * 20
+        + [(users, classify_status(403), "b4d0a1")] * 12
+        + [(users, classify_status(422), "000000")] * 3
+        + [(unlock, classify_status(429), "000000")] * 2
+        + [(unlock, classify_status(503), None)] * 2
+        + [(unlock, classify_transport(Transport.READ_TIMEOUT), None)]
+    )
+    emit_outcomes(capsys, telemetry, sequence)
+
+    reader = monitor.reader
+    start = now - 300
+    assert reader.total("Attempts", start, now + 60) == 40
+    assert reader.total("BadRequests", start, now + 60) == 17
+    assert reader.total("BadRequestsByRoute", start, now + 60, Route=users) == 15
+    assert reader.total("AttemptsByOutcome", start, now + 60, Outcome="server_error") == 2
+    assert reader.total("RateLimited", start, now + 60) == 2
+
+    summary = monitor.on_schedule(now + 60)
+    assert summary["bad_request_rate"] == pytest.approx(100 * 17 / 40)
+    assert summary["routes"] == sorted([unlock, users])
+    rate = next(d for d in monitor.published
+                if d["MetricName"] == "BadRequestRate" and len(d["Dimensions"]) == 1)
+    assert rate["Value"] == pytest.approx(42.5)
+
+    change = AlarmChange(route_alarm_name(PREFIX, users), "ALARM", "OK", "Threshold Crossed",
+                         users)
+    result = monitor.on_alarm(change, now + 60)
+    assert result["guard"].startswith(f"paused {users}")
+    assert monitor.guard.check(users, now + 61) is not None
+    assert monitor.guard.check(unlock, now + 61) is None
+
+    sqs = boto3.client("sqs", region_name=REGION)
+    text = sqs.receive_message(QueueUrl=names["inbox"])["Messages"][0]["Body"]
+    assert f"{users}: 15 (403x12, 422x3)" in text
+    assert "403 b4d0a1 x12" in text
+    assert "Guard: paused PATCH /users/{id}" in text
+
+    monitor.on_alarm(AlarmChange(change.name, "OK", "ALARM", "back to normal", users), now + 90)
+    assert monitor.guard.check(users, now + 91) is None
+
+
+def test_small_volumes_do_not_count_as_a_rate(aws, capsys) -> None:
+    now = datetime.now(UTC).timestamp()
+    monitor, _ = make_monitor(now)
+    emit_outcomes(capsys, Telemetry(PowertoolsEmfSink("KisiGateway")),
+                  [("GET /locks", classify_status(200), None),
+                   ("GET /locks", classify_status(404), "000000")])
+    assert monitor.on_schedule(now + 60)["bad_request_rate"] == 0.0
+
+
+def test_alarm_reconciliation_is_idempotent_and_fixes_drift(aws, capsys) -> None:
+    now = datetime.now(UTC).timestamp()
+    monitor, names = make_monitor(now)
+    emit_outcomes(capsys, Telemetry(PowertoolsEmfSink("KisiGateway")),
+                  [("GET /locks", classify_status(200), None),
+                   ("POST /locks/{id}/unlock", classify_status(200), None)])
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    cloudwatch.put_metric_alarm(  # a stale alarm for a route that no longer exists
+        AlarmName=route_alarm_name(PREFIX, "GET /gone"), Namespace="KisiGateway",
+        MetricName="BadRequests", Statistic="Sum", Period=300, EvaluationPeriods=1,
+        Threshold=20, ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+    cloudwatch.put_metric_alarm(  # the template's alarms are never touched
+        AlarmName=f"{PREFIX}-bad-request-volume", Namespace="KisiGateway",
+        MetricName="BadRequests", Statistic="Sum", Period=300, EvaluationPeriods=1,
+        Threshold=50, ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+    first = monitor.on_schedule(now + 60)
+    assert len(first["alarms_created"]) == 2
+    assert first["alarms_deleted"] == [route_alarm_name(PREFIX, "GET /gone")]
+    second = monitor.on_schedule(now + 120)
+    assert (second["alarms_created"], second["alarms_updated"], second["alarms_deleted"]) == (
+        [], [], [])
+    name = route_alarm_name(PREFIX, "GET /locks")
+    cloudwatch.put_metric_alarm(  # someone edits the threshold by hand
+        AlarmName=name, Namespace="KisiGateway", MetricName="BadRequestsByRoute",
+        Statistic="Sum", Period=300, EvaluationPeriods=1, Threshold=999.0,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+    third = monitor.on_schedule(now + 180)
+    assert third["alarms_updated"] == [name]
+    fixed = next(a for a in monitor.alarms.managed() if a["AlarmName"] == name)
+    assert fixed["Threshold"] == 20.0
+    assert fixed["AlarmActions"] == [names["alarm_topic"]]
+    template_alarm = cloudwatch.describe_alarms(AlarmNames=[f"{PREFIX}-bad-request-volume"])
+    assert template_alarm["MetricAlarms"][0]["Threshold"] == 50.0
+
+
+def test_401_storm_opens_the_guard_stops_kisi_calls_and_recovers(monkeypatch) -> None:
+    with gateway(monkeypatch) as gw:
+        gw.sim.update_faults({"revoked_keys": [DEMO_KEY]})
+        statuses = [gw.call("GET", "/locks").status for _ in range(5)]
+        assert statuses == [401] * 5
+        calls = gw.kisi_calls()
+        paused = gw.call("POST", "/locks/1/unlock")
+        assert paused.status == 503
+        assert paused.json()["code"] == "9e0503"
+        assert int(paused.headers["Retry-After"]) >= 1
+        assert gw.kisi_calls() == calls  # nothing reached Kisi while paused
+        assert gw.sink.total("GuardPaused") == 1
+
+        gw.sim.update_faults({"revoked_keys": []})  # an operator put a valid key in place
+        gw.clock.advance(int(paused.headers["Retry-After"]))
+        probe = gw.call("GET", "/locks")  # the half-open probe
+        assert probe.status == 200
+        assert gw.call("POST", "/locks/1/unlock").status == 200
+        guard = DynamoGuard(gw.dynamodb, "guard")
+        account = next(s for s in guard.states(gw.clock.now()) if s["scope"] == ACCOUNT)
+        assert account["state"] == "closed"
+
+
+def test_queued_retries_wait_for_the_guard_without_spending_attempts(monkeypatch) -> None:
+    with gateway(monkeypatch) as gw:
+        gw.sim.update_faults({"outage_seconds": 2})
+        doc = gw.call("GET", "/users/1", headers={"Prefer": "respond-async"}).json()
+        guard = DynamoGuard(gw.dynamodb, "guard")
+        guard.open(route_scope("GET /users/{id}"), "403 storm", gw.clock.now(), cooldown_s=600)
+        calls = gw.kisi_calls()
+        gw.clock.advance(30)
+        gw.deliver()  # the retry is due, but the route is paused: it waits
+        assert gw.kisi_calls() == calls
+        assert len(gw.record(doc["request_id"]).attempts) == 1
+        guard.close(route_scope("GET /users/{id}"), gw.clock.now())
+        gw.run_retries()
+        record = gw.record(doc["request_id"])
+        assert record.status.value == "succeeded"
+        assert len(record.attempts) == 2
+
+
+def test_alarm_events_parse_from_sns_and_eventbridge(event) -> None:
+    sns = parse_alarm_event(event("alarm_sns"))
+    bridge = parse_alarm_event(event("alarm_eventbridge"))
+    assert [c.name for c in sns] == [c.name for c in bridge] == ["kisi-gateway-bad-request-rate"]
+    assert sns[0].new_state == bridge[0].new_state == "ALARM"
+    assert parse_alarm_event(event("schedule")) == []
+    assert parse_alarm_event({"Records": [{"Sns": {"Message": "not json"}}]}) == []
+
+
+def test_alarm_message_is_valid_json_for_subscribers() -> None:
+    change = AlarmChange.from_sns_message(json.loads(json.dumps({
+        "AlarmName": "x", "NewStateValue": "ALARM", "OldStateValue": "OK",
+        "Trigger": {"Dimensions": [{"name": "Route", "value": "GET /locks"}]},
+    })))
+    assert change.route == "GET /locks"

@@ -1,0 +1,430 @@
+"""Send budget: GCRA slot arithmetic, AIMD adaptation and the in-memory budget, on a fake clock.
+
+Slot times are what Kisi would see, so every rate assertion is made on reserved slots
+(``now + wait_s``), never on wall time.
+"""
+
+import doctest
+import math
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kisi_gateway import budget as budget_module
+from kisi_gateway.budget import (
+    AdaptiveRate,
+    BucketState,
+    BudgetLimits,
+    Grant,
+    InMemorySendBudget,
+    SendBudget,
+    after_success,
+    after_throttle,
+    bucket_id_for_key,
+    earliest_slot,
+    plan_acquire,
+    reserve,
+)
+from kisi_gateway.outcome import Transport, classify_status, classify_transport
+
+EPS = 1e-9
+GET = "GET /locks"
+EVENTS = "POST /event_sets"
+UPLOADS = "POST /signed_upload_urls"
+KISI_ROUTES = {EVENTS: 1.0, UPLOADS: 0.1}
+OK = classify_status(200)
+THROTTLED = classify_status(429)
+
+
+def slots_of(budget: SendBudget, route_key: str, times: list[float], max_wait_s: float
+             ) -> list[float]:
+    """The slots granted to callers arriving at ``times`` (refused callers are left out)."""
+    slots = []
+    for now in times:
+        grant = budget.acquire(route_key, now, max_wait_s)
+        if grant.ok:
+            slots.append(now + grant.wait_s)
+    return slots
+
+
+def poll(budget: SendBudget, route_key: str, now: float) -> float:
+    """A caller that never waits inline: it comes back when told, until it gets a slot now."""
+    while True:
+        grant = budget.acquire(route_key, now, 0.0)
+        if grant.ok:
+            return now + grant.wait_s
+        now += grant.wait_s
+
+
+def assert_spaced(slots: list[float], rate: float, burst: float = 1.0) -> None:
+    """GCRA's guarantee: any ``m`` requests after one span at least ``(m - burst + 1) / rate``."""
+    ordered = sorted(slots)
+    for i, first in enumerate(ordered):
+        for m, later in enumerate(ordered[i + 1:], start=1):
+            assert later - first >= (m - burst + 1) / rate - EPS, (i, m)
+
+
+def assert_at_most_per_second(slots: list[float], rate: float) -> None:
+    """No window of one second holds more than ``rate`` slots."""
+    ordered = sorted(slots)
+    per_window = math.floor(rate + EPS)
+    for i in range(len(ordered) - per_window):
+        assert ordered[i + per_window] - ordered[i] >= 1.0 - EPS, ordered[i: i + per_window + 1]
+
+
+# --- pure arithmetic ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tat", "now", "burst", "slot"),
+    [
+        (0.0, 10.0, 1.0, 10.0),  # idle bucket: now
+        (10.0, 10.0, 1.0, 10.0),  # due exactly now
+        (10.4, 10.0, 1.0, 10.4),  # two slots booked ahead: wait for the line
+        (10.4, 10.0, 3.0, 10.0),  # a burst of 3 tolerates two intervals ahead
+        (10.6, 10.0, 3.0, 10.2),  # ... but not three
+        (10.4, 12.0, 1.0, 12.0),  # the line emptied long ago
+    ],
+)
+def test_earliest_slot(tat: float, now: float, burst: float, slot: float) -> None:
+    assert earliest_slot(BucketState(rate=5.0, tat=tat), now, burst) == pytest.approx(slot)
+
+
+@pytest.mark.parametrize(
+    ("rate", "tat", "slot", "next_tat"),
+    [
+        (5.0, 0.0, 10.0, 10.2),  # idle: the next request one interval after this one
+        (5.0, 10.4, 10.4, 10.6),  # in line
+        (5.0, 10.4, 10.0, 10.6),  # a burst slot before tat still moves tat by one interval
+        (1.0, 3.0, 5.0, 6.0),
+        (0.1, 0.0, 7.0, 17.0),  # POST /signed_upload_urls: 1 per 10 s
+    ],
+)
+def test_reserve_moves_tat_one_interval_past_the_slot(
+    rate: float, tat: float, slot: float, next_tat: float
+) -> None:
+    booked = reserve(BucketState(rate=rate, tat=tat), slot, now=slot)
+    assert booked.tat == pytest.approx(next_tat)
+    assert booked.updated_at == slot
+
+
+ACCOUNT_IDLE = BucketState(rate=5.0)
+
+
+@pytest.mark.parametrize(
+    ("account", "route", "max_wait_s", "grant", "account_tat", "route_tat"),
+    [
+        # account only
+        (ACCOUNT_IDLE, None, 0.0, Grant(True, 0.0), 10.2, None),
+        (BucketState(5.0, tat=10.4), None, 0.0, Grant(False, 0.4, "rate"), None, None),
+        (BucketState(5.0, tat=10.4), None, 0.4, Grant(True, 0.4), 10.6, None),
+        (BucketState(5.0, tat=10.4), None, 0.39, Grant(False, 0.4, "rate"), None, None),
+        # a closed gate refuses however long the caller would wait, and books nothing
+        (BucketState(5.0, gate_until=13.0), None, 60.0, Grant(False, 3.0, "gate"), None, None),
+        (BucketState(5.0, gate_until=10.0), None, 0.0, Grant(True, 0.0), 10.2, None),
+        # a route with its own rate: one slot, the later one, in both buckets
+        (ACCOUNT_IDLE, BucketState(1.0), 0.0, Grant(True, 0.0), 10.2, 11.0),
+        (BucketState(5.0, tat=10.2), BucketState(1.0, tat=10.0), 0.2,
+         Grant(True, 0.2), 10.4, 11.2),
+        (BucketState(5.0, tat=11.0), BucketState(1.0, tat=10.0), 1.0,
+         Grant(True, 1.0), 11.2, 12.0),  # the account's line is longer: the route waits too
+        # the route's line is longer: the account may be held one account interval, no more
+        (ACCOUNT_IDLE, BucketState(1.0, tat=10.2), 1.0, Grant(True, 0.2), 10.4, 11.2),
+        (ACCOUNT_IDLE, BucketState(1.0, tat=10.5), 1.0, Grant(False, 0.5, "rate"), None, None),
+        (ACCOUNT_IDLE, BucketState(1.0, gate_until=12.0), 5.0,
+         Grant(False, 2.0, "gate"), None, None),
+    ],
+)
+def test_plan_acquire(
+    account: BucketState,
+    route: BucketState | None,
+    max_wait_s: float,
+    grant: Grant,
+    account_tat: float | None,
+    route_tat: float | None,
+) -> None:
+    plan = plan_acquire(account, route, now=10.0, max_wait_s=max_wait_s)
+    assert plan.grant.ok is grant.ok
+    assert plan.grant.wait_s == pytest.approx(grant.wait_s)
+    assert plan.grant.reason == grant.reason
+    assert (plan.account.tat if plan.account else None) == pytest.approx(account_tat)
+    assert (plan.route.tat if plan.route else None) == pytest.approx(route_tat)
+
+
+def test_adaptive_decrease_and_increase_exact_sequence() -> None:
+    adaptive = AdaptiveRate()  # halve, floor 20 %, +5 % of configured per success, 1 s cooldown
+    rate, lowered_at = 5.0, None
+    steps = []
+    for now in (100.0, 100.5, 101.0, 102.0, 103.0):  # 429s
+        rate, lowered_at = adaptive.lowered(rate, 5.0, lowered_at, now)
+        steps.append((rate, lowered_at))
+    assert steps == [
+        (2.5, 100.0),
+        (2.5, 100.0),  # within the cooldown: the same overload, not lowered twice
+        (1.25, 101.0),
+        (1.0, 102.0),  # floor: 20 % of 5/s
+        (1.0, 103.0),
+    ]
+    rises = []
+    for _ in range(18):
+        rate = adaptive.raised(rate, 5.0)
+        rises.append(rate)
+    assert rises == [1.25 + 0.25 * k for k in range(16)] + [5.0, 5.0]
+
+
+@pytest.mark.parametrize(
+    ("retry_after_s", "close_gate", "gate_until"),
+    [(None, True, 0.0), (3.0, True, 13.0), (3.0, False, 0.0), (0.0, True, 0.0)],
+)
+def test_after_throttle(retry_after_s: float | None, close_gate: bool, gate_until: float) -> None:
+    state = after_throttle(BucketState(rate=5.0, tat=9.0), 5.0, AdaptiveRate(), now=10.0,
+                           retry_after_s=retry_after_s, close_gate=close_gate)
+    assert state == BucketState(rate=2.5, tat=10.4, gate_until=gate_until, lowered_at=10.0,
+                                updated_at=10.0)
+
+
+def test_after_throttle_keeps_slots_already_granted_and_a_later_gate() -> None:
+    state = BucketState(rate=5.0, tat=15.0, gate_until=30.0)
+    after = after_throttle(state, 5.0, AdaptiveRate(), now=10.0, retry_after_s=3.0,
+                           close_gate=True)
+    assert (after.tat, after.gate_until) == (15.0, 30.0)
+
+
+def test_after_success_changes_nothing_at_full_rate() -> None:
+    assert after_success(BucketState(rate=5.0), 5.0, AdaptiveRate(), now=1.0) is None
+    raised = after_success(BucketState(rate=4.9), 5.0, AdaptiveRate(), now=1.0)
+    assert raised is not None
+    assert raised.rate == 5.0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"rate": 0.0}, {"rate": -1.0}, {"rate": math.inf}, {"burst": 0.5},
+     {"route_rates": {EVENTS: 0.0}}],
+)
+def test_limits_reject_nonsense(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        BudgetLimits(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"decrease_factor": 1.0}, {"floor_fraction": 0.0}, {"increase_fraction": 0.0}]
+)
+def test_adaptive_rejects_nonsense(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        AdaptiveRate(**kwargs)
+
+
+def test_bucket_id_is_a_hash_that_never_reveals_the_key() -> None:
+    key = "kisi-secret-api-key-1234"
+    bucket = bucket_id_for_key(key)
+    assert bucket == bucket_id_for_key(key)
+    assert bucket != bucket_id_for_key(key + "x")
+    assert key not in bucket
+    assert bucket.startswith("key-")
+    assert len(bucket) == 4 + 32
+    assert "#" not in bucket
+    with pytest.raises(ValueError, match="empty"):
+        bucket_id_for_key("")
+
+
+def test_docstring_examples() -> None:
+    result = doctest.testmod(budget_module)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+# --- the in-memory budget -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("burst", [1.0, 3.0])
+def test_thousand_patient_callers_take_two_hundred_seconds(burst: float) -> None:
+    budget = InMemorySendBudget(rate=5.0, burst=burst)
+    slots = slots_of(budget, GET, [0.0] * 1000, max_wait_s=math.inf)
+    assert len(slots) == 1000
+    assert slots == sorted(slots)
+    # the first `burst` go at once, then one every 0.2 s: 1,000 requests need 200 s,
+    # less at most `burst` intervals early
+    assert slots[: int(burst)] == [0.0] * int(burst)
+    assert slots[-1] == pytest.approx((1000 - burst) / 5.0)
+    assert_spaced(slots, 5.0, burst)
+
+
+def test_thousand_polling_callers_take_two_hundred_seconds() -> None:
+    budget = InMemorySendBudget(rate=5.0)
+    now, slots = 0.0, []
+    for _ in range(1000):
+        slot = poll(budget, GET, now)
+        slots.append(slot)
+        now = slot
+    assert slots[-1] == pytest.approx(199.8)
+    assert_at_most_per_second(slots, 5.0)
+
+
+def test_max_wait_decides_between_a_reservation_and_a_refusal() -> None:
+    budget = InMemorySendBudget(rate=5.0)
+    assert budget.acquire(GET, 0.0) == Grant(True, 0.0)
+    refused = budget.acquire(GET, 0.0)
+    assert (refused.ok, refused.reason) == (False, "rate")
+    assert refused.wait_s == pytest.approx(0.2)
+    assert budget.acquire(GET, 0.0, max_wait_s=0.19) == refused  # still nothing reserved
+    reserved = budget.acquire(GET, 0.0, max_wait_s=0.2)
+    assert reserved.ok
+    assert reserved.wait_s == pytest.approx(0.2)
+    assert budget.acquire(GET, 0.0, max_wait_s=1.0).wait_s == pytest.approx(0.4)
+
+
+def test_route_override_one_per_second() -> None:
+    budget = InMemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
+    events = [poll(budget, EVENTS, 0.0) for _ in range(10)]
+    assert events == pytest.approx([float(k) for k in range(10)])
+    budget = InMemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
+    uploads = [poll(budget, UPLOADS, 0.0) for _ in range(3)]
+    assert uploads == pytest.approx([0.0, 10.0, 20.0])
+
+
+def test_route_override_shares_the_account_with_other_routes() -> None:
+    budget = InMemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
+    granted: dict[str, list[float]] = {GET: [], EVENTS: []}
+    # each second: three reads and two event sets, every caller willing to wait a second
+    second = [(0.0, GET), (0.1, EVENTS), (0.3, GET), (0.5, EVENTS), (0.6, GET)]
+    for t in range(10):
+        for offset, route in second:
+            now = t + offset
+            grant = budget.acquire(route, now, max_wait_s=1.0)
+            if grant.ok:
+                granted[route].append(now + grant.wait_s)
+    assert len(granted[GET]) == 30  # reads all go: the account has room for them
+    assert len(granted[EVENTS]) == 10  # one event set a second, as Kisi allows
+    assert_spaced(granted[EVENTS], 1.0)
+    assert_spaced(granted[GET] + granted[EVENTS], 5.0)
+
+
+def test_a_slow_route_never_holds_the_account_for_long() -> None:
+    budget = InMemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
+    assert budget.acquire(UPLOADS, 0.0).ok
+    refused = budget.acquire(UPLOADS, 0.0, max_wait_s=60.0)  # its slot is 10 s away
+    assert (refused.ok, refused.reason, refused.wait_s) == (False, "rate", 10.0)
+    assert budget.acquire(GET, 0.2) == Grant(True, 0.0)  # unlocks and reads carry on
+
+
+def test_eight_threads_never_exceed_the_rate() -> None:
+    budget = InMemorySendBudget(rate=5.0)
+    slots: list[float] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def caller(index: int) -> None:
+        start.wait()
+        for n in range(50):
+            now = 1000.0 + n * 0.1 + index * 0.01  # each thread's own clock, interleaved
+            slot = now + (grant := budget.acquire(GET, now, max_wait_s=math.inf)).wait_s
+            assert grant.ok
+            with lock:
+                slots.append(slot)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(slots) == 400
+    assert len(set(slots)) == 400
+    assert_at_most_per_second(slots, 5.0)
+    assert_spaced(slots, 5.0)
+    # every caller was willing to wait, so the line never broke: 400 slots back to back
+    assert max(slots) - min(slots) == pytest.approx(399 * 0.2)
+
+
+def test_throttle_slows_the_bucket_and_success_restores_it() -> None:
+    budget = InMemorySendBudget(rate=5.0)
+    budget.observe(GET, THROTTLED, None, now=10.0)
+    assert budget.state().rate == 2.5
+    # given a 429, when callers line up, then they are spaced 0.4 s, starting one interval on
+    slots = slots_of(budget, GET, [10.0] * 3, max_wait_s=math.inf)
+    assert slots == pytest.approx([10.4, 10.8, 11.2])
+    for _ in range(10):
+        budget.observe(GET, OK, None, now=11.0)
+    assert budget.state().rate == 5.0
+    assert slots_of(budget, GET, [20.0] * 3, max_wait_s=math.inf) == pytest.approx(
+        [20.0, 20.2, 20.4]
+    )
+
+
+def test_retry_after_closes_the_gate_for_every_caller() -> None:
+    budget = InMemorySendBudget(rate=5.0)
+    reserved = budget.acquire(GET, 10.0, max_wait_s=5.0)
+    budget.observe(GET, THROTTLED, 30.0, now=10.0)
+    for now, route in ((10.0, GET), (25.0, "DELETE /users/{id}"), (39.9, GET)):
+        grant = budget.acquire(route, now, max_wait_s=3600.0)
+        assert (grant.ok, grant.reason) == (False, "gate")
+        assert grant.wait_s == pytest.approx(40.0 - now)
+    assert reserved.ok  # a slot granted before the 429 stands
+    assert budget.acquire(GET, 40.0) == Grant(True, 0.0)
+
+
+def test_retry_after_on_a_limited_route_closes_that_route_only() -> None:
+    budget = InMemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
+    budget.observe(EVENTS, THROTTLED, 10.0, now=0.0)
+    assert budget.acquire(EVENTS, 1.0, max_wait_s=30.0).reason == "gate"
+    assert budget.acquire(GET, 1.0).ok
+    assert budget.state(EVENTS).rate == 0.5
+    assert budget.state().rate == 2.5  # we cannot tell which limit Kisi applied: both slow
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [classify_status(404), classify_status(401), classify_status(503), classify_status(302),
+     classify_transport(Transport.READ_TIMEOUT)],
+)
+def test_other_outcomes_leave_the_rate(outcome: object) -> None:
+    budget = InMemorySendBudget(rate=5.0)
+    budget.observe(GET, THROTTLED, None, now=0.0)
+    before = budget.state()
+    budget.observe(GET, outcome, 60.0, now=5.0)  # type: ignore[arg-type]
+    assert budget.state() == before
+
+
+def test_state_of_an_unknown_route_bucket_is_an_error() -> None:
+    with pytest.raises(KeyError):
+        InMemorySendBudget().state(GET)
+
+
+# --- properties -----------------------------------------------------------------------------
+
+times = st.lists(st.floats(min_value=0.0, max_value=100.0), min_size=1, max_size=60)
+waits = st.sampled_from([0.0, 0.1, 0.5, 2.0, math.inf])
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrivals=times, max_wait_s=waits,
+       rate=st.sampled_from([0.1, 1.0, 2.5, 5.0, 10.0]),
+       burst=st.sampled_from([1.0, 2.0, 5.0]))
+def test_granted_slots_are_spaced_by_the_rate(
+    arrivals: list[float], max_wait_s: float, rate: float, burst: float
+) -> None:
+    budget = InMemorySendBudget(rate=rate, burst=burst)
+    # arrival times in any order: Lambdas' clocks disagree a little
+    slots = slots_of(budget, GET, arrivals, max_wait_s)
+    assert slots  # the first caller always gets a slot
+    assert_spaced(slots, rate, burst)
+
+
+@settings(max_examples=150, deadline=None)
+@given(calls=st.lists(st.tuples(st.floats(0.0, 30.0), st.sampled_from([GET, EVENTS, UPLOADS]),
+                                waits), min_size=1, max_size=60))
+def test_route_and_account_spacing_hold_together(
+    calls: list[tuple[float, str, float]]
+) -> None:
+    budget = InMemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
+    by_route: dict[str, list[float]] = {GET: [], EVENTS: [], UPLOADS: []}
+    for now, route, max_wait_s in sorted(calls):
+        grant = budget.acquire(route, now, max_wait_s)
+        if grant.ok:
+            assert grant.wait_s <= max_wait_s + 1e-6
+            by_route[route].append(now + grant.wait_s)
+    assert_spaced(by_route[GET] + by_route[EVENTS] + by_route[UPLOADS], 5.0)
+    assert_spaced(by_route[EVENTS], 1.0)
+    assert_spaced(by_route[UPLOADS], 0.1)
