@@ -11,7 +11,7 @@ export SAM_CLI_TELEMETRY := 0
 SRC := $(wildcard layers functions local bench tests)
 TYPED := $(wildcard layers/kisi_gateway/kisi_gateway functions local bench)
 
-.PHONY: help venv test lint validate build deploy clean
+.PHONY: help venv run demo bench soak test lint validate build deploy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,18 @@ $(SAM_VENV)/.installed: requirements/sam.txt
 	@touch $@
 
 venv: $(VENV)/.installed ## Build .venv from the exact pins
+
+run: $(VENV)/.installed ## The gateway on 127.0.0.1:3000 with moto and the Kisi simulator
+	$(PY) -m local
+
+demo: $(VENV)/.installed ## A scripted scenario against a fresh local stack: table + timeline plot
+	$(PY) -m local.demo
+
+bench: $(VENV)/.installed ## Simulation, real-time run, cold start, CPU cost -> docs/benchmarks.md
+	$(PY) -m bench
+
+soak: $(VENV)/.installed ## 5 minutes at 4 req/s with faults on the local stack; prints the figures
+	$(PY) -m local.soak
 
 lint: $(VENV)/.installed ## ruff, mypy (strict on the layer), cfn-lint on the template
 	$(VENV)/bin/ruff check $(SRC)

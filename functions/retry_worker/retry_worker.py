@@ -28,7 +28,8 @@ from kisi_gateway.retrying import Disposition, RetryWorker
 
 logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"kisi_gateway"})
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch whose every message waits for a later attempt is not a failed invocation.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 class ComeBackLaterError(Exception):

@@ -1,0 +1,106 @@
+"""``make run``: the whole gateway on this machine, no Docker, everything on 127.0.0.1.
+
+Starts moto in server mode (the embedded AWS), the Kisi simulator (unless ``KISI_BASE_URL``
+points elsewhere), provisions template.yaml into moto, and serves the gateway API with the
+unchanged handlers. Configuration (DESIGN.md "Local stack"; defaults in brackets):
+
+``GATEWAY_PORT`` [3000], ``MOTO_PORT`` [5000], ``KISI_SIM_PORT`` [8080], ``KISI_BASE_URL``
+[the simulator; when set, the simulator is not started], ``KISI_API_KEY`` [the simulator's
+demo key; required with a real ``KISI_BASE_URL``], ``GATEWAY_API_KEY`` [``local-dev-key``,
+sent by callers as ``x-api-key``]. Ctrl-C stops everything it started, by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from local.kisi_sim import DEMO_KEY, KisiSimulator, SimConfig
+from local.moto_server import MotoProcess
+from local.runtime import LocalRuntime
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK_NAME = "kisi-gateway"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The ``make run`` environment, validated."""
+
+    gateway_port: int
+    moto_port: int
+    sim_port: int
+    kisi_base_url: str | None
+    kisi_api_key: str | None
+    gateway_api_key: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> RunConfig:
+        def port(name: str, default: int) -> int:
+            raw = environ.get(name, "") or str(default)
+            if not raw.isdigit() or not 0 < int(raw) < 65536:
+                raise SystemExit(f"{name} must be a port number (1-65535), not {raw!r}")
+            return int(raw)
+
+        base = environ.get("KISI_BASE_URL") or None
+        key = environ.get("KISI_API_KEY") or None
+        if base and not key:
+            raise SystemExit("KISI_API_KEY must be set when KISI_BASE_URL points at Kisi")
+        return cls(
+            gateway_port=port("GATEWAY_PORT", 3000),
+            moto_port=port("MOTO_PORT", 5000),
+            sim_port=port("KISI_SIM_PORT", 8080),
+            kisi_base_url=base,
+            kisi_api_key=key,
+            gateway_api_key=environ.get("GATEWAY_API_KEY") or "local-dev-key",
+        )
+
+
+def main(environ: Mapping[str, str] = os.environ) -> int:
+    config = RunConfig.from_env(environ)
+    sim: KisiSimulator | None = None
+    moto = MotoProcess(port=config.moto_port)
+    runtime: LocalRuntime | None = None
+    try:
+        base_url = config.kisi_base_url
+        api_key = config.kisi_api_key or DEMO_KEY
+        if base_url is None:
+            sim = KisiSimulator(SimConfig.from_env(environ), port=config.sim_port).start()
+            base_url = sim.url
+            print(f"kisi-sim: the Kisi simulator on {base_url} (demo key accepted)")
+        moto.start()
+        print(f"moto: the embedded AWS on {moto.endpoint_url} (pid {moto.pid})")
+        runtime = LocalRuntime(
+            ROOT / "template.yaml",
+            moto.endpoint_url,
+            stack_name=STACK_NAME,
+            parameters={"KisiBaseUrl": base_url},
+            secret_values={"KisiApiKeySecret": api_key},
+            env_overrides={"POWERTOOLS_LOG_LEVEL": environ.get("POWERTOOLS_LOG_LEVEL", "WARNING")},
+            api_key=config.gateway_api_key,
+            gateway_port=config.gateway_port,
+        )
+        runtime.start()
+        print(
+            f"kisi-gateway ready on {runtime.gateway_url} "
+            f"(send x-api-key: {config.gateway_api_key}; Kisi: {base_url}); Ctrl-C stops",
+            flush=True,
+        )
+        runtime.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if runtime is not None:
+            runtime.stop()
+        moto.stop()
+        if sim is not None:
+            sim.stop()
+        print("kisi-gateway stopped", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,231 @@
+"""The local API Gateway: real HTTP in, the exact REST API proxy event to the handler, back out.
+
+:class:`ApiGateway` decides (route, API key, size limit, handler result) and knows nothing of
+sockets; :class:`ApiServer` is the ThreadingHTTPServer on 127.0.0.1 that feeds it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from local.apigw_event import (
+    FORBIDDEN,
+    INTERNAL_SERVER_ERROR,
+    MISSING_AUTHENTICATION_TOKEN,
+    REQUEST_TOO_LARGE,
+    HttpRequest,
+    HttpResponse,
+    MalformedProxyResponseError,
+    gateway_error,
+    match_route,
+    proxy_event,
+    proxy_response,
+)
+from local.lambda_invoke import FunctionInvoker
+from local.stack import ApiRoute
+
+__all__ = ["DEFAULT_PORT", "MAX_PAYLOAD_BYTES", "ApiGateway", "ApiServer"]
+
+DEFAULT_PORT = 3000
+# API Gateway's REST API payload quota: 10 MB (requests above it get REQUEST_TOO_LARGE, 413).
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+class ApiGateway:
+    """Routes a request, checks its API key, invokes the function and shapes the answer.
+
+    ``api_keys`` maps each accepted ``x-api-key`` value to its key id.
+    """
+
+    def __init__(
+        self,
+        routes: Iterable[ApiRoute],
+        invoker: FunctionInvoker,
+        *,
+        api_keys: Mapping[str, str],
+        account_id: str,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.routes = list(routes)
+        self._invoker = invoker
+        self._api_keys = dict(api_keys)
+        self._account_id = account_id
+        self._now = now
+        self._log = log
+        self._stages = {route.stage for route in self.routes}
+
+    def handle(
+        self, request: HttpRequest, domain_name: str, too_large: bool = False
+    ) -> HttpResponse:
+        """Answer one request; ``too_large`` when the server refused to read a huge body."""
+        started = time.monotonic()
+        request_id = str(uuid.uuid4())
+        if too_large or len(request.body) > MAX_PAYLOAD_BYTES:
+            response, note = gateway_error(REQUEST_TOO_LARGE, request_id), "payload over 10 MB"
+        else:
+            response, note = self._answer(request, request_id, domain_name)
+        elapsed_ms = (time.monotonic() - started) * 1000
+        suffix = f" [{note}]" if note else ""
+        self._log(
+            f"{request.method} {request.path} -> {response.status} ({elapsed_ms:.0f} ms){suffix}"
+        )
+        return response
+
+    def _find(self, request: HttpRequest) -> tuple[ApiRoute, dict[str, str], str] | None:
+        found = match_route(self.routes, request.method, request.path)
+        if found is not None:
+            return found[0], found[1], request.path
+        # Also accept the deployed URL shape, /<stage>/<path>.
+        stage, _, rest = request.path.lstrip("/").partition("/")
+        if stage in self._stages:
+            path = "/" + rest
+            stage_routes = [route for route in self.routes if route.stage == stage]
+            found = match_route(stage_routes, request.method, path)
+            if found is not None:
+                return found[0], found[1], path
+        return None
+
+    def _answer(
+        self, request: HttpRequest, request_id: str, domain_name: str
+    ) -> tuple[HttpResponse, str]:
+        found = self._find(request)
+        if found is None:
+            return gateway_error(MISSING_AUTHENTICATION_TOKEN, request_id), "no such route"
+        route, params, path = found
+        presented = next((v for k, v in request.headers if k.lower() == "x-api-key"), None)
+        key_id = self._api_keys.get(presented) if presented is not None else None
+        if route.api_key_required and key_id is None:
+            return gateway_error(FORBIDDEN, request_id), "missing or wrong x-api-key"
+        routed = HttpRequest(
+            request.method, path, request.query, request.headers, request.body, request.source_ip
+        )
+        event = proxy_event(
+            routed,
+            route,
+            params,
+            account_id=self._account_id,
+            api_key=presented if route.api_key_required else None,
+            api_key_id=key_id if route.api_key_required else None,
+            request_id=request_id,
+            now=self._now(),
+            domain_name=domain_name,
+        )
+        invocation = self._invoker.invoke(route.function, event)
+        if not invocation.ok:
+            return gateway_error(
+                INTERNAL_SERVER_ERROR, request_id
+            ), f"{route.function}: {invocation.error}"
+        try:
+            return proxy_response(invocation.result, request_id), ""
+        except MalformedProxyResponseError as error:
+            return gateway_error(
+                INTERNAL_SERVER_ERROR, request_id
+            ), f"malformed proxy response: {error}"
+
+
+def _read_chunked(stream: Any, limit: int) -> bytes:
+    body = bytearray()
+    while True:
+        size = int(stream.readline().split(b";", 1)[0].strip() or b"0", 16)
+        if size == 0:
+            stream.readline()
+            return bytes(body)
+        body += stream.read(size)
+        stream.readline()
+        if len(body) > limit:
+            return bytes(body)
+
+
+def _discard(stream: Any, length: int) -> None:
+    while length > 0:
+        chunk = stream.read(min(length, 1 << 16))
+        if not chunk:
+            return
+        length -= len(chunk)
+
+
+class ApiServer:
+    """A ThreadingHTTPServer on ``host:port`` (port 0: any free port) serving an ApiGateway."""
+
+    def __init__(
+        self, gateway: ApiGateway, host: str = "127.0.0.1", port: int = DEFAULT_PORT
+    ) -> None:
+        self.gateway = gateway
+        handler = self._handler_class(gateway)
+        self._host = host
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, name="local-apigw", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._server.server_close()
+
+    @staticmethod
+    def _handler_class(gateway: ApiGateway) -> type[BaseHTTPRequestHandler]:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """The gateway logs one line per request itself."""
+
+            def _serve(self) -> None:
+                raw_path, _, query = self.path.partition("?")
+                length = int(self.headers.get("Content-Length") or 0)
+                too_large = length > MAX_PAYLOAD_BYTES
+                if too_large:
+                    # Drain without keeping it (so the client sees the answer), then hang up.
+                    body = b""
+                    _discard(self.rfile, length)
+                    self.close_connection = True
+                elif "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                    body = _read_chunked(self.rfile, MAX_PAYLOAD_BYTES)
+                else:
+                    body = self.rfile.read(length) if length else b""
+                request = HttpRequest(
+                    method=self.command,
+                    path=raw_path or "/",
+                    query=query,
+                    headers=list(self.headers.items()),
+                    body=body,
+                    source_ip=self.client_address[0],
+                )
+                host = self.headers.get("Host") or "127.0.0.1"
+                response = gateway.handle(request, host, too_large=too_large)
+                self.send_response(response.status)
+                for name, value in response.headers:
+                    self.send_header(name, value)
+                payload = b"" if self.command == "HEAD" else response.body
+                self.send_header("Content-Length", str(len(response.body)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        for method in _METHODS:
+            setattr(Handler, f"do_{method}", Handler._serve)
+        return Handler

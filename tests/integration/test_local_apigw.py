@@ -1,0 +1,159 @@
+"""The local API Gateway over real HTTP: the exact proxy event, API keys, gateway errors."""
+
+import base64
+
+import pytest
+import requests
+from aws_lambda_powertools.utilities.parser.models import APIGatewayProxyEventModel
+
+from local.apigw import MAX_PAYLOAD_BYTES
+from local.apigw_event import match_route
+from local.runtime import LocalRuntime
+from local.stack import ApiRoute
+from tests.fixtures.local_stack.harness import API_KEY, TEMPLATE, recorded, shared_moto
+
+KEY = {"x-api-key": API_KEY}
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    runtime = LocalRuntime(
+        TEMPLATE,
+        shared_moto().endpoint_url,
+        stack_name="apigw",
+        api_key=API_KEY,
+        gateway_port=0,
+        run_threads=False,
+        log=lambda line: None,
+    )
+    with runtime:
+        yield runtime
+
+
+@pytest.fixture
+def url(runtime):
+    return runtime.gateway_url
+
+
+def last_api_event():
+    return recorded("api")[-1]
+
+
+def test_proxy_event_has_the_api_gateway_shape(url, runtime):
+    reply = requests.post(
+        f"{url}/kisi/users/42?a=1&a=2&b=x%20y",
+        data=b'{"name": "door"}',
+        headers={**KEY, "Content-Type": "application/json", "X-Twice": "1"},
+        timeout=10,
+    )
+    assert reply.status_code == 200
+    entry = last_api_event()
+    event = entry["event"]
+    APIGatewayProxyEventModel.model_validate(event)  # Powertools' model of the real event
+
+    assert event["resource"] == "/kisi/{proxy+}"
+    assert event["path"] == "/kisi/users/42"
+    assert event["httpMethod"] == "POST"
+    assert event["pathParameters"] == {"proxy": "users/42"}
+    assert event["queryStringParameters"] == {"a": "2", "b": "x y"}
+    assert event["multiValueQueryStringParameters"] == {"a": ["1", "2"], "b": ["x y"]}
+    assert event["stageVariables"] is None
+    assert event["body"] == '{"name": "door"}'
+    assert event["isBase64Encoded"] is False
+    assert event["headers"]["Content-Type"] == "application/json"
+    assert event["multiValueHeaders"]["X-Twice"] == ["1"]
+    context = event["requestContext"]
+    assert context["resourcePath"] == "/kisi/{proxy+}"
+    assert context["httpMethod"] == "POST"
+    assert context["stage"] == "v1"
+    assert context["path"] == "/v1/kisi/users/42"
+    assert context["accountId"] == "123456789012"
+    assert context["identity"]["sourceIp"] == "127.0.0.1"
+    assert context["identity"]["apiKey"] == API_KEY
+    assert context["identity"]["userAgent"].startswith("python-requests")
+    assert context["apiId"] == runtime.stack.physical_id("Api")
+    assert isinstance(context["requestTimeEpoch"], int)
+    assert context["domainName"] == url.removeprefix("http://")
+
+    assert entry["function_name"] == "apigw-ApiFunction"
+    assert entry["memory_limit_in_mb"] == "256"
+    assert entry["invoked_function_arn"].endswith(":function:apigw-ApiFunction")
+    assert 0 < entry["remaining_ms"] <= 5000
+    assert reply.headers["X-Request-Id"] == entry["aws_request_id"]
+
+
+def test_result_maps_back_to_http(url):
+    reply = requests.get(f"{url}/kisi/places", headers=KEY, timeout=10)
+    assert reply.status_code == 200
+    assert reply.json() == {
+        "method": "GET",
+        "proxy": "places",
+        "table": "apigw-RecordsTable",
+        "stage_label": "v1-us-east-1",
+    }
+    assert reply.raw.headers.getlist("X-Multi") == ["a", "b"]
+    assert last_api_event()["event"]["queryStringParameters"] is None
+    assert last_api_event()["event"]["body"] is None
+
+
+def test_binary_bodies_travel_base64_encoded(url):
+    reply = requests.put(f"{url}/kisi/binary", data=b"\xff\xfe\x00", headers=KEY, timeout=10)
+    event = last_api_event()["event"]
+    assert event["isBase64Encoded"] is True
+    assert base64.b64decode(event["body"]) == b"\xff\xfe\x00"
+    assert reply.content == b"\x00\xffbinary"
+    assert reply.headers["Content-Type"] == "application/octet-stream"
+
+
+@pytest.mark.parametrize(
+    ("headers", "path", "status", "message"),
+    [
+        ({}, "/kisi/users", 403, "Forbidden"),  # key required, none sent
+        ({"x-api-key": "wrong"}, "/kisi/users", 403, "Forbidden"),
+        ({}, "/unknown", 403, "Missing Authentication Token"),  # REST API: unknown path
+        (KEY, "/kisi", 403, "Missing Authentication Token"),  # {proxy+} needs a segment
+        (KEY, "/kisi/boom", 502, "Internal server error"),  # the handler raised
+        (KEY, "/kisi/malformed", 502, "Internal server error"),  # body is not a string
+    ],
+)
+def test_gateway_answers_like_api_gateway(url, headers, path, status, message):
+    reply = requests.get(f"{url}{path}", headers=headers, timeout=10)
+    assert reply.status_code == status
+    assert reply.json() == {"message": message}
+
+
+def test_routes_without_key_and_deployed_url_shape(url):
+    assert requests.get(f"{url}/health", timeout=10).json() == {"ok": True}
+    assert requests.get(f"{url}/v1/health", timeout=10).json() == {"ok": True}
+    reply = requests.get(f"{url}/requests/abc", headers=KEY, timeout=10)
+    assert reply.status_code == 404
+    assert last_api_event()["event"]["pathParameters"] == {"id": "abc"}
+
+
+def test_payload_over_ten_megabytes_is_refused(url):
+    reply = requests.post(
+        f"{url}/kisi/big", data=b"x" * (MAX_PAYLOAD_BYTES + 1), headers=KEY, timeout=30
+    )
+    assert reply.status_code == 413
+
+
+def test_route_precedence_literal_then_parameter_then_greedy():
+    routes = [
+        ApiRoute("A", "id", "v1", "/kisi/{proxy+}", "ANY", "Greedy", True),
+        ApiRoute("A", "id", "v1", "/kisi/{id}", "GET", "Param", True),
+        ApiRoute("A", "id", "v1", "/kisi/health", "GET", "Literal", True),
+        ApiRoute("A", "id", "v1", "/kisi/health", "ANY", "LiteralAny", True),
+    ]
+    assert match_route(routes, "GET", "/kisi/health")[0].function == "Literal"
+    assert match_route(routes, "POST", "/kisi/health")[0].function == "LiteralAny"
+    assert match_route(routes, "GET", "/kisi/7")[0].function == "Param"
+    assert match_route(routes, "GET", "/kisi/7/doors")[0].function == "Greedy"
+    assert match_route(routes, "GET", "/other") is None
+
+
+def test_handler_reaches_the_embedded_aws_through_the_environment(url, runtime):
+    reply = requests.post(f"{url}/kisi/enqueue", data="from-api", headers=KEY, timeout=10)
+    assert reply.status_code == 202
+    outcome = runtime.pollers[0].poll_once(wait_time_s=1)
+    assert (outcome.received, outcome.deleted) == (1, 1)
+    assert recorded("worker")[-1]["event"]["Records"][0]["body"] == "from-api"
