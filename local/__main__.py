@@ -8,15 +8,22 @@ unchanged handlers. Configuration (DESIGN.md "Local stack"; defaults in brackets
 [the simulator; when set, the simulator is not started], ``KISI_API_KEY`` [the simulator's
 demo key; required with a real ``KISI_BASE_URL``], ``GATEWAY_API_KEY`` [``local-dev-key``,
 sent by callers as ``x-api-key``]. Ctrl-C stops everything it started, by PID.
+
+For tests and experiments: ``STACK_PARAMETERS`` [none: a JSON object of template parameter
+overrides, e.g. ``{"BadRequestVolume": 5}``], ``FUNCTION_ENV`` [none: a JSON object of extra
+function environment, e.g. ``{"GUARD_COOLDOWN_S": "2"}``], ``ALARM_INTERVAL_S`` [10: how often
+the local alarm evaluator runs].
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from local.kisi_sim import DEMO_KEY, KisiSimulator, SimConfig
 from local.moto_server import MotoProcess
@@ -36,6 +43,9 @@ class RunConfig:
     kisi_base_url: str | None
     kisi_api_key: str | None
     gateway_api_key: str
+    stack_parameters: dict[str, Any]
+    function_env: dict[str, str]
+    alarm_interval_s: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> RunConfig:
@@ -49,6 +59,21 @@ class RunConfig:
         key = environ.get("KISI_API_KEY") or None
         if base and not key:
             raise SystemExit("KISI_API_KEY must be set when KISI_BASE_URL points at Kisi")
+        def json_object(name: str) -> dict[str, Any]:
+            raw = environ.get(name) or "{}"
+            try:
+                value = json.loads(raw)
+            except ValueError as exc:
+                raise SystemExit(f"{name} must be a JSON object: {exc}") from exc
+            if not isinstance(value, dict):
+                raise SystemExit(f"{name} must be a JSON object")
+            return value
+
+        interval = environ.get("ALARM_INTERVAL_S") or "10"
+        try:
+            alarm_interval_s = float(interval)
+        except ValueError:
+            raise SystemExit(f"ALARM_INTERVAL_S must be a number, not {interval!r}") from None
         return cls(
             gateway_port=port("GATEWAY_PORT", 3000),
             moto_port=port("MOTO_PORT", 5000),
@@ -56,6 +81,9 @@ class RunConfig:
             kisi_base_url=base,
             kisi_api_key=key,
             gateway_api_key=environ.get("GATEWAY_API_KEY") or "local-dev-key",
+            stack_parameters=json_object("STACK_PARAMETERS"),
+            function_env={k: str(v) for k, v in json_object("FUNCTION_ENV").items()},
+            alarm_interval_s=alarm_interval_s,
         )
 
 
@@ -77,11 +105,15 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
             ROOT / "template.yaml",
             moto.endpoint_url,
             stack_name=STACK_NAME,
-            parameters={"KisiBaseUrl": base_url},
+            parameters={**config.stack_parameters, "KisiBaseUrl": base_url},
             secret_values={"KisiApiKeySecret": api_key},
-            env_overrides={"POWERTOOLS_LOG_LEVEL": environ.get("POWERTOOLS_LOG_LEVEL", "WARNING")},
+            env_overrides={
+                "POWERTOOLS_LOG_LEVEL": environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+                **config.function_env,
+            },
             api_key=config.gateway_api_key,
             gateway_port=config.gateway_port,
+            alarm_interval_s=config.alarm_interval_s,
         )
         runtime.start()
         print(

@@ -99,7 +99,13 @@ class FunctionInvoker:
                     raise HandlerError(
                         f"{function}: handler {spec.handler!r} is not module.function"
                     )
-                module = importlib.import_module(module_name.replace("/", "."))
+                dotted = module_name.replace("/", ".")
+                if dotted in sys.modules:
+                    # A new invoker is a cold start: module-level state (cached settings,
+                    # clients) must not carry over from another stack in this process.
+                    module = importlib.reload(sys.modules[dotted])
+                else:
+                    module = importlib.import_module(dotted)
                 self._handlers[function] = getattr(module, attribute)
             return self._handlers[function]
 
