@@ -1,0 +1,157 @@
+"""``make run`` in a subprocess, for tests, the demo and the soak: start, wait, stop by PID.
+
+``python -m local`` runs moto, the Kisi simulator and the gateway on free ports of
+127.0.0.1. :class:`StackProcess` waits for its ready line and stops it with SIGINT (as
+Ctrl-C would), killing it only if it does not stop in time. Clients talk to it over HTTP:
+the gateway as a caller, the simulator through its admin API, moto through boto3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from local.moto_server import aws_client, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK_NAME = "kisi-gateway"  # what local/__main__.py provisions
+READY_LINE = "kisi-gateway ready on"
+
+
+@dataclass
+class SimAdmin:
+    """The simulator's admin API, with the method names of ``KisiSimulator``."""
+
+    url: str
+
+    def update_faults(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        response = requests.put(f"{self.url}/__admin/faults", json=dict(changes), timeout=10)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def stats(self) -> dict[str, Any]:
+        return dict(requests.get(f"{self.url}/__admin/stats", timeout=10).json())
+
+    def calls(self, method: str | None = None, path: str | None = None) -> list[dict[str, Any]]:
+        """Requests Kisi acted on (as ``KisiSimulator.calls``)."""
+        return [
+            entry for entry in self.stats()["requests"]
+            if entry["processed"]
+            and (method is None or entry["method"] == method)
+            and (path is None or path in (entry["path"], entry["route"]))
+        ]
+
+
+@dataclass
+class StackProcess:
+    """A running ``python -m local`` and how to reach its parts."""
+
+    log_path: Path
+    api_key: str = "local-dev-key"
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready_timeout_s: float = 90.0
+    url: str = ""
+    sim: SimAdmin = field(init=False)
+    endpoint_url: str = ""
+    _process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> StackProcess:
+        ports = {name: free_port() for name in ("GATEWAY_PORT", "MOTO_PORT", "KISI_SIM_PORT")}
+        env = {**os.environ, **self.env, **{k: str(v) for k, v in ports.items()}}
+        env["GATEWAY_API_KEY"] = self.api_key
+        env.pop("KISI_BASE_URL", None)
+        env.pop("KISI_API_KEY", None)
+        self.url = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
+        self.sim = SimAdmin(f"http://127.0.0.1:{ports['KISI_SIM_PORT']}")
+        self.endpoint_url = f"http://127.0.0.1:{ports['MOTO_PORT']}"
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if not self._wait_ready():
+            self.stop()
+            raise RuntimeError("make run did not get ready:\n" + self.log())
+        return self
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if READY_LINE in self.log():
+                return True
+            if self._process is None or self._process.poll() is not None:
+                return False
+            time.sleep(0.1)
+        return False
+
+    def stop(self) -> None:
+        """Ctrl-C, then wait; kill only our own process, and only if it hangs."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+    def __enter__(self) -> StackProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"x-api-key": self.api_key, **kwargs.pop("headers", {})}
+        timeout = kwargs.pop("timeout", 40)
+        return requests.request(
+            method, self.url + path, headers=headers, timeout=timeout, **kwargs
+        )
+
+    def client(self, service: str) -> Any:
+        return aws_client(service, self.endpoint_url)
+
+    def queue_url(self, logical_id: str) -> str:
+        return str(
+            self.client("sqs").get_queue_url(QueueName=f"{STACK_NAME}-{logical_id}")["QueueUrl"]
+        )
+
+    def topic_arn(self, logical_id: str) -> str:
+        return f"arn:aws:sns:us-east-1:123456789012:{STACK_NAME}-{logical_id}"
+
+    def table(self, logical_id: str) -> str:
+        return f"{STACK_NAME}-{logical_id}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def stack_env(
+    *,
+    sim_keys: Mapping[str, int] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    function_env: Mapping[str, str] | None = None,
+    alarm_interval_s: float | None = None,
+) -> dict[str, str]:
+    """Environment for ``python -m local`` with test-friendly knobs."""
+    env: dict[str, str] = {}
+    if sim_keys:
+        env["KISI_SIM_KEYS"] = json.dumps(dict(sim_keys))
+    if parameters:
+        env["STACK_PARAMETERS"] = json.dumps(dict(parameters))
+    if function_env:
+        env["FUNCTION_ENV"] = json.dumps(dict(function_env))
+    if alarm_interval_s is not None:
+        env["ALARM_INTERVAL_S"] = str(alarm_interval_s)
+    return env
