@@ -44,6 +44,7 @@ lint: $(VENV)/.installed ## ruff, mypy (strict on the layer), cfn-lint on the te
 	$(VENV)/bin/ruff check $(SRC)
 	$(VENV)/bin/mypy $(TYPED)
 	$(VENV)/bin/cfn-lint template.yaml
+	$(PY) -m local.lint_translated template.yaml
 
 test: lint ## Lint, then every test tier (unit, integration, e2e)
 	$(VENV)/bin/pytest -q -n 2 --dist loadgroup
