@@ -7,9 +7,12 @@ sleep) moves the shared fake clock, so delays are exact and nothing sleeps.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
+from kisi_gateway.calls import parse_call
+from kisi_gateway.forwarding import request_id_for
 from kisi_gateway.queue import RetryMessage
 from kisi_gateway.records import RecordStatus
 from local.kisi_sim import SimConfig
@@ -242,3 +245,38 @@ def test_lookup_answers_only_its_caller(monkeypatch) -> None:
         theirs = gw.forwarder.lookup(doc["request_id"], gw.context(scope="other"))
         assert theirs.status == 404
         assert gw.forwarder.lookup("nope", gw.context()).json()["code"] == "9e0440"
+
+
+def abandon(gw, method: str, path: str, key: str, body=None) -> str:
+    """Leave a keyed request as a Lambda that died mid-send would: 'sending', lease lapsed."""
+    call = parse_call(method=method, path=path, query=[], body=body, is_base64=False,
+                      headers={"Idempotency-Key": key}, policies=gw.settings.policies,
+                      max_body_bytes=10_000, default_wait_s=5, max_wait_s=25)
+    context = gw.context()
+    request_id = request_id_for(context.scope, key)
+    record = gw.forwarder._new_record(call, context, request_id, gw.clock.now())
+    assert gw.forwarder.records.create(replace(record, claim_until=gw.clock.now() + 1))
+    gw.clock.advance(60)
+    return request_id
+
+
+def test_a_vanished_first_call_of_a_create_ends_as_unknown_outcome(monkeypatch) -> None:
+    with gateway(monkeypatch) as gw:
+        body = json.dumps({"group": {"name": "Ghost"}})
+        request_id = abandon(gw, "POST", "/groups", "ghost-1", body)
+        reply = gw.call("POST", "/groups", body=body, headers={"Idempotency-Key": "ghost-1"})
+        assert reply.status == 504
+        assert reply.json()["code"] == "9e0504"
+        assert gw.kisi_calls() == 0  # it may have been applied: never sent again
+        record = gw.record(request_id)
+        assert (record.status, record.reason) == (RecordStatus.FAILED, "unknown_outcome")
+
+
+def test_a_vanished_first_call_of_an_unlock_is_sent_by_the_repeat(monkeypatch) -> None:
+    with gateway(monkeypatch) as gw:
+        request_id = abandon(gw, "POST", "/locks/9/unlock", "door-9")
+        in_progress = gw.call("POST", "/locks/9/unlock", headers={"Idempotency-Key": "door-9"})
+        assert in_progress.status == 200
+        assert in_progress.headers["X-Gateway-Request-Id"] == request_id
+        assert len(gw.sim.calls("POST", "/locks/9/unlock")) == 1
+        assert gw.record(request_id).status is RecordStatus.SUCCEEDED

@@ -14,6 +14,7 @@ A request is written to the record store only when it is deferred or carries an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -46,6 +47,10 @@ from kisi_gateway.sending import Attempted, Sender
 
 LOG = logging.getLogger("kisi_gateway")
 STORE_RETRY_AFTER_S = 2  # what a caller is told to wait when DynamoDB or SQS failed
+# API Gateway gives a Lambda integration 29 s; the function's Timeout is 29 s too. Every
+# inline attempt must be able to finish (connect + read timeout) by this much after the call
+# arrived, or the caller would get API Gateway's own 504 instead of an answer.
+INLINE_LIMIT_S = 27.0
 MAX_BUDGET_ASKS = 10  # bounded: each ask is a DynamoDB read
 
 
@@ -75,6 +80,13 @@ class Forwarder:
     queue: RetryQueue
     record_ttl_s: float
     read_timeout_s: float
+    connect_timeout_s: float = 3.05
+    inline_limit_s: float = INLINE_LIMIT_S
+
+    @property
+    def attempt_s(self) -> float:
+        """The longest one attempt can take."""
+        return self.connect_timeout_s + self.read_timeout_s
 
     def forward(self, call: IncomingCall, context: CallContext) -> Reply:
         """Answer one validated call; never raises for anything a caller or Kisi does."""
@@ -124,13 +136,25 @@ class Forwarder:
             existing = self.records.get(request_id)
             if existing is not None:
                 return self._replay(existing, call, context)
-        return _InlineRun(self, call, context, record).run()
+        return self._run(call, context, record)
+
+    def _run(self, call: IncomingCall, context: CallContext, record: RequestRecord) -> Reply:
+        run = _InlineRun(self, call, context, record)
+        try:
+            return run.run()
+        except (RecordStoreError, QueueError, BudgetUnavailableError):
+            if not run.ambiguous and call.idempotency_key is not None:
+                # Kisi did not act on anything sent so far: free the key, so the caller's
+                # retry starts afresh.
+                with contextlib.suppress(RecordStoreError):
+                    self.records.delete_unsent(record.request_id)
+            raise
 
     def _new_record(
         self, call: IncomingCall, context: CallContext, request_id: str, now: float
     ) -> RequestRecord:
         policy = call.route.policy
-        lease = call.prefs.wait_s + self.read_timeout_s + 5.0
+        lease = min(call.prefs.wait_s, self.inline_limit_s) + self.attempt_s + 5.0
         return RequestRecord(
             request_id=request_id,
             status=RecordStatus.SENDING,
@@ -155,6 +179,9 @@ class Forwarder:
                 record.request_id,
             )
         replayed = {"Idempotent-Replayed": "true"}
+        now = self.sender.clock.now()
+        if record.status is RecordStatus.SENDING and record.claim_until < now:
+            return self._take_over(record, call, context)
         if record.status is RecordStatus.SENDING:
             return error_reply(
                 GatewayError(409, GatewayErrorCode.CONFLICT,
@@ -165,6 +192,36 @@ class Forwarder:
         if record.status is RecordStatus.QUEUED:
             return accepted(record, context.gateway_prefix).with_headers(**replayed)
         return final_reply(record, context.rewrite_location).with_headers(**replayed)
+
+
+    def _take_over(self, record: RequestRecord, call: IncomingCall, context: CallContext) -> Reply:
+        """The first call of this key vanished mid-send (its Lambda died or timed out).
+
+        It may have reached Kisi. A route that may repeat an unknown outcome is sent again by
+        this call; any other ends ``failed``, ``unknown_outcome``, as a timeout would.
+        """
+        now = self.sender.clock.now()
+        lease = call.prefs.wait_s + self.attempt_s + 5.0
+        taken = self.records.take_over(record.request_id, now, lease)
+        if taken is None:  # another repeat took it first
+            return error_reply(
+                GatewayError(409, GatewayErrorCode.CONFLICT,
+                             "a request with this Idempotency-Key is in progress",
+                             retry_after=1),
+                record.request_id,
+            )
+        if call.route.policy.repeat_unknown:
+            fresh = replace(taken, created_at=now, deadline=min(
+                taken.deadline, now + call.route.policy.deadline_s))
+            return self._run(call, context, fresh)
+        ended = self.records.add_attempt(
+            record.request_id,
+            AttemptChange(done_before=taken.attempt_count, status=RecordStatus.FAILED,
+                          reason="unknown_outcome", expected=frozenset({RecordStatus.SENDING})),
+        )
+        self.sender.telemetry.finished(RecordStatus.FAILED.value, "unknown_outcome")
+        return final_reply(ended or replace(taken, status=RecordStatus.FAILED,
+                                            reason="unknown_outcome"), context.rewrite_location)
 
 
 def final_reply(record: RequestRecord, rewrite_location: LocationRewriter) -> Reply:
@@ -200,6 +257,7 @@ class _InlineRun:
     call: IncomingCall
     context: CallContext
     record: RequestRecord
+    ambiguous: bool = False  # did an attempt reach Kisi without a readable answer?
 
     def run(self) -> Reply:
         sender = self.forwarder.sender
@@ -207,12 +265,16 @@ class _InlineRun:
         route = self.call.route
         policy = route.policy
         wait_until = self.record.created_at + self.call.prefs.wait_s
+        # The last moment an attempt may start and still end before the integration limit.
+        latest_start = (
+            self.record.created_at + self.forwarder.inline_limit_s - self.forwarder.attempt_s
+        )
         entries: list[AttemptEntry] = []
         kisi_call = KisiCall(route.method, self.call.path, self.call.query, self.call.body)
         budget_asks = MAX_BUDGET_ASKS
         while True:
             now = clock.now()
-            remaining = max(0.0, wait_until - now)
+            remaining = max(0.0, min(wait_until, latest_start) - now)
             grant = sender.slot(route, remaining)
             if not grant.ok:
                 if grant.reason == "rate" and grant.wait_s <= remaining and budget_asks:
@@ -229,6 +291,7 @@ class _InlineRun:
                     return self._defer(entries, pause.retry_after_s, None)
             attempted = sender.attempt(route, kisi_call)
             outcome = attempted.outcome
+            self.ambiguous = self.ambiguous or outcome.unknown_outcome
             if outcome.terminal:
                 entries.append(attempted.entry())
                 status = RecordStatus.SUCCEEDED if outcome.cls.value in (
@@ -250,7 +313,7 @@ class _InlineRun:
                 return self._finish(entries, RecordStatus.EXPIRED, schedule.reason, attempted)
             entries.append(attempted.entry(schedule.delay_s))
             sender.telemetry.retry_delay(schedule.delay_s)
-            if self.call.prefs.respond_async or schedule.at > wait_until:
+            if self.call.prefs.respond_async or schedule.at > min(wait_until, latest_start):
                 return self._defer(entries, schedule.delay_s, schedule.at)
             clock.sleep(schedule.delay_s)
 
@@ -280,7 +343,7 @@ class _InlineRun:
                 forwarder.records.add_attempt(record.request_id, change)
             except RecordStoreError:
                 # The caller still gets Kisi's answer; a repeat of the key sees "in progress"
-                # until the record's lease lapses.
+                # until the record's lease lapses, then is treated as an unknown outcome.
                 LOG.error("could not record the final answer", extra={"id": record.request_id})
         return final_reply(record, self.context.rewrite_location)
 

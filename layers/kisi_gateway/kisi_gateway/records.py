@@ -168,6 +168,7 @@ class RecordStore(Protocol):
     def get(self, request_id: str) -> RequestRecord | None: ...
     def claim(self, request_id: str, attempt: int, now: float, lease_s: float) -> Claim: ...
     def add_attempt(self, request_id: str, change: AttemptChange) -> RequestRecord | None: ...
+    def take_over(self, request_id: str, now: float, lease_s: float) -> RequestRecord | None: ...
     def delete_unsent(self, request_id: str) -> None: ...
 
 
@@ -415,17 +416,46 @@ class DynamoRecordStore:
             raise RecordStoreError(str(exc)) from exc
         return _from_item(answer["Attributes"])
 
+    def take_over(self, request_id: str, now: float, lease_s: float) -> RequestRecord | None:
+        """Take a ``sending`` record whose api_call lease lapsed; ``None`` if it is not so."""
+        try:
+            answer = self._client.update_item(
+                TableName=self._table,
+                Key={"request_id": {"S": request_id}},
+                UpdateExpression="SET claim_until = :lease",
+                ConditionExpression="#s = :sending AND claim_until < :now",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":lease": {"N": str(now + lease_s)},
+                    ":sending": {"S": RecordStatus.SENDING.value},
+                    ":now": {"N": str(now)},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except (ClientError, BotoCoreError) as exc:
+            if isinstance(exc, ClientError) and _conditional_failed(exc):
+                return None
+            raise RecordStoreError(str(exc)) from exc
+        return _from_item(answer["Attributes"])
+
     def delete_unsent(self, request_id: str) -> None:
-        """Drop a record that never reached Kisi (e.g. its message could not be queued)."""
+        """Drop a record no retry will ever pick up: its api_call failed before queueing it.
+
+        Only a record still ``sending``, or ``queued`` but never claimed by a worker (so no
+        message of it was ever received) goes; anything further along stays.
+        """
         try:
             self._client.delete_item(
                 TableName=self._table,
                 Key={"request_id": {"S": request_id}},
-                ConditionExpression="size(attempts) = :zero OR #s = :sending",
+                ConditionExpression=(
+                    "#s = :sending OR (#s = :queued AND claimed_attempt = :zero)"
+                ),
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
                     ":zero": {"N": "0"},
                     ":sending": {"S": RecordStatus.SENDING.value},
+                    ":queued": {"S": RecordStatus.QUEUED.value},
                 },
             )
         except (ClientError, BotoCoreError) as exc:

@@ -156,6 +156,10 @@ class RetryWorker:
         reason: str | None,
         response: StoredResponse | None,
     ) -> Disposition:
+        if status is RecordStatus.EXPIRED:
+            # Dead-letter first: if the record write then fails, the redelivered message still
+            # finds the request open; the other order could lose the dead-letter copy.
+            self.queue.dead_letter(message, reason or "expired")
         change = AttemptChange(
             done_before=record.attempt_count, status=status, entries=(entry,), reason=reason,
             response=response, expected=frozenset({RecordStatus.QUEUED}),
@@ -164,21 +168,19 @@ class RetryWorker:
             LOG.warning("record moved on during the attempt", extra={"id": record.request_id})
             return Disposition.DONE
         self.sender.telemetry.finished(status.value, reason)
-        if status is RecordStatus.EXPIRED:
-            self.queue.dead_letter(message, reason or "expired")
         return Disposition.DONE
 
     def _end(
         self, message: RetryMessage, record: RequestRecord, status: RecordStatus, reason: str
     ) -> Disposition:
         """End a request without sending it."""
+        self.queue.dead_letter(message, reason)  # first, as in _record
         change = AttemptChange(
             done_before=record.attempt_count, status=status, reason=reason,
             expected=frozenset({RecordStatus.QUEUED}),
         )
         if self.records.add_attempt(record.request_id, change) is not None:
             self.sender.telemetry.finished(status.value, reason)
-            self.queue.dead_letter(message, reason)
         return Disposition.DONE
 
     def _wait(

@@ -107,6 +107,7 @@ def build_forwarder(settings: Settings) -> Forwarder:
         queue=_queue(settings),
         record_ttl_s=settings.record_ttl_days * 86_400,
         read_timeout_s=settings.read_timeout_s,
+        connect_timeout_s=settings.connect_timeout_s,
     )
 
 
