@@ -35,7 +35,7 @@ demo: $(VENV)/.installed ## A scripted scenario against a fresh local stack: tab
 	$(PY) -m local.demo
 
 bench: $(VENV)/.installed ## Simulation, real-time run, cold start, CPU cost -> docs/benchmarks.md
-	$(PY) -m bench
+	PYTHONPATH=layers/kisi_gateway $(PY) -m bench
 
 soak: $(VENV)/.installed ## 5 minutes at 4 req/s with faults on the local stack; prints the figures
 	$(PY) -m local.soak

@@ -47,8 +47,8 @@ def test_revoked_key_pauses_the_account_then_recovers(stack: LocalStack) -> None
 
     texts = eventually(notification, timeout_s=20)
     assert texts, "no notification reached the notify topic"
-    assert "GET /locks/{id}: 5 (401x5)" in texts[0]
-    assert "Guard: paused the account" in texts[0]
+    assert "GET /locks/{id}: 5 (401x5)" in texts[0], texts[0]
+    assert "Guard: paused the account" in texts[0], texts[0]
 
     stack.sim.update_faults({"revoked_keys": []})  # an operator fixed the key
 

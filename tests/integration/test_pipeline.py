@@ -247,7 +247,7 @@ def test_lookup_answers_only_its_caller(monkeypatch) -> None:
         assert gw.forwarder.lookup("nope", gw.context()).json()["code"] == "9e0440"
 
 
-def abandon(gw, method: str, path: str, key: str, body=None) -> str:
+def abandon(gw, method: str, path: str, key: str, body=None, after_s: float = 60) -> str:
     """Leave a keyed request as a Lambda that died mid-send would: 'sending', lease lapsed."""
     call = parse_call(method=method, path=path, query=[], body=body, is_base64=False,
                       headers={"Idempotency-Key": key}, policies=gw.settings.policies,
@@ -256,7 +256,7 @@ def abandon(gw, method: str, path: str, key: str, body=None) -> str:
     request_id = request_id_for(context.scope, key)
     record = gw.forwarder._new_record(call, context, request_id, gw.clock.now())
     assert gw.forwarder.records.create(replace(record, claim_until=gw.clock.now() + 1))
-    gw.clock.advance(60)
+    gw.clock.advance(after_s)
     return request_id
 
 
@@ -274,9 +274,20 @@ def test_a_vanished_first_call_of_a_create_ends_as_unknown_outcome(monkeypatch) 
 
 def test_a_vanished_first_call_of_an_unlock_is_sent_by_the_repeat(monkeypatch) -> None:
     with gateway(monkeypatch) as gw:
-        request_id = abandon(gw, "POST", "/locks/9/unlock", "door-9")
-        in_progress = gw.call("POST", "/locks/9/unlock", headers={"Idempotency-Key": "door-9"})
-        assert in_progress.status == 200
-        assert in_progress.headers["X-Gateway-Request-Id"] == request_id
+        request_id = abandon(gw, "POST", "/locks/9/unlock", "door-9", after_s=10)
+        repeat = gw.call("POST", "/locks/9/unlock", headers={"Idempotency-Key": "door-9"})
+        assert repeat.status == 200
+        assert repeat.headers["X-Gateway-Request-Id"] == request_id
         assert len(gw.sim.calls("POST", "/locks/9/unlock")) == 1
         assert gw.record(request_id).status is RecordStatus.SUCCEEDED
+
+
+def test_a_vanished_unlock_repeated_after_its_deadline_is_not_sent(monkeypatch) -> None:
+    with gateway(monkeypatch) as gw:
+        request_id = abandon(gw, "POST", "/locks/9/unlock", "door-9", after_s=60)
+        repeat = gw.call("POST", "/locks/9/unlock", headers={"Idempotency-Key": "door-9"})
+        assert repeat.status == 504
+        assert repeat.json()["code"] == "9e0508"
+        assert gw.kisi_calls() == 0
+        record = gw.record(request_id)
+        assert (record.status, record.reason) == (RecordStatus.EXPIRED, "deadline")

@@ -274,7 +274,7 @@ class _InlineRun:
         budget_asks = MAX_BUDGET_ASKS
         while True:
             now = clock.now()
-            remaining = max(0.0, min(wait_until, latest_start) - now)
+            remaining = max(0.0, min(wait_until, latest_start, self.record.deadline) - now)
             grant = sender.slot(route, remaining)
             if not grant.ok:
                 if grant.reason == "rate" and grant.wait_s <= remaining and budget_asks:
@@ -285,6 +285,8 @@ class _InlineRun:
                     continue
                 return self._defer(entries, math.ceil(max(grant.wait_s, 1.0)), None)
             clock.sleep(grant.wait_s)
+            if clock.now() >= self.record.deadline:  # never send late
+                return self._expire_unsent(entries, RecordStatus.EXPIRED)
             if entries:  # the first check happened before the record was created
                 pause = sender.paused(route)
                 if pause is not None:

@@ -14,13 +14,13 @@ neither move a terminal record back nor make a second attempt with the same numb
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol, TypedDict
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 # DynamoDB items are at most 400 KB; a final answer bigger than this is kept truncated.
@@ -204,8 +204,21 @@ class AttemptChange:
     )
 
 
-_SERIALIZER = TypeSerializer()
-_DESERIALIZER = TypeDeserializer()
+@functools.cache
+def _codec() -> tuple[Any, Any]:
+    """boto3's DynamoDB type (de)serializers, imported on first use: importing boto3 at cold
+    start would cost every invocation that never touches a record (most of them)."""
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer  # noqa: PLC0415
+
+    return TypeSerializer(), TypeDeserializer()
+
+
+def _serialize(value: Any) -> Any:
+    return _codec()[0].serialize(value)
+
+
+def _deserialize(value: Any) -> Any:
+    return _codec()[1].deserialize(value)
 
 
 def _to_item(record: RequestRecord) -> dict[str, Any]:
@@ -231,7 +244,7 @@ def _to_item(record: RequestRecord) -> dict[str, Any]:
         data["reason"] = record.reason
     if record.response is not None:
         data["response"] = _response_to_item(record.response)
-    return {k: _SERIALIZER.serialize(v) for k, v in data.items()}
+    return {k: _serialize(v) for k, v in data.items()}
 
 
 def _attempt_to_item(entry: AttemptEntry) -> dict[str, Any]:
@@ -257,7 +270,7 @@ def _num(value: Any, default: float = 0.0) -> float:
 
 
 def _from_item(item: Mapping[str, Any]) -> RequestRecord:
-    data = {k: _DESERIALIZER.deserialize(v) for k, v in item.items()}
+    data = {k: _deserialize(v) for k, v in item.items()}
     response = None
     if "response" in data:
         raw = data["response"]
@@ -386,7 +399,7 @@ class DynamoRecordStore:
                 removes.append(f"#{name}")
             else:
                 sets.append(f"#{name} = :{name}")
-                values[f":{name}"] = _SERIALIZER.serialize(
+                values[f":{name}"] = _serialize(
                     Decimal(str(value)) if isinstance(value, float) else value
                 )
         if change.response is not None:
@@ -465,4 +478,4 @@ class DynamoRecordStore:
 
 
 def _serialize_map(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _SERIALIZER.serialize(v) for k, v in data.items()}
+    return {k: _serialize(v) for k, v in data.items()}

@@ -83,12 +83,15 @@ class RetryWorker:
         if pause is not None:
             self.sender.telemetry.paused()
             return self._wait(message, record, pause.retry_after_s, f"guard: {pause.reason}")
-        grant = self.sender.slot(route, WORKER_MAX_WAIT_S)
+        # A slot is only worth waiting for if the attempt still starts before the deadline.
+        grant = self.sender.slot(route, max(0.0, min(WORKER_MAX_WAIT_S, record.deadline - now)))
         if not grant.ok:
             return self._wait(message, record, math.ceil(max(grant.wait_s, 1.0)), "budget")
         self.sender.clock.sleep(grant.wait_s)
-        claim = self.records.claim(record.request_id, attempt_no, self.sender.clock.now(),
-                                   self.claim_lease_s)
+        now = self.sender.clock.now()
+        if now >= record.deadline:  # never send late, however the wait went
+            return self._end(message, record, RecordStatus.EXPIRED, "deadline")
+        claim = self.records.claim(record.request_id, attempt_no, now, self.claim_lease_s)
         if claim.record is None:
             LOG.info("attempt claimed elsewhere", extra={"id": record.request_id})
             return Disposition.LATER

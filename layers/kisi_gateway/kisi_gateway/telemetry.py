@@ -117,12 +117,11 @@ class Telemetry:
     def attempt(self, route_key: str, outcome: Outcome, kisi_code: str | None = None) -> None:
         """Count one attempt to reach Kisi (``kisi_code``: the error body's code, if bad)."""
         route = metric_route(route_key)
-        self.sink.emit("Attempts", 1, "Count", {})
+        # Details first, totals last: whoever sees a total (an alarm) finds its details there.
         self.sink.emit("AttemptsByOutcome", 1, "Count", {"Outcome": outcome.cls.value})
         self.sink.emit("AttemptsByRoute", 1, "Count", {"Route": route})
         if outcome.bad_request:
             status = str(outcome.status)
-            self.sink.emit("BadRequests", 1, "Count", {})
             self.sink.emit("BadRequestsByRoute", 1, "Count", {"Route": route})
             self.sink.emit("BadRequestsByRouteStatus", 1, "Count",
                            {"Route": route, "Status": status})
@@ -132,6 +131,9 @@ class Telemetry:
         class_metric = _CLASS_METRIC.get(outcome.cls)
         if class_metric:
             self.sink.emit(class_metric, 1, "Count", {})
+        if outcome.bad_request:
+            self.sink.emit("BadRequests", 1, "Count", {})
+        self.sink.emit("Attempts", 1, "Count", {})
 
     def retry_delay(self, seconds: float) -> None:
         self.sink.emit("RetryDelay", seconds, "Seconds", {})

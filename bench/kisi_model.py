@@ -1,0 +1,119 @@
+"""Kisi in virtual time: the simulator's own core behind a network with seeded latency.
+
+Why the simulator's core (:meth:`local.kisi_sim.KisiSimulator.handle`, no sockets) rather than
+a bucket written here: the real-time run talks to the same code over HTTP, so both runs face
+the same Kisi — per-user token bucket of 5 requests per second with a burst of 5, a 429 with
+``Retry-After`` in whole seconds rounded up, a 503 outage, 401 for a revoked key. Its clocks
+are the engine's virtual clock.
+
+A request leaves the sender at ``t``, reaches Kisi at ``t + rtt/2`` (where the bucket decides)
+and the answer is back at ``t + rtt``, ``rtt`` uniform in ``latency_s`` from a seeded source.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from functools import partial
+
+from bench.engine import Engine, Process, Resume
+from bench.tracking import TrackedCall
+from local.kisi_sim import DEMO_KEY, KisiSimulator, SimConfig, SimRequest
+
+DEFAULT_LATENCY_S = (0.05, 0.15)  # round trip to api.kisi.io from a Lambda, roughly
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Kisi's answer as the sender sees it: status, ``Retry-After`` as sent, arrival time."""
+
+    status: int
+    retry_after: str | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One request Kisi received: whose, when it was sent and answered, and with what."""
+
+    request: int
+    sent_at: float
+    at_kisi: float
+    status: int
+    late: bool  # sent after the request's deadline
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    kisi: VirtualKisi
+    call: TrackedCall
+
+    def begin(self, engine: Engine, resume: Resume) -> None:
+        self.kisi.transmit(self.call, resume)
+
+
+class VirtualKisi:
+    """Kisi and the network in front of it, on the engine's clock."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        rng: random.Random,
+        latency_s: tuple[float, float] = DEFAULT_LATENCY_S,
+        config: SimConfig | None = None,
+    ) -> None:
+        self._engine = engine
+        self._rng = rng
+        self._latency_s = latency_s
+        self.simulator = KisiSimulator(
+            config or SimConfig(),
+            clock=lambda: engine.now,
+            wall_clock=lambda: engine.now,
+            rng=random.Random(rng.random()),
+        )
+        self.attempts: list[Attempt] = []
+        self._headers = {"authorization": f"KISI-LOGIN {DEMO_KEY}"}
+
+    def request(self, call: TrackedCall) -> Process[Reply]:
+        """Send ``call`` once; resumes with Kisi's reply one round trip later."""
+        reply = yield _Send(self, call)
+        assert isinstance(reply, Reply)
+        return reply
+
+    def transmit(self, call: TrackedCall, resume: Resume) -> None:
+        """Put ``call`` on the wire now (used by the send command)."""
+        sent_at = self._engine.now
+        late = sent_at > call.deadline
+        call.attempts += 1
+        call.late_sends += late
+        half = self._rng.uniform(*self._latency_s) / 2
+        self._engine.after(half, lambda: self._arrive(call, sent_at, late, half, resume))
+
+    def _arrive(
+        self, call: TrackedCall, sent_at: float, late: bool, half: float, resume: Resume
+    ) -> None:
+        answer = self.simulator.handle(
+            SimRequest(method=call.method, path=call.path, headers=self._headers)
+        )
+        retry_after = next(
+            (value for name, value in answer.headers if name.lower() == "retry-after"), None
+        )
+        now = self._engine.now
+        self.attempts.append(Attempt(call.index, sent_at, now, answer.status, late))
+        reply = Reply(answer.status, retry_after, now + half)
+        self._engine.after(half, lambda: resume(reply))
+
+    # -- faults, on the virtual clock --------------------------------------------------------
+
+    def outage(self, start: float, end: float) -> None:
+        """Every call answers 503 from ``start`` to ``end`` (virtual seconds)."""
+        self._engine.at(start, partial(self._set_faults, {"outage_until": end}))
+
+    def revoke_key(self, start: float, end: float) -> None:
+        """The key answers 401 from ``start`` until it is fixed at ``end``."""
+        self._engine.at(start, partial(self._set_faults, {"revoked_keys": [DEMO_KEY]}))
+        self._engine.at(end, partial(self._set_faults, {"revoked_keys": []}))
+
+    def _set_faults(self, changes: dict[str, object]) -> None:
+        self.simulator.update_faults(changes)

@@ -1,0 +1,582 @@
+"""``docs/benchmarks.md``: every figure of one ``make bench`` run, against baselines and targets.
+
+The prose that explains a result is written next to the figure it explains and is only
+emitted when the figure says so (a target missed, a late send seen), so the report stays true
+when the numbers move.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.coldstart import BASELINE, REPEATS, ColdStart, boto3_importers
+from bench.cpu_cost import CpuCost
+from bench.figures import KISI_RATE, Figures
+from bench.realtime import RealtimeFigures
+from bench.simulate import LABELS, STRATEGIES, Run
+from bench.tracking import Final
+
+COMMAND = "make bench"
+RAW_COMMAND = "PYTHONPATH=layers/kisi_gateway .venv/bin/python -m bench"
+
+# Targets (issue 6): reported against, never asserted.
+MAX_ATTEMPTS_PER_SUCCESS = 1.02
+MAX_RATE_LIMITED_PCT = 1.0
+MAX_MAKESPAN_RATIO = 1.10
+MAX_COLDSTART_RATIO = 1.5
+HANDLERS = ("api_call", "retry_worker", "metrics")
+WHAT_IF = "api_call, what-if: no boto3 at init"
+
+
+@dataclass
+class Results:
+    """Everything one run measured; a part left out (``--skip``) stays empty."""
+
+    seed: int
+    runs: list[Run]
+    realtime: list[RealtimeFigures] = field(default_factory=list)
+    coldstart: list[ColdStart] = field(default_factory=list)
+    cpu: list[CpuCost] = field(default_factory=list)
+    runtime_s: float = 0.0
+    plots: dict[str, str] = field(default_factory=dict)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table; numbers are expected already formatted."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _num(value: float, digits: int = 2) -> str:
+    return "∞" if math.isinf(value) else f"{value:,.{digits}f}"
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _two_measures(median_ratio: float, min_ratio: float) -> str:
+    """A verdict from the medians and the minima: they disagree on a noisy machine."""
+    ok = [ratio <= MAX_COLDSTART_RATIO for ratio in (median_ratio, min_ratio)]
+    if all(ok):
+        return "met"
+    return "**missed**" if not any(ok) else "**borderline** (the two measures disagree)"
+
+
+def machine_facts() -> list[str]:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    return [
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}",
+        f"- load average when the report was written (1, 5, 15 min): {load} — timings "
+        "(real-time run, cold start, CPU) are sensitive to other work on the machine; the "
+        "simulation is not",
+        f"- Python {platform.python_version()} ({platform.python_implementation()})",
+    ]
+
+
+class Report:
+    """Builds the Markdown, section by section."""
+
+    def __init__(self, results: Results) -> None:
+        self.r = results
+        self.by_scenario: dict[str, dict[str, Run]] = {}
+        for run in results.runs:
+            self.by_scenario.setdefault(run.scenario.name, {})[run.strategy] = run
+
+    def fig(self, scenario: str, strategy: str) -> Figures | None:
+        run = self.by_scenario.get(scenario, {}).get(strategy)
+        return run.figures if run else None
+
+    def render(self) -> str:
+        parts = [
+            self.header(), self.summary(), self.model(), self.burst(), self.burst_mixed(),
+            self.outage(), self.revoked(), self.realtime(), self.coldstart(), self.cpu(),
+            self.issues(),
+        ]
+        return "\n\n".join(part for part in parts if part) + "\n"
+
+    # -- sections ---------------------------------------------------------------------------
+
+    def header(self) -> str:
+        return "\n".join([
+            "# kisi-gateway benchmarks",
+            "",
+            f"Reproduce with `{COMMAND}` (it runs `{RAW_COMMAND}`) on a fresh clone; this "
+            f"file and its plots are rewritten by that command. This run took "
+            f"{self.r.runtime_s / 60:.1f} min. Simulation seed {self.r.seed} (same seed, "
+            "same simulated figures, on any machine).",
+            "",
+            *machine_facts(),
+        ])
+
+    def summary(self) -> str:
+        rows: list[list[str]] = []
+        burst = self.fig("burst", "gateway")
+        if burst is not None:
+            rows += [
+                ["burst: Kisi attempts per success", f"≤ {MAX_ATTEMPTS_PER_SUCCESS}",
+                 _num(burst.attempts_per_success, 3),
+                 _verdict(burst.attempts_per_success <= MAX_ATTEMPTS_PER_SUCCESS)],
+                ["burst: 429s, share of attempts", f"≤ {MAX_RATE_LIMITED_PCT:g} %",
+                 f"{burst.rate_limited} ({_num(burst.rate_limited_pct, 1)} %)",
+                 _verdict(burst.rate_limited_pct <= MAX_RATE_LIMITED_PCT)],
+                ["burst: makespan / (N / 5 req/s)", f"≤ {MAX_MAKESPAN_RATIO}",
+                 _num(burst.makespan_ratio, 3),
+                 _verdict(burst.makespan_ratio <= MAX_MAKESPAN_RATIO)],
+            ]
+        gateway_runs = [run for run in self.r.runs if run.strategy == "gateway"]
+        if gateway_runs:
+            lost = sum(run.figures.lost for run in gateway_runs)
+            late = sum(run.figures.late_sends for run in gateway_runs)
+            where = ", ".join(f"{run.scenario.name} {run.figures.late_sends}"
+                              for run in gateway_runs if run.figures.late_sends)
+            rows += [
+                ["requests lost, all scenarios", "0", str(lost), _verdict(lost == 0)],
+                ["requests sent after their deadline, all scenarios", "0",
+                 f"{late}" + (f" ({where})" if where else ""), _verdict(late == 0)],
+            ]
+        for row in self.r.coldstart:
+            if row.case in HANDLERS:
+                rows.append([f"cold start {row.case}: import + init time / import boto3",
+                             f"≤ {MAX_COLDSTART_RATIO}",
+                             f"{_num(row.init_ratio)} (minima: {_num(row.init_min_ratio)})",
+                             _two_measures(row.init_ratio, row.init_min_ratio)])
+                rows.append([f"cold start {row.case}: peak memory / import boto3",
+                             f"≤ {MAX_COLDSTART_RATIO}", _num(row.rss_ratio),
+                             _verdict(row.rss_ratio <= MAX_COLDSTART_RATIO)])
+        for cost in self.r.cpu:
+            rows.append([f"CPU per synchronous call / direct requests ({cost.variant})",
+                         "(none set)", _num(cost.ratio), "—"])
+        return "## Against the targets\n\n" + table(["what", "target", "this run", ""], rows)
+
+    def model(self) -> str:
+        return "\n".join([
+            "## 1. Simulation in virtual time (`bench/simulate.py`)",
+            "",
+            "A discrete-event simulation (a heap of events, no threads, no sleeping, seeded "
+            "`random.Random`). What is *real* in it: Kisi is the simulator's own core "
+            "(`local/kisi_sim.py`, `KisiSimulator.handle` on the virtual clock: per-user "
+            "token bucket of 5 req/s with a burst of 5, 429 with `Retry-After` rounded up to "
+            "whole seconds, 503 outage, 401 for a revoked key); the gateway's decisions are "
+            "the library's own (`classify_status`, `schedule_retry`, `parse_retry_after`, "
+            "`PolicyTable.default()`, `InMemorySendBudget` with AIMD and the `Retry-After` "
+            "gate, the guard's pure functions `admit`/`transition`/`elected`), and so are "
+            "urllib3's (`Retry.is_retry`, `increment`, `get_retry_after`, "
+            "`get_backoff_time`). What is *modelled*: the network (round trip uniform in "
+            "50–150 ms, the bucket decides half-way), each DynamoDB or SQS call (10 ms), SQS "
+            "(`DelaySeconds` ≤ 900 s, visibility and `ChangeMessageVisibility`, redrive to "
+            "the DLQ after 15 receives), and the retry worker's event source (batches of 10, "
+            "1 s batching window, at most 5 concurrent invocations). The api_call and "
+            "retry_worker control flow is re-stated step for step from `forwarding.py` and "
+            "`retrying.py` (`bench/gateway_model.py`), because the library's classes block "
+            "on a clock.",
+            "",
+            "Strategies, side by side on the same requests and the same Kisi:",
+            "",
+            "- **immediate retry**: retry at once on 429/5xx, at most 10 attempts.",
+            "- **urllib3 Retry**: `Retry(total=10, backoff_factor=0.5, status_forcelist=[429, "
+            "500, 502, 503, 504], respect_retry_after_header=True)`. urllib3's defaults "
+            "apply: no backoff before the first retry, backoff capped at 120 s, and `POST` "
+            "is not in `allowed_methods`, so unlocks are never retried on a status.",
+            "- **full jitter, no budget**: the gateway's own `schedule_retry` and route "
+            "policies in each caller, with no shared budget, guard or queue.",
+            "- **kisi-gateway**: budget + backoff + route policies + guard + SQS deferral, "
+            "with the deployed defaults (`Prefer: wait` 5 s, `SEND_RATE` 5, guard after 5 "
+            "consecutive 401s, 60 s cooldown).",
+            "",
+            "Baseline callers block while their request is retried; the gateway's callers "
+            "get Kisi's answer or a 202 within their 5 s wait, and the queue does the rest.",
+        ])
+
+    def burst(self) -> str:
+        runs = self.by_scenario.get("burst")
+        if not runs:
+            return ""
+        n = next(iter(runs.values())).figures.requests
+        rows = []
+        for name in STRATEGIES:
+            f = runs[name].figures
+            rows.append([
+                LABELS[name], f"{f.succeeded}/{f.requests}", _num(f.attempts_per_success),
+                f"{f.rate_limited:,} ({_num(f.rate_limited_pct, 1)} %)",
+                f"{_num(f.makespan_s, 1)} s = {_num(f.makespan_ratio)}×",
+                _num(f.last_success_s, 1), f.gave_up, f.lost, f.late_sends,
+            ])
+        gateway = runs["gateway"]
+        notes = gateway.gateway_notes
+        return "\n".join([
+            f"### (a) {runs['gateway'].scenario.title}",
+            "",
+            "Reads only for the headline, so that every request *can* succeed and the "
+            f"physical limit is a fair yardstick: {n:,} requests at 5 req/s need "
+            f"{n / KISI_RATE:.0f} s. The unlock mix is section (a′).",
+            "",
+            table(["strategy", "succeeded", "attempts / success", "429s (share)",
+                   "makespan (÷ N/rate)", "last success (s)", "gave up", "lost",
+                   "late sends"], rows),
+            "",
+            "Makespan is until the last request *ended*: a strategy that gives up early "
+            "finishes early, so read it with the success column.",
+            "",
+            f"Gateway internals: {gateway.gateway.deferred if gateway.gateway else 0:,} "
+            f"requests deferred to SQS (the rest were sent within the caller's 5 s wait), "
+            f"{int(notes.get('invocations', 0)):,} worker invocations, the longest "
+            f"{notes.get('longest_invocation_s', 0.0):.1f} s (Lambda timeout 30 s), "
+            f"{int(notes.get('dlq_redriven', 0))} messages redriven to the DLQ by SQS.",
+            "",
+            "![burst](bench_burst.png)",
+        ])
+
+    def burst_mixed(self) -> str:
+        runs = self.by_scenario.get("burst_mixed")
+        if not runs:
+            return ""
+        rows = []
+        for name in STRATEGIES:
+            f = runs[name].figures
+            rows.append([
+                LABELS[name], f"{f.succeeded}/{f.requests}", _num(f.reads_ok_pct, 1),
+                _num(f.unlocks_ok_pct, 1), f.unlocks_opened_late, f.unlocks_sent_late,
+                f"{f.rate_limited:,} ({_num(f.rate_limited_pct, 1)} %)", f.expired,
+            ])
+        gateway = runs["gateway"].figures
+        unlocks = sum(1 for c in runs["gateway"].calls if c.is_unlock)
+        return "\n".join([
+            f"### (a′) {runs['gateway'].scenario.title}",
+            "",
+            f"{unlocks} unlocks in a {gateway.requests:,}-request burst: at 5 req/s the "
+            "queue is 200 s long and an unlock's deadline is 30 s, so most unlocks cannot "
+            "be sent in time by anyone. *Opened late* counts unlocks that succeeded more "
+            "than 30 s after they were wanted (waiting for a free caller included): a door "
+            "that opens for nobody. *Sent late* counts sends after the deadline as each "
+            "strategy started it (when its caller made the call).",
+            "",
+            table(["strategy", "succeeded", "reads ok %", "unlocks ok %",
+                   "unlocks opened late", "unlocks sent late", "429s (share)", "expired"],
+                  rows),
+            "",
+            self._mixed_note(runs),
+        ])
+
+    def _mixed_note(self, runs: dict[str, Run]) -> str:
+        gateway = runs["gateway"]
+        opened = [c for c in gateway.calls if c.is_unlock and c.final is Final.SUCCEEDED]
+        late = [c for c in opened if c.opened_late]
+        text = (
+            f"The gateway sent {len(opened)} unlocks in time and expired the other "
+            f"{sum(1 for c in gateway.calls if c.is_unlock and c.final is Final.EXPIRED)} "
+            "unsent: it never opens a door late, but it does not *prioritise* unlocks either "
+            "— the send budget serves reads and unlocks in arrival order, so unlocks queue "
+            "behind reads booked earlier (at best 150 unlocks fit in 30 s at 5 req/s)."
+        )
+        if late:
+            worst = max((c.ended or 0.0) - c.queued_at for c in late)
+            text += (
+                f" {len(late)} gateway unlock(s) succeeded up to {worst:.1f} s after the burst "
+                "began: their 30 s started when api_call received them, a moment into the "
+                "burst, and they were sent before that deadline."
+            )
+        return text
+
+    def outage(self) -> str:
+        runs = self.by_scenario.get("outage")
+        if not runs:
+            return ""
+        rows = []
+        for name in STRATEGIES:
+            f = runs[name].figures
+            rows.append([
+                LABELS[name], f"{_num(100 * f.succeeded / f.requests, 1)} %",
+                _num(f.reads_ok_pct, 1), _num(f.unlocks_ok_pct, 1), f"{f.attempts:,}",
+                _num(f.attempts_per_success), f"{f.server_errors:,}", f"{f.rate_limited:,}",
+                _num(f.delay_mean_s, 1), _num(f.delay_max_s, 1), f.late_sends, f.lost,
+            ])
+        scenario = runs["gateway"].scenario
+        return "\n".join([
+            f"### (b) {scenario.title}",
+            "",
+            table(["strategy", "success", "reads ok %", "unlocks ok %", "Kisi attempts",
+                   "attempts / success", "503s", "429s", "mean delay (s)", "max delay (s)",
+                   "late sends", "lost"], rows),
+            "",
+            "Delay: from the call to its success, successes only. Unlocks made during the "
+            "outage cannot succeed within 30 s; the gateway expires them unsent. The send "
+            "budget also caps the gateway's *attempts* at 5 per second during the outage "
+            "(the flat line in the plot), so retrying never adds load to a failing Kisi.",
+            "",
+            self._late_note(runs["gateway"]),
+            "",
+            "![outage](bench_outage.png)",
+        ])
+
+    def _late_note(self, gateway: Run) -> str:
+        calls = {c.index: c for c in gateway.calls}
+        late = [(a, calls[a.request]) for a in gateway.attempts if a.late]
+        if not late:
+            return "The gateway sent nothing after a request's deadline."
+        worst = max(a.sent_at - c.deadline for a, c in late)
+        return (
+            f"**The gateway sent {len(late)} unlock attempt(s) after the unlock's 30 s "
+            f"deadline** (at most {worst:.2f} s after). Cause, in the library: "
+            "`RetryWorker.process` checks `now >= record.deadline`, then asks the budget "
+            "for a slot up to `WORKER_MAX_WAIT_S` = 2 s away and sleeps until it; nothing "
+            "bounds that wait by the deadline or re-checks it before `_send`. See "
+            "*Library issues* below."
+        )
+
+    def revoked(self) -> str:
+        runs = self.by_scenario.get("revoked_key")
+        if not runs:
+            return ""
+        scenario = runs["gateway"].scenario
+        fixed_at = scenario.revoked[1] if scenario.revoked else 0.0
+        rows = []
+        for name in STRATEGIES:
+            run = runs[name]
+            f = run.figures
+            resumed = min((c.ended for c in run.calls if c.final is Final.SUCCEEDED
+                           and c.ended is not None and c.created >= fixed_at), default=None)
+            rows.append([
+                LABELS[name], f.unauthorized, f.bad_requests, f"{f.succeeded}/{f.requests}",
+                f.paused, "—" if resumed is None else f"{resumed - fixed_at:.1f}",
+            ])
+        notes = runs["gateway"].gateway_notes
+        return "\n".join([
+            f"### (c) {scenario.title}",
+            "",
+            table(["strategy", "401s sent", "bad requests (4xx)", "succeeded",
+                   "answered 503 by the guard", "first success after the fix (s)"], rows),
+            "",
+            "No strategy retries a 401, so each baseline sends one 401 per request for as "
+            "long as the key is bad. The gateway's guard opens after 5 consecutive 401s, "
+            "answers 503 without sending while open, and sends one half-open probe per "
+            f"cooldown (60 s, doubled by each failed probe): {int(notes.get('guard_trips', 0))} "
+            "openings in this run. The price: after the key is fixed, traffic resumes only "
+            "when the next probe is due (an operator's `python -m kisi_gateway.guard reset` "
+            "resumes it at once), which is why the gateway has fewer successes here.",
+            "",
+            "![revoked key](bench_revoked.png)",
+        ])
+
+    def realtime(self) -> str:
+        if not self.r.realtime:
+            return "## 2. Real-time run on loopback\n\nSkipped in this run."
+        rows = [[LABELS[f.strategy], f"{f.succeeded}/{f.requests}", f.unfinished, f.attempts,
+                 _num(f.attempts_per_success),
+                 f"{f.rate_limited} ({_num(f.rate_limited_pct, 1)} %)", f.peak_per_s,
+                 f.deferred, _num(f.wall_s, 1)] for f in self.r.realtime]
+        order_rt = [f.strategy for f in sorted(self.r.realtime,
+                                               key=lambda f: f.attempts_per_success)]
+        order_sim = sorted(order_rt, key=self._simulated_attempts_per_success)
+        agrees = order_rt == order_sim
+        return "\n".join([
+            "## 2. Real-time run on loopback (`bench/realtime.py`)",
+            "",
+            "200 reads from 50 caller threads, at real time, against the Kisi simulator over "
+            "HTTP on 127.0.0.1 (default bucket 5 req/s, burst 5; 50 ms added latency). The "
+            "gateway is the library's own `Forwarder` (one per caller thread, as each Lambda "
+            "has its own) and `RetryWorker` (5 worker threads), with `SystemClock`, on moto "
+            "in-process (DynamoDB budget, guard, records; SQS retry queue and DLQ). urllib3 "
+            "is a real `requests` session with `HTTPAdapter(max_retries=Retry(...))`. "
+            "Hard stop 120 s per strategy.",
+            "",
+            table(["strategy", "succeeded", "unfinished", "Kisi attempts",
+                   "attempts / success", "429s (share)", "most requests in 1 s",
+                   "deferred (202)", "wall (s)"], rows),
+            "",
+            ("The ordering by attempts per success matches the simulation's burst: "
+             if agrees else "**The ordering differs from the simulation's burst**: ")
+            + " < ".join(LABELS[s] for s in order_rt) + ".",
+            "",
+            self._realtime_note(),
+        ])
+
+    def _simulated_attempts_per_success(self, strategy: str) -> float:
+        figures = self.fig("burst", strategy)
+        return figures.attempts_per_success if figures is not None else math.inf
+
+    def _realtime_note(self) -> str:
+        gateway = next((f for f in self.r.realtime if f.strategy == "gateway"), None)
+        if gateway is None or gateway.rate_limited == 0:
+            return ""
+        return (
+            f"Why the gateway got {gateway.rate_limited} 429(s) here and none in the "
+            "simulation: the budget books one slot every 0.2 s, but 50 caller threads, 5 "
+            "worker threads, moto and the simulator share one Python process on a shared "
+            "2-core machine, so a sender can wake well after its slot and late sends bunch "
+            f"up — Kisi saw up to {gateway.peak_per_s} requests within one second in this "
+            "run (the budget allows 5; Kisi's burst absorbs a little more, then answers "
+            "429). On AWS each Lambda has its own CPU. A `SEND_RATE` a little under 5 could "
+            "leave headroom for such jitter."
+        )
+
+    def coldstart(self) -> str:
+        if not self.r.coldstart:
+            return "## 3. Cold start\n\nSkipped in this run."
+        rows = [[row.case, _num(row.init_s * 1000, 1), _num(row.init_min_s * 1000, 1),
+                 _num(row.process_s * 1000, 1), _num(row.rss_mb, 1), _num(row.init_ratio),
+                 _num(row.init_min_ratio), _num(row.rss_ratio)]
+                for row in self.r.coldstart]
+        text = [
+            "## 3. Cold start (`bench/coldstart.py`)",
+            "",
+            f"Fresh interpreter per measurement, {REPEATS} runs of each case after a warm-up, "
+            "interleaved; medians, and the minimum (the least disturbed run). *Init* is "
+            "module import plus building `Settings` from the template's environment, timed "
+            "inside the process; *process* is the whole subprocess including interpreter "
+            "start-up; memory is the process's peak RSS, read from `/proc/self/status` "
+            "(`VmHWM`) rather than `ru_maxrss`, which Linux carries across fork and exec "
+            "(every child would report at least the bench's own size). `sys.path` is "
+            "Lambda's (layer + "
+            f"function root). Ratios are to `{BASELINE}` in the same run.",
+            "",
+            table(["case", "init median (ms)", "init min (ms)", "process (ms)",
+                   "peak RSS (MB)", "init ÷ boto3 (medians)", "init ÷ boto3 (minima)",
+                   "RSS ÷ boto3"], rows),
+        ]
+        note = self._coldstart_note()
+        if note:
+            text += ["", note]
+        return "\n".join(text)
+
+    def _coldstart_row(self, case: str) -> ColdStart | None:
+        return next((row for row in self.r.coldstart if row.case == case), None)
+
+    def _over_target(self) -> list[ColdStart]:
+        return [row for row in self.r.coldstart if row.case in HANDLERS
+                and max(row.init_ratio, row.init_min_ratio) > MAX_COLDSTART_RATIO]
+
+    def _coldstart_note(self) -> str:
+        over = self._over_target()
+        if not over:
+            return ""
+        names = ", ".join(f"{row.case} ({_num(row.init_ratio)}× by medians, "
+                          f"{_num(row.init_min_ratio)}× by minima)" for row in over)
+        note = f"Above the ≤ {MAX_COLDSTART_RATIO}× target by at least one measure: {names}. "
+        importers = boto3_importers()
+        if all(row.loads_boto3 for row in over) and importers:
+            modules = ", ".join(f"`{name}`" for name in importers)
+            note += (
+                "Cause: boto3 is fully loaded by the end of init although `wiring.py` "
+                f"imports it lazily on purpose — {modules} imports from boto3 at module "
+                "level, and `forwarding` and `retrying` import it, so `boto3`, "
+                "`boto3.session`, `botocore.session` and `s3transfer` (through "
+                "`boto3.compat`) load before the first event. "
+            )
+            what_if = self._coldstart_row(WHAT_IF)
+            if what_if is not None:
+                note += (
+                    f"The *what-if* row measures api_call with that import stubbed out: "
+                    f"{_num(what_if.init_ratio)}× by medians, {_num(what_if.init_min_ratio)}× "
+                    f"by minima, memory {_num(what_if.rss_ratio)}×. "
+                )
+        return note + (
+            "Deferring boto3 moves its cost to the first request rather than removing it: the "
+            "*first-call clients* row is init plus the four boto3 clients `build_forwarder` "
+            "creates, before any AWS call. (On Lambda the init phase may run with more CPU "
+            "than a 256 MB invocation, so where this cost lands matters.)"
+        )
+
+    def cpu(self) -> str:
+        if not self.r.cpu:
+            return "## 4. CPU per synchronous call\n\nSkipped in this run."
+        rows = [[cost.variant, _num(cost.direct_us, 0), _num(cost.gateway_us, 0),
+                 _num(cost.ratio), cost.calls] for cost in self.r.cpu]
+        return "\n".join([
+            "## 4. CPU per synchronous call (`bench/cpu_cost.py`)",
+            "",
+            "Process CPU time (`time.process_time`) per call of `parse_call` + "
+            "`Forwarder.forward` (a read that succeeds at once), next to a direct `requests` "
+            "call to the same simulator (another process, not counted), in alternating "
+            "rounds. Variants: **in-memory** — `InMemorySendBudget`, the in-memory guard, "
+            "Powertools EMF telemetry (output discarded); the gateway's own logic. "
+            "**boto3** — the deployed `DynamoSendBudget` and `DynamoGuard` over a real boto3 "
+            "client whose answers are canned at botocore's `before-send` hook: what a Lambda "
+            "spends (one consistent read and one conditional write per call). **moto** — the "
+            "same adapters on moto in-process: an upper bound that also counts moto's server "
+            "side (compared with a direct call under the same `mock_aws`, which patches "
+            "`requests`). A synchronous success writes no record and sends no message.",
+            "",
+            table(["variant", "direct requests (µs CPU)", "gateway (µs CPU)", "ratio",
+                   "calls each"], rows),
+            "",
+            "Most of the deployed cost is boto3 serialising, signing and parsing the two "
+            "DynamoDB calls of the send budget; the gateway's own logic is the in-memory row. "
+            "Not included: Powertools' JSON log line per attempt at INFO.",
+        ])
+
+    def issues(self) -> str:
+        items: list[str] = []
+        late = sum(run.figures.late_sends for run in self.r.runs if run.strategy == "gateway")
+        if late:
+            items.append(
+                "- **Sends after the deadline (retry worker).** `retrying.py`, "
+                "`RetryWorker.process`: the deadline is checked (`now >= record.deadline`) "
+                "before `self.sender.slot(route, WORKER_MAX_WAIT_S)`, and the worker then "
+                "sleeps `grant.wait_s` (up to 2 s) and sends without checking again. A "
+                "message delivered less than 2 s before an unlock's deadline can therefore "
+                "be sent after it. Fix: ask for at most `min(WORKER_MAX_WAIT_S, "
+                "record.deadline - now)` (a refusal then expires the request through "
+                "`_wait`), and re-check the deadline after the sleep and the claim, just "
+                "before `_send`. The inline path is safe with the defaults only because the "
+                "caller's wait (≤ 25 s) is shorter than the shortest deadline (30 s): "
+                "`_InlineRun.run` bounds the budget wait by `wait_until`, not by "
+                "`record.deadline`, so a route policy with a deadline shorter than "
+                "`MAX_WAIT_S` would have the same problem."
+            )
+        importers = boto3_importers()
+        over = self._over_target()
+        if over and all(row.loads_boto3 for row in over) and importers:
+            items.append(
+                "- **boto3 imported at init.** "
+                + ", ".join(f"`{name}`" for name in importers)
+                + " imports from boto3 at module level (in `records.py` today: the DynamoDB "
+                "`TypeSerializer`/`TypeDeserializer` from `boto3.dynamodb.types`), which "
+                "defeats the lazy `import boto3` in `wiring._client`: every handler importing "
+                "`forwarding` or `retrying` loads boto3 and s3transfer during init. Importing "
+                "them where they are used takes boto3's import out of init (see the what-if "
+                "row of the cold-start table); the first request still pays it."
+            )
+        items.append(
+            "- **Unlocks are not prioritised.** In a mixed burst the budget books slots "
+            "first come, first served, so a 30 s unlock waits behind reads booked earlier "
+            "and expires unsent. Not a bug (nothing is sent late), but a design choice to "
+            "revisit: reads could leave headroom, or short-deadline routes could take the "
+            "next free slot ahead of long-deadline ones."
+        )
+        return "## Library issues found\n\n" + "\n".join(items)
+
+
+def write(results: Results, path: Path) -> None:
+    path.write_text(Report(results).render())
+
+
+def headline(results: Results) -> str:
+    """The console table: the burst per strategy, then the other scenarios in brief."""
+    lines = [f"{'scenario':12} {'strategy':24} {'ok':>10} {'att/ok':>8} {'429s':>14} "
+             f"{'span':>7} {'lost':>5} {'late':>5}"]
+    for run in results.runs:
+        f = run.figures
+        lines.append(
+            f"{run.scenario.name:12} {LABELS[run.strategy]:24} "
+            f"{f.succeeded:>5}/{f.requests:<4} {_num(f.attempts_per_success):>8} "
+            f"{f.rate_limited:>6} ({_num(f.rate_limited_pct, 1):>4}%) "
+            f"{_num(f.makespan_ratio):>6}x {f.lost:>5} {f.late_sends:>5}"
+        )
+    return "\n".join(lines)
+
