@@ -2,16 +2,20 @@
 
 :class:`ApiGateway` decides (route, API key, size limit, handler result) and knows nothing of
 sockets; :class:`ApiServer` is the ThreadingHTTPServer on 127.0.0.1 that feeds it.
+Locally only, ``GET /openapi.yaml`` answers the API description from the repository root,
+without an API key (the deployed API does not serve it).
 """
 
 from __future__ import annotations
 
+import email.errors
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from local.apigw_event import (
@@ -30,12 +34,15 @@ from local.apigw_event import (
 from local.lambda_invoke import FunctionInvoker
 from local.stack import ApiRoute
 
-__all__ = ["DEFAULT_PORT", "MAX_PAYLOAD_BYTES", "ApiGateway", "ApiServer"]
+__all__ = ["DEFAULT_PORT", "MAX_PAYLOAD_BYTES", "OPENAPI_DOCUMENT", "ApiGateway", "ApiServer"]
 
 DEFAULT_PORT = 3000
 # API Gateway's REST API payload quota: 10 MB (requests above it get REQUEST_TOO_LARGE, 413).
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+# The API description, served at GET /openapi.yaml (no API key), read on every request.
+OPENAPI_PATH = "/openapi.yaml"
+OPENAPI_DOCUMENT = Path(__file__).resolve().parent.parent / "openapi.yaml"
 
 
 class ApiGateway:
@@ -53,14 +60,20 @@ class ApiGateway:
         account_id: str,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         log: Callable[[str], None] = print,
+        openapi_document: Path | None = OPENAPI_DOCUMENT,
     ) -> None:
         self.routes = list(routes)
+        self._openapi_document = openapi_document
         self._invoker = invoker
         self._api_keys = dict(api_keys)
         self._account_id = account_id
         self._now = now
         self._log = log
         self._stages = {route.stage for route in self.routes}
+
+    def log_line(self, line: str) -> None:
+        """One console line (for answers the server gives before routing)."""
+        self._log(line)
 
     def handle(
         self, request: HttpRequest, domain_name: str, too_large: bool = False
@@ -93,9 +106,24 @@ class ApiGateway:
                 return found[0], found[1], path
         return None
 
+    def _description(self, request_id: str) -> HttpResponse | None:
+        """The API description file, or ``None`` when there is none to serve."""
+        if self._openapi_document is None:
+            return None
+        try:
+            body = self._openapi_document.read_bytes()
+        except OSError:
+            return None
+        headers = [("Content-Type", "application/yaml"), ("x-amzn-RequestId", request_id)]
+        return HttpResponse(200, headers, body)
+
     def _answer(
         self, request: HttpRequest, request_id: str, domain_name: str
     ) -> tuple[HttpResponse, str]:
+        if request.method == "GET" and request.path == OPENAPI_PATH:
+            description = self._description(request_id)
+            if description is not None:
+                return description, "API description"
         found = self._find(request)
         if found is None:
             return gateway_error(MISSING_AUTHENTICATION_TOKEN, request_id), "no such route"
@@ -129,6 +157,50 @@ class ApiGateway:
             return gateway_error(
                 INTERNAL_SERVER_ERROR, request_id
             ), f"malformed proxy response: {error}"
+
+
+_TARGET_BYTES = frozenset(range(0x21, 0x7F))  # visible ASCII: what a request target may hold
+# What the email parser behind http.server notes when a header line was cut short; other
+# defects (about multipart bodies, say) are not about framing.
+_FRAMING_DEFECTS = (
+    email.errors.MissingHeaderBodySeparatorDefect,
+    email.errors.FirstHeaderLineIsContinuationDefect,
+)
+
+
+def _malformed(
+    raw_requestline: bytes, target: str, headers: Any, header_lines: list[bytes]
+) -> str:
+    """Why a request must be refused before routing, or ``""``."""
+    parts = raw_requestline.rstrip(b"\r\n").split(b" ")
+    if len(parts) != 3:
+        return "request line is not METHOD SP target SP version"
+    if any(byte not in _TARGET_BYTES for byte in parts[1]) or parts[1].decode("latin-1") != target:
+        return "request target has bytes outside visible ASCII"
+    if any(b"\r" in line.rstrip(b"\r\n") for line in header_lines):
+        return "a bare CR in the header block"
+    if any(isinstance(d, _FRAMING_DEFECTS) for d in getattr(headers, "defects", ())):
+        return "malformed header block (a bare CR or LF ended it early)"
+    for name, value in headers.items():
+        if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+            return "CR or LF inside a header (a folded or split header line)"
+    return ""
+
+
+class _LineRecorder:
+    """Wraps the request stream while headers are parsed, keeping the raw lines read."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.lines: list[bytes] = []
+
+    def readline(self, limit: int = -1) -> bytes:
+        line: bytes = self.stream.readline(limit)
+        self.lines.append(line)
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 def _read_chunked(stream: Any, limit: int) -> bytes:
@@ -195,9 +267,61 @@ class ApiServer:
             def log_message(self, format: str, *args: Any) -> None:
                 """The gateway logs one line per request itself."""
 
+            def parse_request(self) -> bool:
+                """http.server's parser, plus the strictness of a real front door.
+
+                http.server splits the request line on any Unicode whitespace and lets a
+                bare CR or LF end the header block early; RFC 9112 wants a 400 for both,
+                as the front of a deployed API answers, before any routing.
+                """
+                recorder = _LineRecorder(self.rfile)
+                self.rfile = recorder  # type: ignore[assignment]
+                try:
+                    parsed = super().parse_request()
+                finally:
+                    self.rfile = recorder.stream
+                if not parsed:
+                    return False
+                problem = _malformed(
+                    self.raw_requestline, self.path, self.headers, recorder.lines
+                )
+                if problem:
+                    self._bad_framing(problem)
+                    return False
+                return True
+
+            def _bad_framing(self, why: str) -> None:
+                self.close_connection = True
+                self.send_error(400, "Bad Request", why)
+                gateway.log_line(f"{self.command} {self.path[:80]!r} -> 400 ({why})")
+
+            def __getattr__(self, name: str) -> Any:
+                # Any other method token: answered as API Gateway answers a method the API
+                # does not route, rather than with http.server's 501.
+                if name.startswith("do_"):
+                    return self._unrouted_method
+                raise AttributeError(name)
+
+            def _unrouted_method(self) -> None:
+                response = gateway_error(MISSING_AUTHENTICATION_TOKEN, str(uuid.uuid4()))
+                self.close_connection = True
+                self.send_response(response.status)
+                for name, value in response.headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(response.body)))
+                self.end_headers()
+                self.wfile.write(response.body)
+                gateway.log_line(f"{self.command} {self.path[:80]!r} -> {response.status}")
+
             def _serve(self) -> None:
                 raw_path, _, query = self.path.partition("?")
-                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    if length < 0:
+                        raise ValueError(length)
+                except ValueError:
+                    self._bad_framing("invalid Content-Length")
+                    return
                 too_large = length > MAX_PAYLOAD_BYTES
                 if too_large:
                     # Drain without keeping it (so the client sees the answer), then hang up.
@@ -205,7 +329,11 @@ class ApiServer:
                     _discard(self.rfile, length)
                     self.close_connection = True
                 elif "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                    body = _read_chunked(self.rfile, MAX_PAYLOAD_BYTES)
+                    try:
+                        body = _read_chunked(self.rfile, MAX_PAYLOAD_BYTES)
+                    except ValueError:
+                        self._bad_framing("invalid chunk size")
+                        return
                 else:
                     body = self.rfile.read(length) if length else b""
                 request = HttpRequest(

@@ -112,11 +112,26 @@ def _query(pairs: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     for name, value in pairs:
         if not _QUERY_NAME.match(name):
             raise bad_request(GatewayErrorCode.INVALID_QUERY, "invalid query parameter name")
-        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        if any(_is_control(ch) for ch in value):
             raise bad_request(
                 GatewayErrorCode.INVALID_QUERY, f"query parameter {name} has control characters"
             )
     return tuple(pairs)
+
+
+def _is_control(ch: str) -> bool:
+    """C0, DEL and C1 controls (U+0080-U+009F): never part of a value Kisi expects."""
+    code = ord(ch)
+    return code < 0x20 or 0x7F <= code <= 0x9F
+
+
+# JSON's own whitespace (RFC 8259): bytes.strip() would also drop VT and FF, which JSON
+# does not allow, and turn a body of them into "no body".
+_JSON_WHITESPACE = b" \t\r\n"
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")  # Python accepts NaN and Infinity; JSON does not
 
 
 def _body(body: str | None, is_base64: bool, max_bytes: int) -> bytes | None:
@@ -133,10 +148,10 @@ def _body(body: str | None, is_base64: bool, max_bytes: int) -> bytes | None:
         raise GatewayError(
             413, GatewayErrorCode.TOO_LARGE, f"body is larger than {max_bytes} bytes"
         )
-    if not raw.strip():
+    if not raw.strip(_JSON_WHITESPACE):
         return None
     try:
-        document = json.loads(raw.decode("utf-8"))
+        document = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise bad_request(GatewayErrorCode.INVALID_JSON, "body is not valid JSON") from exc
     if _depth(document) > MAX_JSON_DEPTH:
