@@ -7,8 +7,10 @@ instead of sleeping, and every delay is exact.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -76,6 +78,33 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
+MOTO_ITEM_OPERATIONS = ("get_item", "put_item", "update_item", "delete_item", "batch_get_item",
+                        "transact_write_items", "scan")
+
+
+def atomic_moto_dynamodb(
+    monkeypatch: pytest.MonkeyPatch, operations: tuple[str, ...] = MOTO_ITEM_OPERATIONS
+) -> None:
+    """Serialise moto's DynamoDB item operations, as DynamoDB applies each one atomically.
+
+    moto checks a condition and writes in separate steps (and copies whole tables during a
+    transaction), so threads could interleave inside one call. With this, threaded tests
+    check the gateway's conditional writes, not moto's thread safety.
+    """
+    from moto.dynamodb.models import DynamoDBBackend  # noqa: PLC0415
+
+    lock = threading.RLock()
+    for name in operations:
+        original = getattr(DynamoDBBackend, name)
+
+        @functools.wraps(original)
+        def atomic(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return _original(*args, **kwargs)
+
+        monkeypatch.setattr(DynamoDBBackend, name, atomic)
+
+
 def drive_moto_sqs_clock(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
     """Make moto's SQS delays and visibility timeouts follow ``clock``."""
     import moto.sqs.models as sqs_models  # noqa: PLC0415
@@ -127,18 +156,25 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.kisi_url = self.sim.url  # kept: a test may stop the simulator
-        self.sender = self.build_sender(self.dynamodb)
-        records = DynamoRecordStore(self.dynamodb, self.names["requests"])
-        queue = SqsRetryQueue(self.sqs, self.names["queue"], self.names["dlq"])
-        self.forwarder = Forwarder(
-            sender=self.sender, records=records, queue=queue,
+        self.sender, self.forwarder, self.worker = self.build_lambda(self.dynamodb, self.sqs)
+
+    def build_lambda(self, dynamodb: Any, sqs: Any) -> tuple[Sender, Forwarder, RetryWorker]:
+        """The pieces one execution environment holds, over the clients it is given."""
+        sender = self.build_sender(dynamodb)
+        records = DynamoRecordStore(dynamodb, self.names["requests"])
+        queue = SqsRetryQueue(sqs, self.names["queue"], self.names["dlq"])
+        forwarder = Forwarder(
+            sender=sender, records=records, queue=queue,
             record_ttl_s=7 * 86_400, read_timeout_s=self.settings.read_timeout_s,
+            connect_timeout_s=self.settings.connect_timeout_s,
         )
-        self.worker = RetryWorker(
-            sender=self.sender, records=records, queue=queue, policies=self.settings.policies
+        worker = RetryWorker(
+            sender=sender, records=records, queue=queue, policies=self.settings.policies
         )
+        return sender, forwarder, worker
 
     def build_sender(self, dynamodb: Any) -> Sender:
+        """A Sender as one Lambda holds it, over ``dynamodb`` (its own client if it likes)."""
         settings = self.settings
         return Sender(
             kisi_factory=lambda: KisiClient(

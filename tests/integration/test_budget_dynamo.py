@@ -4,7 +4,6 @@ Each "Lambda" is a DynamoSendBudget with its own boto3 client over the same tabl
 Time is injected; nothing sleeps.
 """
 
-import functools
 import itertools
 import json
 import math
@@ -15,7 +14,6 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from moto.dynamodb.models import DynamoDBBackend
 
 from kisi_gateway.budget import (
     BudgetUnavailableError,
@@ -24,6 +22,7 @@ from kisi_gateway.budget import (
     bucket_id_for_key,
 )
 from kisi_gateway.outcome import classify_status
+from tests.harness import atomic_moto_dynamodb
 
 TABLE = "kisi-gateway-budget"
 API_KEY = "kisi-live-key-0123456789abcdef"
@@ -53,16 +52,7 @@ def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     # writes in separate steps and copies whole tables during a transaction, so concurrent
     # threads can interleave inside one call. One lock gives moto DynamoDB's atomicity, so
     # the concurrency test checks the budget's conditional writes, not moto's internals.
-    lock = threading.RLock()
-    for name in ("get_item", "update_item", "transact_write_items", "scan"):
-        original = getattr(DynamoDBBackend, name)
-
-        @functools.wraps(original)
-        def atomic(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            with lock:
-                return _original(*args, **kwargs)
-
-        monkeypatch.setattr(DynamoDBBackend, name, atomic)
+    atomic_moto_dynamodb(monkeypatch, ("get_item", "update_item", "transact_write_items", "scan"))
     with mock_aws():
         client = boto3.client("dynamodb")
         client.create_table(

@@ -22,21 +22,13 @@ from typing import Any, TypeVar
 
 import boto3
 import pytest
-from moto.dynamodb.models import DynamoDBBackend
 
-from kisi_gateway.budget import DynamoSendBudget, bucket_id_for_key
 from kisi_gateway.calls import parse_call
-from kisi_gateway.client import KisiClient, Timeouts
-from kisi_gateway.forwarding import Forwarder
-from kisi_gateway.guard import DynamoGuard
-from kisi_gateway.queue import RetryMessage, SqsRetryQueue
-from kisi_gateway.records import DynamoRecordStore, RecordStatus
+from kisi_gateway.queue import RetryMessage
+from kisi_gateway.records import RecordStatus
 from kisi_gateway.replies import Reply
-from kisi_gateway.retrying import Disposition, RetryWorker
-from kisi_gateway.sending import Sender
-from kisi_gateway.telemetry import Telemetry
-from local.kisi_sim import DEMO_KEY
-from tests.harness import REGION, Gateway, gateway
+from kisi_gateway.retrying import Disposition
+from tests.harness import REGION, Gateway, atomic_moto_dynamodb, gateway
 
 pytestmark = pytest.mark.xdist_group("moto")
 
@@ -48,17 +40,7 @@ T = TypeVar("T")
 
 @pytest.fixture(autouse=True)
 def atomic_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
-    lock = threading.RLock()
-    for name in ("get_item", "put_item", "update_item", "delete_item", "batch_get_item",
-                 "transact_write_items", "scan"):
-        original = getattr(DynamoDBBackend, name)
-
-        @functools.wraps(original)
-        def atomic(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            with lock:
-                return _original(*args, **kwargs)
-
-        monkeypatch.setattr(DynamoDBBackend, name, atomic)
+    atomic_moto_dynamodb(monkeypatch)
 
 
 class Lambda:
@@ -66,35 +48,9 @@ class Lambda:
     boto3's default session is not safe to build clients from in many threads at once)."""
 
     def __init__(self, gw: Gateway) -> None:
-        settings = gw.settings
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         sqs = boto3.client("sqs", region_name=REGION)
-        self.sender = Sender(
-            kisi_factory=lambda: KisiClient(
-                gw.kisi_url, api_key=DEMO_KEY,
-                timeouts=Timeouts(settings.connect_timeout_s, settings.read_timeout_s),
-            ),
-            budget=DynamoSendBudget(
-                dynamodb, gw.names["budget"], bucket_id_for_key(DEMO_KEY),
-                rate=settings.send_rate, route_rates=settings.rates(),
-            ),
-            guard=DynamoGuard(
-                dynamodb, gw.names["guard"],
-                consecutive_401_threshold=settings.guard_401_threshold,
-                cooldown_s=settings.guard_cooldown_s, cache_s=settings.guard_cache_s,
-            ),
-            telemetry=Telemetry(gw.sink),
-            clock=gw.clock,
-            rng=gw.rng.random,
-        )
-        records = DynamoRecordStore(dynamodb, gw.names["requests"])
-        queue = SqsRetryQueue(sqs, gw.names["queue"], gw.names["dlq"])
-        self.forwarder = Forwarder(
-            sender=self.sender, records=records, queue=queue,
-            record_ttl_s=7 * 86_400, read_timeout_s=settings.read_timeout_s,
-        )
-        self.worker = RetryWorker(sender=self.sender, records=records, queue=queue,
-                                  policies=settings.policies)
+        self.sender, self.forwarder, self.worker = gw.build_lambda(dynamodb, sqs)
 
 
 def all_at_once(jobs: list[Callable[[], T]]) -> list[T]:

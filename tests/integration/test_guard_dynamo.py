@@ -15,10 +15,10 @@ import boto3
 import pytest
 from botocore.config import Config
 from moto import mock_aws
-from moto.dynamodb.models import DynamoDBBackend
 
 from kisi_gateway.guard import ACCOUNT, DynamoGuard, GuardState, Pause, main, route_scope
 from kisi_gateway.outcome import Transport, classify_status, classify_transport
+from tests.harness import atomic_moto_dynamodb
 
 TABLE = "kisi-gateway-guard"
 T0 = 1_700_000_000.0
@@ -56,14 +56,7 @@ def atomic_updates(monkeypatch: pytest.MonkeyPatch) -> None:
     """DynamoDB applies each UpdateItem atomically; moto holds no lock between its condition
     check and its write. Serialise moto's update_item so that the threads below test the
     guard's condition expression, not moto's thread safety."""
-    lock = threading.Lock()
-    original = DynamoDBBackend.update_item
-
-    def update_item(self: DynamoDBBackend, *args: Any, **kwargs: Any) -> Any:
-        with lock:
-            return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(DynamoDBBackend, "update_item", update_item)
+    atomic_moto_dynamodb(monkeypatch, ("update_item",))
 
 
 def lambda_guard(**kwargs: Any) -> DynamoGuard:
