@@ -224,6 +224,11 @@ def _discard(stream: Any, length: int) -> None:
         length -= len(chunk)
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a burst of callers would see resets.
+    request_queue_size = 128
+
+
 class ApiServer:
     """A ThreadingHTTPServer on ``host:port`` (port 0: any free port) serving an ApiGateway."""
 
@@ -233,7 +238,7 @@ class ApiServer:
         self.gateway = gateway
         handler = self._handler_class(gateway)
         self._host = host
-        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server = _Server((host, port), handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -1580,6 +1580,7 @@ class _SimServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 128  # socketserver's default backlog of 5 resets bursts of callers
 
     def __init__(self, address: tuple[str, int], simulator: KisiSimulator) -> None:
         self.simulator = simulator

@@ -221,3 +221,28 @@ def test_alarm_message_is_valid_json_for_subscribers() -> None:
         "Trigger": {"Dimensions": [{"name": "Route", "value": "GET /locks"}]},
     })))
     assert change.route == "GET /locks"
+
+
+def test_an_alarm_on_old_401s_does_not_pause_an_account_that_recovered(aws, capsys) -> None:
+    now = datetime.now(UTC).timestamp()
+    monitor, _ = make_monitor(now)
+    emit_outcomes(capsys, Telemetry(PowertoolsEmfSink("KisiGateway")),
+                  [("GET /locks/{id}", classify_status(401), "a1c402")] * 5)
+    guard = monitor.guard
+    guard.open(ACCOUNT, "5 consecutive 401", now)
+    assert guard.check("GET /locks/{id}", now + 61) is None  # the half-open probe ...
+    guard.observe("GET /locks/{id}", classify_status(200), now + 62)  # ... got a 200
+    change = AlarmChange(f"{PREFIX}-bad-request-volume", "ALARM", "OK", "Threshold", None)
+    result = monitor.on_alarm(change, now + 65)
+    assert result["guard"] == "none: the account recovered after these 401s"
+    assert guard.check("GET /locks/{id}", now + 66) is None
+
+
+def test_an_alarm_on_a_401_storm_pauses_the_account(aws, capsys) -> None:
+    now = datetime.now(UTC).timestamp()
+    monitor, _ = make_monitor(now)
+    emit_outcomes(capsys, Telemetry(PowertoolsEmfSink("KisiGateway")),
+                  [("GET /locks/{id}", classify_status(401), "a1c402")] * 5)
+    change = AlarmChange(f"{PREFIX}-bad-request-volume", "ALARM", "OK", "Threshold", None)
+    assert monitor.on_alarm(change, now + 5)["guard"].startswith("paused the account")
+    assert monitor.guard.check("GET /locks/{id}", now + 6) is not None

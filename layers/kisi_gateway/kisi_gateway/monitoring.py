@@ -191,7 +191,9 @@ class Monitor:
     def on_alarm(self, change: AlarmChange, now: float) -> dict[str, Any]:
         """Drive the guard from an alarm change and tell people about it."""
         failing = self.failing(now - CONTEXT_WINDOW_S, now)
-        action = self._guard_action(change, failing, now)
+        # Decisions look at the alarm's own window; the notification shows more context.
+        evidence = self.failing(now - WINDOW_S, now)
+        action = self._guard_action(change, evidence, now)
         subject, text = compose_notification(change, failing, action, self.guard.states(now))
         if self.notify_topic_arn:
             self.sns.publish(TopicArn=self.notify_topic_arn, Subject=subject[:99], Message=text)
@@ -228,6 +230,10 @@ class Monitor:
         total = sum(statuses.values())
         if change.new_state == "ALARM" and total:
             if statuses["401"] * 2 >= total:
+                if self._account_recovered_since(now - WINDOW_S, now):
+                    # A good answer closed the account after these 401s: the key works now.
+                    # A new storm trips the fast path in the sending Lambdas anyway.
+                    return "none: the account recovered after these 401s"
                 reason = f"{statuses['401']} of {total} bad requests were 401 (alarm {change.name})"
                 self.guard.open(ACCOUNT, reason, now)
                 return f"paused the account: {reason}"
@@ -240,6 +246,14 @@ class Monitor:
             self.guard.close(route_scope(route), now, f"alarm {change.name} is OK")
             return f"resumed {route}"
         return "no guard change"
+
+    def _account_recovered_since(self, since: float, now: float) -> bool:
+        for state in self.guard.states(now):
+            if state.get("scope") == ACCOUNT:
+                closed = state.get("state") == "closed"
+                return closed and float(state.get("updated_at") or 0) >= since and bool(
+                    state.get("reason"))
+        return False
 
     def _route_of(self, alarm_name: str) -> str | None:
         """The route of one of our per-route alarms (its description names it)."""

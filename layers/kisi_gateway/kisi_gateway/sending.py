@@ -96,8 +96,16 @@ class Sender:
         return self.guard.check(route.key, self.clock.now())
 
     def slot(self, route: Route, max_wait_s: float) -> Grant:
-        """A send slot from the shared budget, at most ``max_wait_s`` away."""
-        return self.budget.acquire(route.key, self.clock.now(), max_wait_s)
+        """A send slot from the shared budget, at most ``max_wait_s`` away.
+
+        ``wait_s`` is measured from when this returns: the budget's reads and conditional
+        writes take time, and sleeping the budget's ``wait_s`` after them would send late
+        and bunch sends up.
+        """
+        asked_at = self.clock.now()
+        grant = self.budget.acquire(route.key, asked_at, max_wait_s)
+        slot_at = asked_at + grant.wait_s
+        return Grant(grant.ok, max(0.0, slot_at - self.clock.now()), grant.reason)
 
     def attempt(self, route: Route, call: KisiCall) -> Attempted:
         """Send once and account for what happened."""
