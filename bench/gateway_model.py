@@ -31,7 +31,7 @@ from bench.tracking import Final, TrackedCall, final_of
 from kisi_gateway.backoff import Expire, parse_retry_after, schedule_retry
 from kisi_gateway.budget import InMemorySendBudget
 from kisi_gateway.config import Settings
-from kisi_gateway.forwarding import INLINE_LIMIT_S, MAX_BUDGET_ASKS
+from kisi_gateway.forwarding import INLINE_LIMIT_S, MAX_BUDGET_ASKS, MIN_ASK_INTERVAL_S
 from kisi_gateway.guard import GuardRules
 from kisi_gateway.outcome import Outcome, classify_status
 from kisi_gateway.policy import PolicyTable, Route
@@ -132,12 +132,13 @@ class GatewayModel:
         budget_asks = MAX_BUDGET_ASKS
         while True:
             remaining = max(0.0, min(inline_until, record.deadline) - self._engine.now)
+            book_ahead = min(remaining, policy.book_ahead_s)
             yield Sleep(self._store_op_s)
-            grant = self.budget.acquire(route.key, self._engine.now, remaining)
+            grant = self.budget.acquire(route.key, self._engine.now, book_ahead)
             if not grant.ok:
                 if grant.reason == "rate" and grant.wait_s <= remaining and budget_asks:
                     budget_asks -= 1
-                    yield Sleep(grant.wait_s)
+                    yield Sleep(max(grant.wait_s - book_ahead, MIN_ASK_INTERVAL_S))
                     continue
                 yield from self._defer(record, math.ceil(max(grant.wait_s, 1.0)), None)
                 return
@@ -231,7 +232,8 @@ class GatewayModel:
             self.counters.waits_guard += 1
             return (yield from self._wait(message, record, pause.retry_after_s))
         yield Sleep(self._store_op_s)  # budget
-        max_wait = max(0.0, min(WORKER_MAX_WAIT_S, record.deadline - self._engine.now))
+        horizon = min(WORKER_MAX_WAIT_S, policy.book_ahead_s, record.deadline - self._engine.now)
+        max_wait = max(0.0, horizon)
         grant = self.budget.acquire(record.route.key, self._engine.now, max_wait)
         if not grant.ok:
             self.counters.waits_budget += 1

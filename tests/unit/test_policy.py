@@ -48,6 +48,15 @@ def test_paths_that_are_not_kisi_paths_are_refused(path: str) -> None:
         route_template(path)
 
 
+def test_unlocks_may_book_send_slots_further_ahead_than_anything_else() -> None:
+    table = PolicyTable.default()
+    unlock = table.by_name("unlock").book_ahead_s
+    assert unlock == 5.0
+    assert all(p.book_ahead_s < unlock for n, p in table.policies.items() if n != "unlock")
+    custom = PolicyTable.from_config('{"policies": {"read": {"book_ahead_s": 2.5}}}')
+    assert custom.by_name("read").book_ahead_s == 2.5
+
+
 def test_trailing_slash_and_string_ids() -> None:
     assert route_template("/locks/") == "/locks"
     assert route_template("/event_sets/abc-123_x") == "/event_sets/{id}"
@@ -87,6 +96,8 @@ def test_configuration_changes_and_adds_policies_and_rules() -> None:
         ('{"rules": [{"method": "GET", "template": "/x/7", "policy": "read"}]}',
          "rules[0].template"),
         ('{"rules": [{"method": "GET"}]}', "rules[0] needs"),
+        ('{"policies": {"read": {"book_ahead_s": 0}}}', "policies.read.book_ahead_s"),
+        ('{"policies": {"read": {"book_ahead_s": 60}}}', "policies.read.book_ahead_s"),
     ],
 )
 def test_bad_configuration_names_the_entry(config: str, names: str) -> None:

@@ -52,6 +52,7 @@ STORE_RETRY_AFTER_S = 2  # what a caller is told to wait when DynamoDB or SQS fa
 # arrived, or the caller would get API Gateway's own 504 instead of an answer.
 INLINE_LIMIT_S = 27.0
 MAX_BUDGET_ASKS = 10  # bounded: each ask is a DynamoDB read
+MIN_ASK_INTERVAL_S = 0.05
 
 
 def request_id_for(scope: str, idempotency_key: str | None) -> str:
@@ -275,13 +276,14 @@ class _InlineRun:
         while True:
             now = clock.now()
             remaining = max(0.0, min(wait_until, latest_start, self.record.deadline) - now)
-            grant = sender.slot(route, remaining)
+            book_ahead = min(remaining, policy.book_ahead_s)
+            grant = sender.slot(route, book_ahead)
             if not grant.ok:
                 if grant.reason == "rate" and grant.wait_s <= remaining and budget_asks:
-                    # A route-limited call may not reserve far ahead (it would hold the
-                    # account back): wait for its turn and ask again.
+                    # The slot is further ahead than this route may book (or a route limit
+                    # keeps it from booking ahead): wait until it is close, and ask again.
                     budget_asks -= 1
-                    clock.sleep(grant.wait_s)
+                    clock.sleep(max(grant.wait_s - book_ahead, MIN_ASK_INTERVAL_S))
                     continue
                 return self._defer(entries, math.ceil(max(grant.wait_s, 1.0)), None)
             clock.sleep(grant.wait_s)

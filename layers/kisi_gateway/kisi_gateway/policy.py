@@ -25,6 +25,7 @@ HOUR = 3600.0
 # outlive the queue that carries the request.
 MAX_DEADLINE_S = 14 * 24 * HOUR
 MAX_ATTEMPTS_LIMIT = 50
+MAX_BOOK_AHEAD_S = 25.0  # the longest a caller may wait inline (Prefer: wait)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +42,17 @@ class RoutePolicy:
     deadline_s: float
     repeat_unknown: bool
     backoff: BackoffPolicy = BackoffPolicy()
+    # How far ahead a call may book a send slot in the shared budget. Short for calls that
+    # can wait, longer for calls that cannot: slots stay free for an unlock that arrives
+    # during a burst of reads, instead of all being booked seconds ahead in arrival order.
+    book_ahead_s: float = 1.0
 
 
 # Defaults from DESIGN.md "Retry delays". Unlock: 4 attempts within 30 s, short delays.
 DEFAULT_POLICIES: dict[str, RoutePolicy] = {
     "unlock": RoutePolicy(
-        "unlock", 4, 30.0, repeat_unknown=True, backoff=BackoffPolicy(base_s=1.0, cap_s=8.0)
+        "unlock", 4, 30.0, repeat_unknown=True, backoff=BackoffPolicy(base_s=1.0, cap_s=8.0),
+        book_ahead_s=5.0,
     ),
     "read": RoutePolicy(
         "read", 12, 24 * HOUR, repeat_unknown=True, backoff=BackoffPolicy(2.0, 3600.0)
@@ -224,6 +230,7 @@ def _policy_from(name: str, entry: object, base: RoutePolicy | None) -> RoutePol
         max_attempts=_int(entry, "max_attempts", base.max_attempts, where),
         deadline_s=_number(entry, "deadline_s", base.deadline_s, where),
         repeat_unknown=_bool(entry, "repeat_unknown", base.repeat_unknown, where),
+        book_ahead_s=_number(entry, "book_ahead_s", base.book_ahead_s, where),
         backoff=BackoffPolicy(
             base_s=_number(entry, "base_s", base.backoff.base_s, where),
             cap_s=_number(entry, "cap_s", base.backoff.cap_s, where),
@@ -237,6 +244,8 @@ def _policy_from(name: str, entry: object, base: RoutePolicy | None) -> RoutePol
 def _check(policy: RoutePolicy, where: str) -> None:
     if not 1 <= policy.max_attempts <= MAX_ATTEMPTS_LIMIT:
         raise PolicyConfigError(f"{where}.max_attempts must be 1..{MAX_ATTEMPTS_LIMIT}")
+    if not 0 < policy.book_ahead_s <= MAX_BOOK_AHEAD_S:
+        raise PolicyConfigError(f"{where}.book_ahead_s must be above 0 and at most 25")
     if not 1 <= policy.deadline_s <= MAX_DEADLINE_S:
         raise PolicyConfigError(f"{where}.deadline_s must be 1..{MAX_DEADLINE_S:.0f}")
     backoff = policy.backoff

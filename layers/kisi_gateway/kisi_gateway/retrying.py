@@ -84,7 +84,8 @@ class RetryWorker:
             self.sender.telemetry.paused()
             return self._wait(message, record, pause.retry_after_s, f"guard: {pause.reason}")
         # A slot is only worth waiting for if the attempt still starts before the deadline.
-        grant = self.sender.slot(route, max(0.0, min(WORKER_MAX_WAIT_S, record.deadline - now)))
+        horizon = min(WORKER_MAX_WAIT_S, policy.book_ahead_s, record.deadline - now)
+        grant = self.sender.slot(route, max(0.0, horizon))
         if not grant.ok:
             return self._wait(message, record, math.ceil(max(grant.wait_s, 1.0)), "budget")
         self.sender.clock.sleep(grant.wait_s)
