@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -51,7 +49,7 @@ from matplotlib.figure import Figure
 
 from local.kisi_sim import DEMO_KEY
 from local.moto_server import LOCAL_REGION
-from local.stack_process import StackProcess, stack_env
+from local.stack_process import StackProcess, on_fresh_stack, stack_env
 
 ROOT = Path(__file__).resolve().parent.parent
 PLOT_PATH = ROOT / "docs" / "demo_timeline.png"
@@ -425,7 +423,7 @@ def retry_figures(records: Iterable[Mapping[str, Any]]) -> RetryFigures:
         histogram[len(attempts)] += 1
         retries += max(0, len(attempts) - 1)
         for attempt in attempts:
-            classes[str(attempt.get("cls"))] += 1
+            classes[str(attempt.get("class"))] += 1
             if attempt.get("delay_s") is not None:
                 delays.append(float(attempt["delay_s"]))
     return RetryFigures(count, dict(sorted(histogram.items())), retries, Spread.of(delays),
@@ -527,7 +525,7 @@ def summarize(
     kisi = kisi_outcomes(entries)
     network = sum(
         1 for record in final if record
-        for attempt in record.get("attempts") or [] if attempt.get("cls") == "network_error"
+        for attempt in record.get("attempts") or [] if attempt.get("class") == "network_error"
     )
     if network:
         kisi["network_error"] += network
@@ -675,15 +673,6 @@ def plot_timeline(
 
 
 # --------------------------------------------------------------------------- the phases
-
-
-def stop_stack(stack: StackProcess) -> None:
-    """Stop the stack by its PID; a second Ctrl-C meanwhile must not leave it running."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        stack.stop()
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def log(message: str) -> None:
@@ -857,22 +846,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dump", type=Path, default=None,
                         help="also write the raw replies, records and Kisi log as JSON here")
     args = parser.parse_args(argv)
-    log_path = Path(tempfile.mkdtemp(prefix="kisi-demo-")) / "make-run.log"
     began = time.monotonic()
-    log(f"starting a fresh local stack (log: {log_path})")
-    stack = StackProcess(log_path, env=demo_env())
     try:
-        stack.start()
-        log(f"stack ready on {stack.url} in {time.monotonic() - began:.0f} s")
-        report = run_demo(stack, args.plot, args.dump)
+        report = on_fresh_stack(
+            "demo", demo_env(), lambda stack: run_demo(stack, args.plot, args.dump), log
+        )
     except KeyboardInterrupt:
-        log("interrupted: stopping the stack")
+        log("interrupted: the stack is stopped")
         return 130
-    except Exception as error:
-        log(f"failed: {type(error).__name__}: {error} (stack log: {log_path})")
-        raise
-    finally:
-        stop_stack(stack)  # also when start() was interrupted half-way
     print()
     print(report)
     print(f"Total run time {time.monotonic() - began:.0f} s (stack start and stop included).")

@@ -38,7 +38,6 @@ import argparse
 import json
 import random
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -63,9 +62,8 @@ from local.demo import (
     render_table,
     send,
     sha256_or_none,
-    stop_stack,
 )
-from local.stack_process import StackProcess, stack_env
+from local.stack_process import StackProcess, on_fresh_stack, stack_env
 
 UNLOCK_DEADLINE_S = 30.0  # the default unlock policy (kisi_gateway.policy), kept here
 SOAK_POLICIES = {
@@ -252,7 +250,7 @@ def repeat_bound(tracked: Tracked) -> int:
     """
     record = tracked.record
     if record is not None:
-        unknown = sum(1 for a in record.get("attempts") or [] if a.get("cls") == "network_error")
+        unknown = sum(1 for a in record.get("attempts") or [] if a.get("class") == "network_error")
         return 1 + unknown
     reply = tracked.reply
     return max(1, reply.attempts or 1) if reply is not None else 1
@@ -334,7 +332,7 @@ def soak_figures(
         by_kind.setdefault(planned.kind, Counter())[state] += 1
         if state != "succeeded":
             not_succeeded[f"{planned.kind} {state}: {why_not(item)}"] += 1
-        recorded.update(str(a.get("cls")) for a in (item.record or {}).get("attempts") or [])
+        recorded.update(str(a.get("class")) for a in (item.record or {}).get("attempts") or [])
         seen = by_marker.get(planned.marker, [])
         processed = sum(1 for entry in seen if entry.get("processed"))
         bound = 1 if not planned.repeat_allowed else repeat_bound(item)
@@ -625,26 +623,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         outage_start_s=args.outage_start if args.outage_start is not None else 0.4 * duration_s,
         outage_s=args.outage_seconds if args.outage_seconds is not None else 0.2 * duration_s,
     )
-    log_path = Path(tempfile.mkdtemp(prefix="kisi-soak-")) / "make-run.log"
     began = time.monotonic()
-    log(f"starting a fresh local stack (log: {log_path})")
-    stack = StackProcess(log_path, env=soak_env())
     try:
-        stack.start()
-        log(f"stack ready on {stack.url}")
-        figures, elapsed = run_soak(stack, schedule, args.seed, args.dump)
+        figures, elapsed = on_fresh_stack(
+            "soak", soak_env(), lambda stack: run_soak(stack, schedule, args.seed, args.dump),
+            log,
+        )
     except KeyboardInterrupt:
-        log("interrupted: stopping the stack")
+        log("interrupted: the stack is stopped")
         return 130
-    except Exception as error:
-        log(f"failed: {type(error).__name__}: {error} (stack log: {log_path})")
-        raise
-    finally:
-        stop_stack(stack)  # also when start() was interrupted half-way
     print()
     print(render_figures(figures, minutes=args.minutes, rate=args.rate))
     print(f"\nSoak time {elapsed:.0f} s; total {time.monotonic() - began:.0f} s "
-          f"(stack start and stop included). Stack log: {log_path}")
+          "(stack start and stop included).")
     violations = figures.violations()
     if violations:
         print("FAILED: " + "; ".join(violations))

@@ -13,11 +13,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
@@ -135,6 +136,36 @@ class StackProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+T = TypeVar("T")
+
+
+def on_fresh_stack(
+    name: str, env: Mapping[str, str], work: Callable[[StackProcess], T],
+    log: Callable[[str], None],
+) -> T:
+    """Start a fresh ``make run`` stack, do ``work`` on it, and stop it whatever happens.
+
+    Stopping ignores a second Ctrl-C, so an impatient user cannot leave the stack running.
+    """
+    log_path = Path(tempfile.mkdtemp(prefix=f"kisi-{name}-")) / "make-run.log"
+    began = time.monotonic()
+    log(f"starting a fresh local stack (log: {log_path})")
+    stack = StackProcess(log_path, env=env)
+    try:
+        stack.start()
+        log(f"stack ready on {stack.url} in {time.monotonic() - began:.0f} s")
+        return work(stack)
+    except Exception as error:
+        log(f"failed: {type(error).__name__}: {error} (stack log: {log_path})")
+        raise
+    finally:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            stack.stop()  # also when start() was interrupted half-way
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def stack_env(

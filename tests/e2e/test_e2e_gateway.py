@@ -79,7 +79,7 @@ def test_deferred_request_is_polled_until_it_succeeds(stack: LocalStack) -> None
     record = terminal(stack, accepted.headers["Location"])
     assert record["status"] == "succeeded"
     assert json.loads(record["response"]["body"]) == {"message": "Unlocked!"}
-    assert [a["cls"] for a in record["attempts"]][-1] == "success"
+    assert [a["class"] for a in record["attempts"]][-1] == "success"
     assert len(stack.sim.calls("POST", "/locks/7/unlock")) == 1
 
 
@@ -90,7 +90,7 @@ def test_outage_then_retries_then_success(stack: LocalStack) -> None:
     record = terminal(stack, accepted.headers["Location"])
     assert record["status"] == "succeeded"
     assert len(record["attempts"]) >= 2
-    assert all(a["cls"] == "server_error" for a in record["attempts"][:-1])
+    assert all(a["class"] == "server_error" for a in record["attempts"][:-1])
 
 
 def test_exhaustion_ends_expired_in_the_dead_letter_queue(stack: LocalStack) -> None:

@@ -833,7 +833,7 @@ def test_a_deferred_call_and_its_record_match_the_document(
             time.sleep(0.3)
         assert record["status"] == "succeeded", record
         assert record["response"]["status"] == 200
-        assert record["attempts"][0]["cls"] == "server_error"
+        assert record["attempts"][0]["class"] == "server_error"
     finally:
         fuzz.sim.update_faults({"outage_until": None})
         record_property("fuzz_figures", tally.figures())

@@ -67,7 +67,7 @@ def record(status: str, attempts: list[tuple[str, int | None, int | None]], *,
            deadline: float = T0 + 600, reason: str | None = None) -> dict[str, Any]:
     return {
         "status": status, "deadline": deadline, "reason": reason, "_seen_at": T0 + 100,
-        "attempts": [{"at": T0 + n, "cls": cls, "status": code, "delay_s": delay}
+        "attempts": [{"at": T0 + n, "class": cls, "status": code, "delay_s": delay}
                      for n, (cls, code, delay) in enumerate(attempts)],
     }
 

@@ -71,11 +71,12 @@ class StoredResponse:
             return base64.b64encode(self.body).decode("ascii"), True
 
 
-class PublicAttempt(TypedDict):
-    at: float
-    cls: str
-    status: int | None
-    delay_s: int | None
+# The contract (DESIGN.md) names the outcome class "class", a Python keyword: hence the
+# functional form.
+PublicAttempt = TypedDict(
+    "PublicAttempt",
+    {"at": float, "class": str, "status": int | None, "delay_s": int | None},
+)
 
 
 class PublicResponse(TypedDict):
@@ -147,7 +148,7 @@ class RequestRecord:
             "path": self.path,
             "route": self.route,
             "attempts": [
-                {"at": a.at, "cls": a.cls, "status": a.status, "delay_s": a.delay_s}
+                {"at": a.at, "class": a.cls, "status": a.status, "delay_s": a.delay_s}
                 for a in self.attempts
             ],
             "next_attempt_at": self.next_attempt_at,
