@@ -232,8 +232,7 @@ class GatewayModel:
             self.counters.waits_guard += 1
             return (yield from self._wait(message, record, pause.retry_after_s))
         yield Sleep(self._store_op_s)  # budget
-        horizon = min(WORKER_MAX_WAIT_S, policy.book_ahead_s, record.deadline - self._engine.now)
-        max_wait = max(0.0, horizon)
+        max_wait = max(0.0, min(WORKER_MAX_WAIT_S, record.deadline - self._engine.now))
         grant = self.budget.acquire(record.route.key, self._engine.now, max_wait)
         if not grant.ok:
             self.counters.waits_budget += 1

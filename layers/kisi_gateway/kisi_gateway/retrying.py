@@ -84,8 +84,9 @@ class RetryWorker:
             self.sender.telemetry.paused()
             return self._wait(message, record, pause.retry_after_s, f"guard: {pause.reason}")
         # A slot is only worth waiting for if the attempt still starts before the deadline.
-        horizon = min(WORKER_MAX_WAIT_S, policy.book_ahead_s, record.deadline - now)
-        grant = self.sender.slot(route, max(0.0, horizon))
+        # Queued retries book as far ahead as the worker may wait, whatever their route: they
+        # already waited their turn in the queue (book_ahead_s shapes fresh calls).
+        grant = self.sender.slot(route, max(0.0, min(WORKER_MAX_WAIT_S, record.deadline - now)))
         if not grant.ok:
             return self._wait(message, record, math.ceil(max(grant.wait_s, 1.0)), "budget")
         self.sender.clock.sleep(grant.wait_s)
