@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -87,7 +88,15 @@ class RunConfig:
         )
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(environ: Mapping[str, str] = os.environ) -> int:
+    # A shell starting this in the background leaves SIGINT ignored; Ctrl-C and a test's
+    # SIGINT must still stop everything in order, so take both signals back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     config = RunConfig.from_env(environ)
     sim: KisiSimulator | None = None
     moto = MotoProcess(port=config.moto_port)

@@ -134,6 +134,9 @@ class MotoProcess:
             [self._python, "-m", "moto.server", "-H", HOST, "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C in the terminal reaches make run, which stops its
+            # emulators first and then this process by PID, instead of moto dying first.
+            start_new_session=True,
             env=env,
         )
         process = self._process
