@@ -74,8 +74,8 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "AWS_DEFAULT_REGION": REGION,
     }.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
 
 
 MOTO_ITEM_OPERATIONS = ("get_item", "put_item", "update_item", "delete_item", "batch_get_item",
@@ -113,16 +113,21 @@ def drive_moto_sqs_clock(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> N
     monkeypatch.setattr(sqs_models, "unix_time_millis", lambda *a: clock.now() * 1000.0)
 
 
+def create_hash_table(dynamodb: Any, name: str, key: str) -> None:
+    """A table as template.yaml declares them: one string hash key, on demand."""
+    dynamodb.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+    )
+
+
 def create_tables_and_queues(dynamodb: Any, sqs: Any) -> dict[str, str]:
     """The resources of template.yaml that the pipeline uses, as the template declares them."""
     names = {"requests": "requests", "budget": "budget", "guard": "guard"}
     for table, key in (("requests", "request_id"), ("budget", "pk"), ("guard", "scope")):
-        dynamodb.create_table(
-            TableName=table,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
-        )
+        create_hash_table(dynamodb, table, key)
     dlq = sqs.create_queue(QueueName="retry-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
         "Attributes"

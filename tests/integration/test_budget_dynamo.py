@@ -22,7 +22,7 @@ from kisi_gateway.budget import (
     bucket_id_for_key,
 )
 from kisi_gateway.outcome import classify_status
-from tests.harness import atomic_moto_dynamodb
+from tests.harness import atomic_moto_dynamodb, aws_env, create_hash_table
 
 TABLE = "kisi-gateway-budget"
 API_KEY = "kisi-live-key-0123456789abcdef"
@@ -40,27 +40,12 @@ Factory = Callable[..., DynamoSendBudget]
 
 @pytest.fixture
 def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SECURITY_TOKEN": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-    }.items():
-        monkeypatch.setenv(name, value)
-    # DynamoDB applies each write to an item atomically, condition and all; moto checks and
-    # writes in separate steps and copies whole tables during a transaction, so concurrent
-    # threads can interleave inside one call. One lock gives moto DynamoDB's atomicity, so
-    # the concurrency test checks the budget's conditional writes, not moto's internals.
+    aws_env(monkeypatch)
+    # Concurrency tests check the budget's conditional writes, not moto's internals.
     atomic_moto_dynamodb(monkeypatch, ("get_item", "update_item", "transact_write_items", "scan"))
     with mock_aws():
         client = boto3.client("dynamodb")
-        client.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_hash_table(client, TABLE, "pk")
         yield client
 
 

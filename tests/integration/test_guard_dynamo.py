@@ -18,7 +18,7 @@ from moto import mock_aws
 
 from kisi_gateway.guard import ACCOUNT, DynamoGuard, GuardState, Pause, main, route_scope
 from kisi_gateway.outcome import Transport, classify_status, classify_transport
-from tests.harness import atomic_moto_dynamodb
+from tests.harness import atomic_moto_dynamodb, aws_env, create_hash_table
 
 TABLE = "kisi-gateway-guard"
 T0 = 1_700_000_000.0
@@ -31,23 +31,10 @@ OK = classify_status(200)
 @pytest.fixture
 def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A moto DynamoDB with the guard's table (hash key ``scope``), dummy credentials."""
-    for name, value in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
+    aws_env(monkeypatch)
     with mock_aws():
         client = boto3.client("dynamodb")
-        client.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "scope", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "scope", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_hash_table(client, TABLE, "scope")
         yield client
 
 
