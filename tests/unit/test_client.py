@@ -116,3 +116,15 @@ def test_key_is_not_in_repr() -> None:
 def test_base_url_must_be_absolute() -> None:
     with pytest.raises(OriginError):
         KisiClient("api.kisi.io", api_key="k")
+
+
+def test_a_key_function_is_asked_on_every_send() -> None:
+    keys = iter(["k-1", "k-2"])
+    session = FakeSession([response(200), response(200)])
+    kisi = KisiClient("https://api.kisi.io", api_key=lambda: next(keys), session=session)
+    kisi.send(KisiCall("GET", "/locks"))
+    kisi.send(KisiCall("GET", "/locks"))
+    assert [c["headers"]["Authorization"] for c in session.calls] == [
+        "KISI-LOGIN k-1", "KISI-LOGIN k-2"]
+    assert "k-" not in repr(KisiClient("https://api.kisi.io", api_key=lambda: "k-3",
+                                       session=FakeSession([])))

@@ -8,7 +8,7 @@ the ``KISI-LOGIN`` header and no proxy variable reroutes the key).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -109,7 +109,9 @@ class KisiClient:
     """
 
     base_url: str
-    api_key: str = field(repr=False)
+    # The key itself, or a function that returns the current one (a cached secret read, so a
+    # rotated key is picked up without a new container).
+    api_key: str | Callable[[], str] = field(repr=False)
     session: HttpSession | None = None
     timeouts: Timeouts = Timeouts()
     integration_identifier: str | None = None
@@ -139,9 +141,12 @@ class KisiClient:
         parts = urlsplit(url)
         return (parts.scheme, parts.netloc.lower()) == self._origin
 
+    def current_key(self) -> str:
+        return self.api_key() if callable(self.api_key) else self.api_key
+
     def headers(self, has_body: bool) -> dict[str, str]:
         headers = {
-            "Authorization": f"KISI-LOGIN {self.api_key}",
+            "Authorization": f"KISI-LOGIN {self.current_key()}",
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         }

@@ -65,7 +65,9 @@ def build_sender(settings: Settings) -> Sender:
     def kisi() -> KisiClient:
         return KisiClient(
             settings.kisi_base_url,
-            api_key=api_key,
+            # Read through Powertools' cache on every send: a rotated key is used within
+            # SECRET_MAX_AGE_S, without a new container.
+            api_key=lambda: read_api_key(settings),
             session=session,
             timeouts=Timeouts(settings.connect_timeout_s, settings.read_timeout_s),
             integration_identifier=settings.integration_identifier,
@@ -76,6 +78,8 @@ def build_sender(settings: Settings) -> Sender:
     budget = DynamoSendBudget(
         dynamodb,
         settings.need(settings.budget_table, "BUDGET_TABLE"),
+        # The bucket follows the key this container started with; a rotation starts a new
+        # bucket in new containers (Kisi's quota is per user, so both share it there).
         bucket_id_for_key(api_key),
         rate=settings.send_rate,
         route_rates=settings.rates(),
