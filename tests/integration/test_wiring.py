@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
 from kisi_gateway.config import ConfigError, Settings
-from kisi_gateway.wiring import build_sender, read_api_key
+from kisi_gateway.wiring import KeyRing, build_sender, read_api_key
 from tests.harness import REGION, aws_env, create_hash_table
 
 pytestmark = pytest.mark.xdist_group("moto")
@@ -68,3 +68,13 @@ def test_a_rotated_key_is_used_without_a_new_container(secrets, monkeypatch) -> 
     assert client.headers(False)["Authorization"] == "KISI-LOGIN k-old"  # cached (max_age)
     parameters.clear_caches()  # what SECRET_MAX_AGE_S does after five minutes
     assert client.headers(False)["Authorization"] == "KISI-LOGIN k-new"
+
+
+def test_a_secret_that_cannot_be_read_keeps_the_last_good_key(secrets, caplog) -> None:
+    arn = secrets.create_secret(Name="kisi-key", SecretString="k-good")["ARN"]
+    keys = KeyRing(settings_for(arn))
+    secrets.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+    parameters.clear_caches()
+    assert keys.current() == "k-good"
+    assert "could not re-read the Kisi key" in caplog.text
+    assert "k-good" not in caplog.text

@@ -7,6 +7,7 @@ pays only for what that function touches. Tests build the same objects from fake
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +22,7 @@ from kisi_gateway.retrying import RetryWorker
 from kisi_gateway.sending import Sender, SystemClock
 from kisi_gateway.telemetry import PowertoolsEmfSink, Telemetry
 
+LOG = logging.getLogger("kisi_gateway")
 SECRET_MAX_AGE_S = 300  # re-read the key every 5 minutes, so a rotated key is picked up
 
 
@@ -48,6 +50,30 @@ def read_api_key(settings: Settings) -> str:
     return text.strip()
 
 
+class KeyRing:
+    """The current Kisi key: re-read through the secret cache, the last good one on failure.
+
+    A rotated key is picked up within ``SECRET_MAX_AGE_S``; a Secrets Manager hiccup (or, in
+    ``make run``, a restarted embedded AWS) does not stop sends with a key that worked.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._last = read_api_key(settings)  # fails at start if there is no usable key
+
+    @property
+    def first(self) -> str:
+        return self._last
+
+    def current(self) -> str:
+        try:
+            self._last = read_api_key(self._settings)
+        except Exception as exc:  # any failure: keep the key that worked
+            LOG.warning("could not re-read the Kisi key; using the last one",
+                        extra={"error": type(exc).__name__})
+        return self._last
+
+
 def _client(service: str) -> Any:
     import boto3  # noqa: PLC0415 - cold start
 
@@ -59,7 +85,7 @@ def build_sender(settings: Settings) -> Sender:
     from kisi_gateway.budget import DynamoSendBudget, bucket_id_for_key  # noqa: PLC0415
     from kisi_gateway.guard import DynamoGuard  # noqa: PLC0415
 
-    api_key = read_api_key(settings)
+    keys = KeyRing(settings)
     session = build_session()
 
     def kisi() -> KisiClient:
@@ -67,7 +93,7 @@ def build_sender(settings: Settings) -> Sender:
             settings.kisi_base_url,
             # Read through Powertools' cache on every send: a rotated key is used within
             # SECRET_MAX_AGE_S, without a new container.
-            api_key=lambda: read_api_key(settings),
+            api_key=keys.current,
             session=session,
             timeouts=Timeouts(settings.connect_timeout_s, settings.read_timeout_s),
             integration_identifier=settings.integration_identifier,
@@ -80,7 +106,7 @@ def build_sender(settings: Settings) -> Sender:
         settings.need(settings.budget_table, "BUDGET_TABLE"),
         # The bucket follows the key this container started with; a rotation starts a new
         # bucket in new containers (Kisi's quota is per user, so both share it there).
-        bucket_id_for_key(api_key),
+        bucket_id_for_key(keys.first),
         rate=settings.send_rate,
         route_rates=settings.rates(),
     )
