@@ -111,3 +111,21 @@ def test_exhaustion_ends_expired_in_the_dead_letter_queue(stack: LocalStack) -> 
     found = eventually(dead_lettered, timeout_s=10)
     assert found
     assert found[0]["MessageAttributes"]["reason"]["StringValue"] == "attempts_exhausted"
+
+
+def test_the_gateway_recovers_when_the_embedded_aws_restarts(stack: LocalStack) -> None:
+    """Last in the module: it empties moto. The runtime's watchdog provisions the stack
+    again; the running handlers keep working without a restart of make run."""
+    reset = requests.post(f"{stack.endpoint_url}/moto-api/reset", timeout=10)
+    assert reset.status_code == 200
+
+    def provisioned_again() -> bool:
+        return "provisioning again" in stack.log()
+
+    assert eventually(provisioned_again, timeout_s=30)
+    assert eventually(
+        lambda: stack.request("GET", "/kisi/locks?limit=1").status_code == 200, timeout_s=20)
+    stack.sim.update_faults({"outage_seconds": 1.5})
+    accepted = stack.request("POST", "/kisi/locks/8/unlock", headers=ASYNC)
+    assert accepted.status_code == 202
+    assert terminal(stack, accepted.headers["Location"])["status"] == "succeeded"
