@@ -330,7 +330,8 @@ def test_only_settings_variables_are_set() -> None:
 def needed_variables(module: str) -> set[str]:
     """Variables ``Settings.need`` demands on the way from a handler to its wiring."""
     wiring_tree = ast.parse(Path(wiring.__file__).read_text())
-    defs = {node.name: node for node in wiring_tree.body if isinstance(node, ast.FunctionDef)}
+    defs = {node.name: node for node in wiring_tree.body
+            if isinstance(node, ast.FunctionDef | ast.ClassDef)}  # a class: its methods too
 
     def reach(name: str, seen: set[str]) -> set[str]:
         if name in seen:
