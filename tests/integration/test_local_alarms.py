@@ -8,8 +8,11 @@ from aws_lambda_powertools.utilities.parser.models import SnsModel
 
 from local.alarms import decide
 from local.moto_server import aws_client
-from local.runtime import LocalRuntime
-from tests.fixtures.local_stack.harness import TEMPLATE, eventually, recorded, shared_moto
+from tests.fixtures.local_stack.harness import (
+    eventually,
+    quiet_runtime,
+    recorded,
+)
 
 STACK = "alarms"
 NOW = datetime(2024, 3, 4, 7, 8, 30, tzinfo=UTC)
@@ -18,16 +21,7 @@ SERVICE = [{"Name": "service", "Value": "fixture"}]
 
 @pytest.fixture(scope="module")
 def runtime():
-    runtime = LocalRuntime(
-        TEMPLATE,
-        shared_moto().endpoint_url,
-        stack_name=STACK,
-        gateway_port=0,
-        run_threads=False,
-        now=lambda: NOW,
-        log=lambda line: None,
-    )
-    with runtime:
+    with quiet_runtime(STACK, now=lambda: NOW) as runtime:
         yield runtime
 
 

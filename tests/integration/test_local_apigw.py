@@ -8,25 +8,19 @@ from aws_lambda_powertools.utilities.parser.models import APIGatewayProxyEventMo
 
 from local.apigw import MAX_PAYLOAD_BYTES
 from local.apigw_event import match_route
-from local.runtime import LocalRuntime
 from local.stack import ApiRoute
-from tests.fixtures.local_stack.harness import API_KEY, TEMPLATE, recorded, shared_moto
+from tests.fixtures.local_stack.harness import (
+    API_KEY,
+    quiet_runtime,
+    recorded,
+)
 
 KEY = {"x-api-key": API_KEY}
 
 
 @pytest.fixture(scope="module")
 def runtime():
-    runtime = LocalRuntime(
-        TEMPLATE,
-        shared_moto().endpoint_url,
-        stack_name="apigw",
-        api_key=API_KEY,
-        gateway_port=0,
-        run_threads=False,
-        log=lambda line: None,
-    )
-    with runtime:
+    with quiet_runtime("apigw", api_key=API_KEY) as runtime:
         yield runtime
 
 

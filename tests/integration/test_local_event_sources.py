@@ -7,14 +7,12 @@ from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SnsM
 
 from local.event_sources import failed_item_ids
 from local.moto_server import aws_client
-from local.runtime import LocalRuntime
 from local.schedule_expressions import ScheduleExpressionError, next_fire
 from tests.fixtures.local_stack.harness import (
-    TEMPLATE,
     eventually,
     queue_depth,
+    quiet_runtime,
     recorded,
-    shared_moto,
 )
 
 NOW = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -22,16 +20,7 @@ NOW = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def runtime():
-    runtime = LocalRuntime(
-        TEMPLATE,
-        shared_moto().endpoint_url,
-        stack_name="sources",
-        gateway_port=0,
-        run_threads=False,
-        now=lambda: NOW,
-        log=lambda line: None,
-    )
-    with runtime:
+    with quiet_runtime("sources", now=lambda: NOW) as runtime:
         yield runtime
 
 
