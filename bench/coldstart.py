@@ -51,7 +51,7 @@ CASES: dict[str, tuple[str | None, str]] = {
     "retry_worker": ("retry_worker", f"import os\nimport retry_worker\n{_SETTINGS}"),
     "metrics": ("metrics", f"import os\nimport metrics\n{_SETTINGS}"),
     # What-if, not the product: api_call's init were boto3.dynamodb.types (imported at module
-    # level by kisi_gateway.records, see boto3_importers) imported lazily — stand-ins are
+    # level by kisi_gateway.stores.records, see boto3_importers) imported lazily — stand-ins are
     # registered so that the import finds them instead of loading boto3.
     "api_call, what-if: no boto3 at init": ("api_call", _WHAT_IF_NO_BOTO3),
     # Not init: what api_call's first request adds before any AWS call (wiring.build_forwarder

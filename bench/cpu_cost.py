@@ -5,10 +5,10 @@ another process so that its CPU is not counted; ``time.process_time`` of this pr
 summed over ``CALLS`` calls per side, in alternating rounds so drift affects both alike.
 
 The gateway side is the api_call path without the Lambda runtime: ``parse_call`` (validation,
-route policy) then :meth:`~kisi_gateway.forwarding.Forwarder.forward` (guard, budget, send,
+route policy) then :meth:`~kisi_gateway.pipeline.forwarding.Forwarder.forward` (guard, budget, send,
 classification, telemetry, reply). Its collaborators come in two variants:
 
-- ``in-memory``: :class:`~kisi_gateway.budget.InMemorySendBudget` and the bench's in-memory
+- ``in-memory``: :class:`~kisi_gateway.stores.budget.InMemorySendBudget` and the bench's in-memory
   guard over the library's decisions; telemetry is the deployed Powertools EMF sink (its
   output discarded). The records and the queue are not touched by a synchronous success —
   fakes that fail loudly if that ever changes.
@@ -48,17 +48,22 @@ from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HTTPHeaders
 
 from bench.memory_guard import InMemoryGuard
 from bench.realtime import LOOPBACK_ONLY, aws_client, aws_environment, create_resources
-from kisi_gateway.budget import DynamoSendBudget, InMemorySendBudget, SendBudget, bucket_id_for_key
-from kisi_gateway.calls import parse_call
-from kisi_gateway.client import KisiClient, build_session
 from kisi_gateway.config import Settings
-from kisi_gateway.forwarding import CallContext, Forwarder
-from kisi_gateway.guard import DynamoGuard, Guard
-from kisi_gateway.queue import RetryMessage, SqsRetryQueue
-from kisi_gateway.records import AttemptChange, Claim, DynamoRecordStore, RequestRecord
-from kisi_gateway.replies import location_rewriter
-from kisi_gateway.sending import Sender, SystemClock
-from kisi_gateway.telemetry import PowertoolsEmfSink, Telemetry
+from kisi_gateway.pipeline.calls import parse_call
+from kisi_gateway.pipeline.forwarding import CallContext, Forwarder
+from kisi_gateway.pipeline.kisi_http import KisiClient, build_session
+from kisi_gateway.pipeline.replies import location_rewriter
+from kisi_gateway.pipeline.sending import Sender, SystemClock
+from kisi_gateway.pipeline.telemetry import PowertoolsEmfSink, Telemetry
+from kisi_gateway.stores.budget import (
+    DynamoSendBudget,
+    InMemorySendBudget,
+    SendBudget,
+    bucket_id_for_key,
+)
+from kisi_gateway.stores.guard import DynamoGuard, Guard
+from kisi_gateway.stores.queue import RetryMessage, SqsRetryQueue
+from kisi_gateway.stores.records import AttemptChange, Claim, DynamoRecordStore, RequestRecord
 from local.kisi_sim import DEMO_KEY
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,15 +1,18 @@
 """kisi-gateway in virtual time: api_call and retry_worker, step for step, on the real policies.
 
-The control flow mirrors :class:`kisi_gateway.forwarding._InlineRun` (retry inline while the
+The control flow mirrors :class:`kisi_gateway.pipeline.forwarding._InlineRun` (retry inline while
+the
 caller's ``Prefer: wait`` lasts, else record + SQS message with the first delay) and
-:meth:`kisi_gateway.retrying.RetryWorker.process` (expiry at the deadline, waiting for the
+:meth:`kisi_gateway.pipeline.retrying.RetryWorker.process` (expiry at the deadline, waiting for the
 guard or the budget without spending an attempt, ``ChangeMessageVisibility`` to the next
 delay, dead-letter queue). It is re-stated here as generators because the library's own
 classes block on a clock, and the simulation may not sleep or use threads. Every *decision*
-is the library's: :func:`~kisi_gateway.outcome.classify_status`,
-:func:`~kisi_gateway.backoff.schedule_retry`, :func:`~kisi_gateway.backoff.parse_retry_after`,
-the route policies of :meth:`~kisi_gateway.policy.PolicyTable.default`, the adaptive budget
-:class:`~kisi_gateway.budget.InMemorySendBudget` (with ``now`` = virtual time) and the guard's
+is the library's: :func:`~kisi_gateway.core.outcome.classify_status`,
+:func:`~kisi_gateway.core.backoff.schedule_retry`,
+:func:`~kisi_gateway.core.backoff.parse_retry_after`,
+the route policies of :meth:`~kisi_gateway.core.policy.PolicyTable.default`, the adaptive budget
+:class:`~kisi_gateway.stores.budget.InMemorySendBudget` (with ``now`` = virtual time) and the
+guard's
 pure functions (:mod:`bench.memory_guard`). Constants (``MAX_BUDGET_ASKS``,
 ``WORKER_MAX_WAIT_S``, ``EARLY_TOLERANCE_S``, the default wait) are imported, not copied.
 
@@ -28,14 +31,14 @@ from bench.kisi_model import Reply, VirtualKisi
 from bench.memory_guard import InMemoryGuard
 from bench.sqs_model import EventSourceMapping, Message, VirtualQueue
 from bench.tracking import Final, TrackedCall, final_of
-from kisi_gateway.backoff import Expire, parse_retry_after, schedule_retry
-from kisi_gateway.budget import InMemorySendBudget
 from kisi_gateway.config import Settings
-from kisi_gateway.forwarding import INLINE_LIMIT_S, MAX_BUDGET_ASKS, MIN_ASK_INTERVAL_S
-from kisi_gateway.guard import GuardRules
-from kisi_gateway.outcome import Outcome, classify_status
-from kisi_gateway.policy import PolicyTable, Route
-from kisi_gateway.retrying import EARLY_TOLERANCE_S, WORKER_MAX_WAIT_S, Disposition
+from kisi_gateway.core.backoff import Expire, parse_retry_after, schedule_retry
+from kisi_gateway.core.outcome import Outcome, classify_status
+from kisi_gateway.core.policy import PolicyTable, Route
+from kisi_gateway.pipeline.forwarding import INLINE_LIMIT_S, MAX_BUDGET_ASKS, MIN_ASK_INTERVAL_S
+from kisi_gateway.pipeline.retrying import EARLY_TOLERANCE_S, WORKER_MAX_WAIT_S, Disposition
+from kisi_gateway.stores.budget import InMemorySendBudget
+from kisi_gateway.stores.guard import GuardRules
 
 STORE_OP_S = 0.01  # one DynamoDB or SQS round trip from a Lambda, roughly
 

@@ -1,10 +1,12 @@
 """The gateway's guard for the simulation: the library's decisions over an in-memory store.
 
-Every decision is :mod:`kisi_gateway.guard`'s own pure function — :func:`admit` (send, pause or
+Every decision is :mod:`kisi_gateway.stores.guard`'s own pure function — :func:`admit` (send, pause
+or
 probe), :func:`transition` (what an answer does to a scope), :func:`apply_transition` and
 :func:`elected` — with :class:`GuardRules` at the deployed defaults (5 consecutive 401s, 60 s
 cooldown doubled by each failed probe). Only the storage differs from
-:class:`~kisi_gateway.guard.DynamoGuard`: one consistent view shared by every simulated Lambda,
+:class:`~kisi_gateway.stores.guard.DynamoGuard`: one consistent view shared by every simulated
+Lambda,
 where the deployed guard reads DynamoDB through a 2 s per-Lambda cache. That cache serves only
 calm closed scopes, i.e. while the guard lets everything through anyway, so leaving it out
 changes no pause and no probe.
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kisi_gateway.guard import (
+from kisi_gateway.core.outcome import Outcome
+from kisi_gateway.stores.guard import (
     ACCOUNT,
     Admit,
     Evidence,
@@ -31,11 +34,10 @@ from kisi_gateway.guard import (
     route_scope,
     transition,
 )
-from kisi_gateway.outcome import Outcome
 
 
 class InMemoryGuard:
-    """A :class:`~kisi_gateway.guard.Guard` for one simulated fleet."""
+    """A :class:`~kisi_gateway.stores.guard.Guard` for one simulated fleet."""
 
     def __init__(self, rules: GuardRules | None = None) -> None:
         self.rules = rules or GuardRules()

@@ -3,10 +3,12 @@
 200 reads from 50 caller threads against the Kisi simulator over HTTP on 127.0.0.1, at real
 time, with its default bucket (5 req/s, burst 5) and 50 ms of added latency per request:
 
-- ``gateway``: the library's own :class:`~kisi_gateway.forwarding.Forwarder` (one per caller
-  thread, as each Lambda has its own) and :class:`~kisi_gateway.retrying.RetryWorker` (five
+- ``gateway``: the library's own :class:`~kisi_gateway.pipeline.forwarding.Forwarder` (one per
+caller
+  thread, as each Lambda has its own) and :class:`~kisi_gateway.pipeline.retrying.RetryWorker` (five
   worker threads polling the retry queue), wired as ``tests/harness.py`` wires them but on the
-  real clock (:class:`~kisi_gateway.sending.SystemClock`): DynamoDB budget, guard and records
+  real clock (:class:`~kisi_gateway.pipeline.sending.SystemClock`): DynamoDB budget, guard and
+  records
   and SQS on moto in this process, the Kisi client over HTTP.
 - ``immediate``: ``requests`` in a loop, at most 10 attempts.
 - ``urllib3``: a ``requests`` session with ``HTTPAdapter(max_retries=Retry(...))`` — urllib3
@@ -35,18 +37,18 @@ from botocore.config import Config
 from requests.adapters import HTTPAdapter
 
 from bench.strategies import IMMEDIATE_ATTEMPTS, urllib3_retry
-from kisi_gateway.budget import DynamoSendBudget, bucket_id_for_key
-from kisi_gateway.calls import parse_call
-from kisi_gateway.client import KisiClient, Timeouts, build_session
 from kisi_gateway.config import Settings
-from kisi_gateway.forwarding import CallContext, Forwarder
-from kisi_gateway.guard import DynamoGuard
-from kisi_gateway.queue import RetryMessage, SqsRetryQueue
-from kisi_gateway.records import TERMINAL, DynamoRecordStore, RecordStatus
-from kisi_gateway.replies import location_rewriter
-from kisi_gateway.retrying import Disposition, RetryWorker
-from kisi_gateway.sending import Sender, SystemClock
-from kisi_gateway.telemetry import MemorySink, Telemetry
+from kisi_gateway.pipeline.calls import parse_call
+from kisi_gateway.pipeline.forwarding import CallContext, Forwarder
+from kisi_gateway.pipeline.kisi_http import KisiClient, Timeouts, build_session
+from kisi_gateway.pipeline.replies import location_rewriter
+from kisi_gateway.pipeline.retrying import Disposition, RetryWorker
+from kisi_gateway.pipeline.sending import Sender, SystemClock
+from kisi_gateway.pipeline.telemetry import MemorySink, Telemetry
+from kisi_gateway.stores.budget import DynamoSendBudget, bucket_id_for_key
+from kisi_gateway.stores.guard import DynamoGuard
+from kisi_gateway.stores.queue import RetryMessage, SqsRetryQueue
+from kisi_gateway.stores.records import TERMINAL, DynamoRecordStore, RecordStatus
 from local.kisi_sim import DEMO_KEY, Faults, KisiSimulator, SimConfig
 
 REQUESTS = 200

@@ -368,7 +368,7 @@ class Report:
             "answers 503 without sending while open, and sends one half-open probe per "
             f"cooldown (60 s, doubled by each failed probe): {int(notes.get('guard_trips', 0))} "
             "openings in this run. The price: after the key is fixed, traffic resumes only "
-            "when the next probe is due (an operator's `python -m kisi_gateway.guard reset` "
+            "when the next probe is due (an operator's `python -m kisi_gateway.stores.guard reset` "
             "resumes it at once), which is why the gateway has fewer successes here.",
             "",
             "![revoked key](bench_revoked.png)",

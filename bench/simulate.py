@@ -31,7 +31,7 @@ from bench.gateway_model import GatewayCounters, GatewayModel
 from bench.kisi_model import Attempt, VirtualKisi
 from bench.strategies import ImmediateRetry, JitterNoBudget, Strategy, Urllib3Retry
 from bench.tracking import TrackedCall
-from kisi_gateway.policy import PolicyTable
+from kisi_gateway.core.policy import PolicyTable
 
 DEFAULT_SEED = 20_240_601
 STRATEGIES = ("immediate", "urllib3", "jitter", "gateway")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from bench.engine import Engine, Process
 from bench.tracking import TrackedCall
-from kisi_gateway.backoff import SQS_MAX_DELAY_S, SQS_MAX_VISIBILITY_S
+from kisi_gateway.core.backoff import SQS_MAX_DELAY_S, SQS_MAX_VISIBILITY_S
 
 QUEUE_VISIBILITY_S = 180.0  # template.yaml RetryQueue VisibilityTimeout
 MAX_RECEIVE_COUNT = 15  # template.yaml RetryQueue RedrivePolicy

@@ -9,7 +9,7 @@ its request is retried, and none shares anything with the other callers.
   ``increment``, ``get_retry_after``, ``get_backoff_time``), only the sleep is virtual. Note
   urllib3's defaults: the first retry has no backoff, and ``POST`` is not in
   ``allowed_methods``, so an unlock is never retried on a status.
-- ``jitter``: the gateway's own :func:`~kisi_gateway.backoff.schedule_retry` and route
+- ``jitter``: the gateway's own :func:`~kisi_gateway.core.backoff.schedule_retry` and route
   policies (attempts, deadline, ``Retry-After`` as a floor), but no shared budget, no guard
   and no queue.
 """
@@ -26,9 +26,9 @@ from urllib3.util.retry import Retry
 from bench.engine import Engine, Process, Sleep
 from bench.kisi_model import Reply, VirtualKisi
 from bench.tracking import Final, TrackedCall, final_of
-from kisi_gateway.backoff import Expire, parse_retry_after, schedule_retry
-from kisi_gateway.outcome import classify_status
-from kisi_gateway.policy import PolicyTable
+from kisi_gateway.core.backoff import Expire, parse_retry_after, schedule_retry
+from kisi_gateway.core.outcome import classify_status
+from kisi_gateway.core.policy import PolicyTable
 
 IMMEDIATE_ATTEMPTS = 10
 KISI_URL = "https://api.kisi.io"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from kisi_gateway.outcome import Outcome, OutcomeClass
+from kisi_gateway.core.outcome import Outcome, OutcomeClass
 
 
 class Final(StrEnum):

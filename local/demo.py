@@ -56,13 +56,13 @@ PLOT_PATH = ROOT / "docs" / "demo_timeline.png"
 TERMINAL = frozenset({"succeeded", "failed", "expired"})
 CALLER_TIMEOUT_S = 40.0  # above the gateway's longest inline wait (25 s) plus a Kisi timeout
 VOLUME_ALARM = "kisi-gateway-bad-request-volume"
-# The gateway's own error codes (kisi_gateway.errors.GatewayErrorCode) the reports name.
+# The gateway's own error codes (kisi_gateway.core.errors.GatewayErrorCode) the reports name.
 PAUSED_CODE = "9e0503"
 UNKNOWN_OUTCOME_CODE = "9e0504"
 EXPIRED_CODE = "9e0508"
 GATEWAY_CODE_PREFIX = "9e"
 
-# Outcome classes in table order, as the gateway's kisi_gateway.outcome names them.
+# Outcome classes in table order, as the gateway's kisi_gateway.core.outcome names them.
 OUTCOME_CLASSES = (
     "success", "redirect", "client_error", "rate_limited", "server_error", "network_error",
 )

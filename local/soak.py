@@ -65,7 +65,7 @@ from local.demo import (
 )
 from local.stack_process import StackProcess, on_fresh_stack, stack_env
 
-UNLOCK_DEADLINE_S = 30.0  # the default unlock policy (kisi_gateway.policy), kept here
+UNLOCK_DEADLINE_S = 30.0  # the default unlock policy (kisi_gateway.core.policy), kept here
 SOAK_POLICIES = {
     "policies": {
         name: {"max_attempts": 6, "cap_s": 30, "deadline_s": 600}

@@ -18,11 +18,11 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kisi_gateway.calls import parse_call
 from kisi_gateway.config import Settings
-from kisi_gateway.errors import GatewayError, GatewayErrorCode
-from kisi_gateway.forwarding import CallContext, Forwarder
-from kisi_gateway.replies import Reply, error_reply, location_rewriter
+from kisi_gateway.core.errors import GatewayError, GatewayErrorCode
+from kisi_gateway.pipeline.calls import parse_call
+from kisi_gateway.pipeline.forwarding import CallContext, Forwarder
+from kisi_gateway.pipeline.replies import Reply, error_reply, location_rewriter
 
 logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"kisi_gateway"})
@@ -57,7 +57,7 @@ def gateway_prefix(event: dict[str, Any]) -> str:
 
 
 def context_for(event: dict[str, Any]) -> CallContext:
-    from kisi_gateway.client import KisiClient  # noqa: PLC0415
+    from kisi_gateway.pipeline.kisi_http import KisiClient  # noqa: PLC0415
 
     base = settings().kisi_base_url
     origin = KisiClient(base, api_key="", session=object())  # type: ignore[arg-type]

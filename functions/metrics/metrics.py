@@ -1,6 +1,7 @@
 """metrics: a schedule tick or an alarm change in, rates, alarms, notifications and guard out.
 
-Thin by design: the event says which of the two jobs to do; ``kisi_gateway.monitoring`` does
+Thin by design: the event says which of the two jobs to do; ``kisi_gateway.pipeline.monitoring``
+does
 it. Events of any other shape are logged and ignored, never retried.
 """
 
@@ -16,7 +17,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kisi_gateway.config import Settings
-from kisi_gateway.monitoring import Monitor, parse_alarm_event
+from kisi_gateway.pipeline.monitoring import Monitor, parse_alarm_event
 
 logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"kisi_gateway"})

@@ -1,7 +1,7 @@
 """retry_worker: an SQS batch of deferred requests in, partial batch failures out.
 
 Thin by design: Powertools' Batch utility drives the records and reports
-``batchItemFailures``; ``kisi_gateway.retrying`` decides each message. A message that is to
+``batchItemFailures``; ``kisi_gateway.pipeline.retrying`` decides each message. A message that is to
 come back later (its visibility already set to the next delay) is reported as a failure so
 SQS keeps it; a finished one is deleted.
 """
@@ -23,8 +23,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kisi_gateway.config import Settings
-from kisi_gateway.queue import RetryMessage
-from kisi_gateway.retrying import Disposition, RetryWorker
+from kisi_gateway.pipeline.retrying import Disposition, RetryWorker
+from kisi_gateway.stores.queue import RetryMessage
 
 logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"kisi_gateway"})

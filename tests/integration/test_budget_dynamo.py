@@ -15,13 +15,13 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from kisi_gateway.budget import (
+from kisi_gateway.core.outcome import classify_status
+from kisi_gateway.stores.budget import (
     BudgetUnavailableError,
     DynamoSendBudget,
     Grant,
     bucket_id_for_key,
 )
-from kisi_gateway.outcome import classify_status
 from tests.harness import atomic_moto_dynamodb, aws_env, create_hash_table
 
 TABLE = "kisi-gateway-budget"

@@ -7,8 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from kisi_gateway.client import KisiCall, KisiClient, Timeouts, TransportFailure
-from kisi_gateway.outcome import Transport
+from kisi_gateway.core.outcome import Transport
+from kisi_gateway.pipeline.kisi_http import KisiCall, KisiClient, Timeouts, TransportFailure
 
 RELEASE = threading.Event()
 

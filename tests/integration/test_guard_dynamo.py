@@ -16,8 +16,8 @@ import pytest
 from botocore.config import Config
 from moto import mock_aws
 
-from kisi_gateway.guard import ACCOUNT, DynamoGuard, GuardState, Pause, main, route_scope
-from kisi_gateway.outcome import Transport, classify_status, classify_transport
+from kisi_gateway.core.outcome import Transport, classify_status, classify_transport
+from kisi_gateway.stores.guard import ACCOUNT, DynamoGuard, GuardState, Pause, main, route_scope
 from tests.harness import atomic_moto_dynamodb, aws_env, create_hash_table
 
 TABLE = "kisi-gateway-guard"
@@ -239,7 +239,7 @@ def test_check_fails_open_when_dynamodb_throws(
     dynamodb: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     guard = DynamoGuard(dynamodb, "no-such-table")
-    with caplog.at_level(logging.WARNING, logger="kisi_gateway.guard"):
+    with caplog.at_level(logging.WARNING, logger="kisi_gateway.stores.guard"):
         assert guard.check(UNLOCK, T0) is None
         guard.observe(UNLOCK, UNAUTHORIZED, T0)  # logged, not raised
     assert "failing open" in caplog.text
@@ -258,6 +258,6 @@ def test_check_fails_open_when_dynamodb_is_unreachable(
         config=Config(connect_timeout=1, retries={"total_max_attempts": 1}),
     )
     guard = DynamoGuard(client, TABLE)
-    with caplog.at_level(logging.WARNING, logger="kisi_gateway.guard"):
+    with caplog.at_level(logging.WARNING, logger="kisi_gateway.stores.guard"):
         assert guard.check(UNLOCK, T0) is None
     assert "failing open" in caplog.text

@@ -11,10 +11,10 @@ from dataclasses import replace
 
 import pytest
 
-from kisi_gateway.calls import parse_call
-from kisi_gateway.forwarding import request_id_for
-from kisi_gateway.queue import RetryMessage
-from kisi_gateway.records import RecordStatus
+from kisi_gateway.pipeline.calls import parse_call
+from kisi_gateway.pipeline.forwarding import request_id_for
+from kisi_gateway.stores.queue import RetryMessage
+from kisi_gateway.stores.records import RecordStatus
 from local.kisi_sim import SimConfig
 from tests.harness import gateway, wait_for
 

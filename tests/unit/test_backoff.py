@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kisi_gateway.backoff import (
+from kisi_gateway.core.backoff import (
     MAX_RETRY_AFTER_S,
     SQS_MAX_DELAY_S,
     SQS_MAX_VISIBILITY_S,

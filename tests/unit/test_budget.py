@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kisi_gateway import budget as budget_module
-from kisi_gateway.budget import (
+from kisi_gateway.core.outcome import Transport, classify_status, classify_transport
+from kisi_gateway.stores import budget as budget_module
+from kisi_gateway.stores.budget import (
     AdaptiveRate,
     BucketState,
     BudgetLimits,
@@ -27,7 +28,6 @@ from kisi_gateway.budget import (
     plan_acquire,
     reserve,
 )
-from kisi_gateway.outcome import Transport, classify_status, classify_transport
 
 EPS = 1e-9
 GET = "GET /locks"

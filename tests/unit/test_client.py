@@ -6,8 +6,14 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from kisi_gateway.client import KisiCall, KisiClient, OriginError, Timeouts, TransportFailure
-from kisi_gateway.outcome import OutcomeClass, Transport
+from kisi_gateway.core.outcome import OutcomeClass, Transport
+from kisi_gateway.pipeline.kisi_http import (
+    KisiCall,
+    KisiClient,
+    OriginError,
+    Timeouts,
+    TransportFailure,
+)
 
 
 @dataclass

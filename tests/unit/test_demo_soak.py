@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kisi_gateway.monitoring import AlarmChange, Failing, compose_notification
+from kisi_gateway.pipeline.monitoring import AlarmChange, Failing, compose_notification
 from local.demo import (
     Phase,
     Reply,

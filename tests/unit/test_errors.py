@@ -2,7 +2,7 @@
 
 import pytest
 
-from kisi_gateway.errors import (
+from kisi_gateway.core.errors import (
     UNKNOWN_CODE,
     GatewayError,
     GatewayErrorCode,

@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.data_classes import (
     SQSEvent,
 )
 
-from kisi_gateway.policy import PolicyTable
+from kisi_gateway.core.policy import PolicyTable
 
 
 def test_unlock_event(event) -> None:

@@ -8,7 +8,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kisi_gateway.guard import (
+from kisi_gateway.core.outcome import Outcome, Transport, classify_status, classify_transport
+from kisi_gateway.stores.guard import (
     ACCOUNT,
     HALF_OPEN_RETRY_S,
     Admit,
@@ -28,7 +29,6 @@ from kisi_gateway.guard import (
     route_scope,
     transition,
 )
-from kisi_gateway.outcome import Outcome, Transport, classify_status, classify_transport
 
 NOW = 1_700_000_000.0
 RULES = GuardRules()  # threshold 5, cooldown 60 s, cap 3600 s, cache 2 s, lease 30 s
@@ -416,7 +416,7 @@ def test_check_fails_open_and_says_so(error: Exception, caplog: pytest.LogCaptur
     fake = FakeDynamo(raw(ACCOUNT, "open", until=NOW + 600))
     fake.error = error
     guard = guard_over(fake)
-    with caplog.at_level(logging.WARNING, logger="kisi_gateway.guard"):
+    with caplog.at_level(logging.WARNING, logger="kisi_gateway.stores.guard"):
         assert guard.check(UNLOCK, NOW) is None
         guard.observe(UNLOCK, status(401), NOW)  # never raises either
     assert "failing open" in caplog.text

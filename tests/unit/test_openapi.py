@@ -25,21 +25,21 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 import api_call
-from kisi_gateway import calls, replies
-from kisi_gateway.calls import IncomingCall
 from kisi_gateway.config import Settings
-from kisi_gateway.errors import GatewayErrorCode
-from kisi_gateway.forwarding import CallContext, Forwarder
-from kisi_gateway.outcome import OutcomeClass
-from kisi_gateway.policy import InvalidPathError, route_template
-from kisi_gateway.records import (
+from kisi_gateway.core.errors import GatewayErrorCode
+from kisi_gateway.core.outcome import OutcomeClass
+from kisi_gateway.core.policy import InvalidPathError, route_template
+from kisi_gateway.pipeline import calls, replies
+from kisi_gateway.pipeline.calls import IncomingCall
+from kisi_gateway.pipeline.forwarding import CallContext, Forwarder
+from kisi_gateway.pipeline.replies import Reply, json_reply
+from kisi_gateway.stores.records import (
     AttemptEntry,
     RecordStatus,
     RecordStoreError,
     RequestRecord,
     StoredResponse,
 )
-from kisi_gateway.replies import Reply, json_reply
 from local.apigw import ApiGateway
 from local.apigw_event import HttpRequest
 from local.cfn_yaml import load_template
@@ -210,7 +210,7 @@ def test_every_documented_operation_reaches_its_handler(
 def gateway_error_statuses() -> dict[int, list[str]]:
     """Every ``GatewayError(<status>, ...)`` in the layer and the api_call handler."""
     found: dict[int, list[str]] = {}
-    for source in [*sorted(LAYER.glob("*.py")), HANDLER]:
+    for source in [*sorted(LAYER.rglob("*.py")), HANDLER]:
         for node in ast.walk(ast.parse(source.read_text())):
             if not isinstance(node, ast.Call):
                 continue

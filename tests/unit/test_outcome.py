@@ -2,7 +2,7 @@
 
 import pytest
 
-from kisi_gateway.outcome import (
+from kisi_gateway.core.outcome import (
     TRAITS,
     OutcomeClass,
     Transport,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kisi_gateway.policy import (
+from kisi_gateway.core.policy import (
     HOUR,
     InvalidPathError,
     PolicyConfigError,

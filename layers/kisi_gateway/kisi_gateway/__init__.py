@@ -7,10 +7,16 @@ Adapters that take their client as an argument: ``client`` (Kisi over HTTP), ``r
 only that.
 """
 
-from kisi_gateway.backoff import BackoffPolicy, Expire, RetryAt, parse_retry_after, schedule_retry
-from kisi_gateway.errors import GatewayError, GatewayErrorCode, KisiError, parse_kisi_error
-from kisi_gateway.outcome import Outcome, OutcomeClass, Transport, classify_status
-from kisi_gateway.policy import PolicyTable, Route, RoutePolicy, route_template
+from kisi_gateway.core.backoff import (
+    BackoffPolicy,
+    Expire,
+    RetryAt,
+    parse_retry_after,
+    schedule_retry,
+)
+from kisi_gateway.core.errors import GatewayError, GatewayErrorCode, KisiError, parse_kisi_error
+from kisi_gateway.core.outcome import Outcome, OutcomeClass, Transport, classify_status
+from kisi_gateway.core.policy import PolicyTable, Route, RoutePolicy, route_template
 
 __all__ = [
     "BackoffPolicy",

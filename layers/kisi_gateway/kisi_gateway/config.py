@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from kisi_gateway.policy import PolicyConfigError, PolicyTable
+from kisi_gateway.core.policy import PolicyConfigError, PolicyTable
 
 T = TypeVar("T")
 

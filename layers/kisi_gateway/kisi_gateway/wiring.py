@@ -12,15 +12,15 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from kisi_gateway.client import KisiClient, Timeouts, build_session
 from kisi_gateway.config import ConfigError, Settings
-from kisi_gateway.forwarding import Forwarder
-from kisi_gateway.monitoring import Monitor
-from kisi_gateway.queue import SqsRetryQueue
-from kisi_gateway.records import DynamoRecordStore
-from kisi_gateway.retrying import RetryWorker
-from kisi_gateway.sending import Sender, SystemClock
-from kisi_gateway.telemetry import PowertoolsEmfSink, Telemetry
+from kisi_gateway.pipeline.forwarding import Forwarder
+from kisi_gateway.pipeline.kisi_http import KisiClient, Timeouts, build_session
+from kisi_gateway.pipeline.monitoring import Monitor
+from kisi_gateway.pipeline.retrying import RetryWorker
+from kisi_gateway.pipeline.sending import Sender, SystemClock
+from kisi_gateway.pipeline.telemetry import PowertoolsEmfSink, Telemetry
+from kisi_gateway.stores.queue import SqsRetryQueue
+from kisi_gateway.stores.records import DynamoRecordStore
 
 LOG = logging.getLogger("kisi_gateway")
 SECRET_MAX_AGE_S = 300  # re-read the key every 5 minutes, so a rotated key is picked up
@@ -82,8 +82,8 @@ def _client(service: str) -> Any:
 
 def build_sender(settings: Settings) -> Sender:
     """The attempt machinery both Lambdas share, bound to one Kisi key."""
-    from kisi_gateway.budget import DynamoSendBudget, bucket_id_for_key  # noqa: PLC0415
-    from kisi_gateway.guard import DynamoGuard  # noqa: PLC0415
+    from kisi_gateway.stores.budget import DynamoSendBudget, bucket_id_for_key  # noqa: PLC0415
+    from kisi_gateway.stores.guard import DynamoGuard  # noqa: PLC0415
 
     keys = KeyRing(settings)
     session = build_session()
@@ -154,9 +154,9 @@ def build_worker(settings: Settings) -> RetryWorker:
 
 def build_monitor(settings: Settings) -> Monitor:
     """The metrics Lambda's collaborators: CloudWatch, SNS and the guard's table."""
-    from kisi_gateway.alarms import CloudWatchAlarms  # noqa: PLC0415
-    from kisi_gateway.guard import DynamoGuard  # noqa: PLC0415
-    from kisi_gateway.monitoring import MetricsReader  # noqa: PLC0415
+    from kisi_gateway.pipeline.alarms import CloudWatchAlarms  # noqa: PLC0415
+    from kisi_gateway.pipeline.monitoring import MetricsReader  # noqa: PLC0415
+    from kisi_gateway.stores.guard import DynamoGuard  # noqa: PLC0415
 
     cloudwatch = _client("cloudwatch")
     actions = (settings.alarm_topic_arn,) if settings.alarm_topic_arn else ()

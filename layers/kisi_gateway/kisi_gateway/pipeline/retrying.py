@@ -23,12 +23,13 @@ import math
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from kisi_gateway.backoff import Expire, schedule_retry
-from kisi_gateway.client import KisiCall
-from kisi_gateway.outcome import OutcomeClass
-from kisi_gateway.policy import PolicyTable, Route
-from kisi_gateway.queue import RetryMessage, RetryQueue
-from kisi_gateway.records import (
+from kisi_gateway.core.backoff import Expire, schedule_retry
+from kisi_gateway.core.outcome import OutcomeClass
+from kisi_gateway.core.policy import PolicyTable, Route
+from kisi_gateway.pipeline.kisi_http import KisiCall
+from kisi_gateway.pipeline.sending import Sender
+from kisi_gateway.stores.queue import RetryMessage, RetryQueue
+from kisi_gateway.stores.records import (
     AttemptChange,
     AttemptEntry,
     RecordStatus,
@@ -36,7 +37,6 @@ from kisi_gateway.records import (
     RequestRecord,
     StoredResponse,
 )
-from kisi_gateway.sending import Sender
 
 LOG = logging.getLogger("kisi_gateway")
 EARLY_TOLERANCE_S = 0.5  # SQS may deliver a little before a visibility timeout ends

@@ -14,15 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from kisi_gateway.backoff import RandomSource, parse_retry_after
-from kisi_gateway.budget import Grant, SendBudget
-from kisi_gateway.client import AttemptResult, KisiCall, KisiResponse
-from kisi_gateway.errors import parse_kisi_error
-from kisi_gateway.guard import Guard, Pause
-from kisi_gateway.outcome import Outcome
-from kisi_gateway.policy import Route
-from kisi_gateway.records import AttemptEntry, StoredResponse
-from kisi_gateway.telemetry import Telemetry
+from kisi_gateway.core.backoff import RandomSource, parse_retry_after
+from kisi_gateway.core.errors import parse_kisi_error
+from kisi_gateway.core.outcome import Outcome
+from kisi_gateway.core.policy import Route
+from kisi_gateway.pipeline.kisi_http import AttemptResult, KisiCall, KisiResponse
+from kisi_gateway.pipeline.telemetry import Telemetry
+from kisi_gateway.stores.budget import Grant, SendBudget
+from kisi_gateway.stores.guard import Guard, Pause
+from kisi_gateway.stores.records import AttemptEntry, StoredResponse
 
 LOG = logging.getLogger("kisi_gateway")
 
@@ -46,7 +46,7 @@ class SystemClock:
 
 
 class KisiSender(Protocol):
-    """What :class:`~kisi_gateway.client.KisiClient` offers the pipeline."""
+    """What :class:`~kisi_gateway.pipeline.kisi_http.KisiClient` offers the pipeline."""
 
     def send(self, call: KisiCall) -> AttemptResult: ...
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from kisi_gateway.backoff import SQS_MAX_DELAY_S, SQS_MAX_VISIBILITY_S
+from kisi_gateway.core.backoff import SQS_MAX_DELAY_S, SQS_MAX_VISIBILITY_S
 
 MESSAGE_VERSION = 1
 

@@ -15,8 +15,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from kisi_gateway.errors import GatewayError, GatewayErrorCode, bad_request
-from kisi_gateway.policy import InvalidPathError, PolicyTable, Route
+from kisi_gateway.core.errors import GatewayError, GatewayErrorCode, bad_request
+from kisi_gateway.core.policy import InvalidPathError, PolicyTable, Route
 
 ALLOWED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 MAX_QUERY_PAIRS = 50

@@ -74,7 +74,7 @@ says ``failure_count`` "is not a running total of failures across the fleet"), s
 could each send four 401s without tripping, while Kisi counts them all; (2) it is a decorator
 that judges the wrapped call by the exceptions it raises (``config.py``,
 ``counts_as_failure``), whereas the gateway checks before the budget, sends, classifies an
-:class:`~kisi_gateway.outcome.Outcome` and must treat 429/5xx as neither failure nor success;
+:class:`~kisi_gateway.core.outcome.Outcome` and must treat 429/5xx as neither failure nor success;
 (3) it has no externally decided open with a reason and a cooldown (``save_open`` takes a
 failure count and a time) and no cooldown doubling (``recovery_timeout`` is fixed); (4) its
 clock is ``datetime.now()`` inside the handler and the store, in whole seconds, so it cannot
@@ -84,10 +84,10 @@ of these, so this module is its own, small breaker.
 
 Operator CLI (boto3's default session; ``AWS_ENDPOINT_URL`` points it at moto locally)::
 
-    python -m kisi_gateway.guard status --table NAME
+    python -m kisi_gateway.stores.guard status --table NAME
         every scope as JSON: state, reason, opened_at, until, cooldown, counters, and what
         a check would do now (send, paused, probe_due)
-    python -m kisi_gateway.guard reset [--scope SCOPE] --table NAME
+    python -m kisi_gateway.stores.guard reset [--scope SCOPE] --table NAME
         close one scope (``account``, ``route:POST /locks/{id}/unlock`` or just
         ``POST /locks/{id}/unlock``) or, without --scope, every scope; prints the scopes that
         were open or half-open. Fix the cause first (rotate the key, correct the ids): a reset
@@ -110,7 +110,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from kisi_gateway.outcome import Outcome, OutcomeClass
+from kisi_gateway.core.outcome import Outcome, OutcomeClass
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -291,7 +291,7 @@ class Evidence(StrEnum):
 def evidence(scope: str, outcome: Outcome) -> Evidence:
     """What ``outcome`` says about ``scope``.
 
-    >>> from kisi_gateway.outcome import classify_status
+    >>> from kisi_gateway.core.outcome import classify_status
     >>> forbidden = classify_status(403)  # the key works; the id or the rights do not
     >>> evidence(ACCOUNT, forbidden), evidence("route:GET /locks/{id}", forbidden)
     (<Evidence.GOOD: 'good'>, <Evidence.BAD: 'bad'>)
@@ -870,7 +870,7 @@ def _scope_argument(text: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m kisi_gateway.guard",
+        prog="python -m kisi_gateway.stores.guard",
         description="Inspect or reset the kisi-gateway guard (pauses on bad-request storms).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -890,7 +890,7 @@ def main(
     client: DynamoDBClient | None = None,
     clock: Callable[[], float] = time.time,
 ) -> int:
-    """``python -m kisi_gateway.guard status|reset ...``; returns the exit status."""
+    """``python -m kisi_gateway.stores.guard status|reset ...``; returns the exit status."""
     args = _parser().parse_args(argv)
     if client is None:
         import boto3  # noqa: PLC0415 - the Lambda hot path never needs the CLI's session

@@ -17,7 +17,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError, ProtocolError
 
-from kisi_gateway.outcome import Outcome, Transport, classify_status, classify_transport
+from kisi_gateway.core.outcome import Outcome, Transport, classify_status, classify_transport
 
 USER_AGENT = "kisi-gateway/0.1"
 

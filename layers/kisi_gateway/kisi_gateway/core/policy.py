@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from kisi_gateway.backoff import SQS_MAX_VISIBILITY_S, BackoffPolicy
+from kisi_gateway.core.backoff import SQS_MAX_VISIBILITY_S, BackoffPolicy
 
 HOUR = 3600.0
 # SQS keeps a message at most 14 days (MessageRetentionPeriod 1,209,600 s): no deadline may

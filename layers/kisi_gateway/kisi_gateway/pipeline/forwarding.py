@@ -21,21 +21,11 @@ import math
 import secrets
 from dataclasses import dataclass, replace
 
-from kisi_gateway.backoff import Expire, schedule_retry
-from kisi_gateway.budget import BudgetUnavailableError
-from kisi_gateway.calls import IncomingCall
-from kisi_gateway.client import KisiCall
-from kisi_gateway.errors import GatewayError, GatewayErrorCode, unavailable
-from kisi_gateway.queue import QueueError, RetryMessage, RetryQueue
-from kisi_gateway.records import (
-    AttemptChange,
-    AttemptEntry,
-    RecordStatus,
-    RecordStore,
-    RecordStoreError,
-    RequestRecord,
-)
-from kisi_gateway.replies import (
+from kisi_gateway.core.backoff import Expire, schedule_retry
+from kisi_gateway.core.errors import GatewayError, GatewayErrorCode, unavailable
+from kisi_gateway.pipeline.calls import IncomingCall
+from kisi_gateway.pipeline.kisi_http import KisiCall
+from kisi_gateway.pipeline.replies import (
     LocationRewriter,
     Reply,
     accepted,
@@ -43,7 +33,17 @@ from kisi_gateway.replies import (
     json_reply,
     pass_through,
 )
-from kisi_gateway.sending import Attempted, Sender
+from kisi_gateway.pipeline.sending import Attempted, Sender
+from kisi_gateway.stores.budget import BudgetUnavailableError
+from kisi_gateway.stores.queue import QueueError, RetryMessage, RetryQueue
+from kisi_gateway.stores.records import (
+    AttemptChange,
+    AttemptEntry,
+    RecordStatus,
+    RecordStore,
+    RecordStoreError,
+    RequestRecord,
+)
 
 LOG = logging.getLogger("kisi_gateway")
 STORE_RETRY_AFTER_S = 2  # what a caller is told to wait when DynamoDB or SQS failed

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kisi_gateway.alarms import (
+from kisi_gateway.pipeline.alarms import (
     ROUTE_ALARM_INFIX,
     CloudWatchAlarms,
     desired_route_alarms,
     plan,
 )
-from kisi_gateway.guard import ACCOUNT, DynamoGuard, route_scope
+from kisi_gateway.stores.guard import ACCOUNT, DynamoGuard, route_scope
 
 LOG = logging.getLogger("kisi_gateway")
 WINDOW_S = 300  # the alarms' period: 5 minutes
@@ -314,7 +314,7 @@ def compose_notification(
         "",
         "What to do: see README 'Operating'. A 401 storm means the Kisi key expired or was "
         "revoked: put a valid key in the secret, then reset the guard "
-        "(python -m kisi_gateway.guard reset --table <GuardTable>).",
+        "(python -m kisi_gateway.stores.guard reset --table <GuardTable>).",
     ]
     return subject, "\n".join(line for line in lines if line is not None)
 

@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from kisi_gateway.outcome import Outcome, OutcomeClass
+from kisi_gateway.core.outcome import Outcome, OutcomeClass
 
 NAMESPACE = "KisiGateway"
 KNOWN_RESOURCES = frozenset(

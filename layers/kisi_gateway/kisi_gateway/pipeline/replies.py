@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from kisi_gateway.errors import GatewayError
-from kisi_gateway.records import AttemptEntry, RequestRecord, StoredResponse
+from kisi_gateway.core.errors import GatewayError
+from kisi_gateway.stores.records import AttemptEntry, RequestRecord, StoredResponse
 
 PASS_THROUGH_HEADERS = (
     "content-type",

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from kisi_gateway.outcome import Outcome, OutcomeClass
+from kisi_gateway.core.outcome import Outcome, OutcomeClass
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
