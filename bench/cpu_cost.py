@@ -49,21 +49,21 @@ from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HTTPHeaders
 from bench.memory_guard import InMemoryGuard
 from bench.realtime import LOOPBACK_ONLY, aws_client, aws_environment, create_resources
 from kisi_gateway.config import Settings
+from kisi_gateway.core.lifecycle import Change
+from kisi_gateway.core.ratelimit import bucket_id_for_key
+from kisi_gateway.core.records import RequestRecord, RetryMessage
 from kisi_gateway.pipeline.calls import parse_call
 from kisi_gateway.pipeline.forwarding import CallContext, Forwarder
 from kisi_gateway.pipeline.kisi_http import KisiClient, build_session
 from kisi_gateway.pipeline.replies import location_rewriter
 from kisi_gateway.pipeline.sending import Sender, SystemClock
 from kisi_gateway.pipeline.telemetry import PowertoolsEmfSink, Telemetry
-from kisi_gateway.stores.budget import (
-    DynamoSendBudget,
-    InMemorySendBudget,
-    SendBudget,
-    bucket_id_for_key,
-)
-from kisi_gateway.stores.guard import DynamoGuard, Guard
-from kisi_gateway.stores.queue import RetryMessage, SqsRetryQueue
-from kisi_gateway.stores.records import AttemptChange, Claim, DynamoRecordStore, RequestRecord
+from kisi_gateway.stores.budget import DynamoSendBudget
+from kisi_gateway.stores.guard import DynamoGuard
+from kisi_gateway.stores.memory import MemorySendBudget as InMemorySendBudget
+from kisi_gateway.stores.ports import Applied, Guard, SendBudget
+from kisi_gateway.stores.queue import SqsRetryQueue
+from kisi_gateway.stores.records import DynamoRecordStore
 from local.kisi_sim import DEMO_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,17 +101,8 @@ class _Untouched:
     def get(self, request_id: str) -> RequestRecord | None:
         return self._fail("records.get")  # type: ignore[no-any-return]
 
-    def claim(self, request_id: str, attempt: int, now: float, lease_s: float) -> Claim:
-        return self._fail("records.claim")  # type: ignore[no-any-return]
-
-    def add_attempt(self, request_id: str, change: AttemptChange) -> RequestRecord | None:
-        return self._fail("records.add_attempt")  # type: ignore[no-any-return]
-
-    def take_over(self, request_id: str, now: float, lease_s: float) -> RequestRecord | None:
-        return self._fail("records.take_over")  # type: ignore[no-any-return]
-
-    def delete_unsent(self, request_id: str) -> None:
-        self._fail("records.delete_unsent")
+    def apply(self, request_id: str, change: Change) -> Applied | None:
+        return self._fail("records.apply")  # type: ignore[no-any-return]
 
     def enqueue(self, message: RetryMessage, delay_s: int) -> None:
         self._fail("queue.enqueue")

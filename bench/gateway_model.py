@@ -33,12 +33,18 @@ from bench.sqs_model import EventSourceMapping, Message, VirtualQueue
 from bench.tracking import Final, TrackedCall, final_of
 from kisi_gateway.config import Settings
 from kisi_gateway.core.backoff import Expire, parse_retry_after, schedule_retry
+from kisi_gateway.core.breaker import GuardRules
+from kisi_gateway.core.decisions import (
+    EARLY_TOLERANCE_S,
+    INLINE_LIMIT_S,
+    MAX_BUDGET_ASKS,
+    MIN_ASK_INTERVAL_S,
+    WORKER_MAX_WAIT_S,
+)
 from kisi_gateway.core.outcome import Outcome, classify_status
 from kisi_gateway.core.policy import PolicyTable, Route
-from kisi_gateway.pipeline.forwarding import INLINE_LIMIT_S, MAX_BUDGET_ASKS, MIN_ASK_INTERVAL_S
-from kisi_gateway.pipeline.retrying import EARLY_TOLERANCE_S, WORKER_MAX_WAIT_S, Disposition
-from kisi_gateway.stores.budget import InMemorySendBudget
-from kisi_gateway.stores.guard import GuardRules
+from kisi_gateway.pipeline.retrying import Disposition
+from kisi_gateway.stores.memory import MemorySendBudget as InMemorySendBudget
 
 STORE_OP_S = 0.01  # one DynamoDB or SQS round trip from a Lambda, roughly
 

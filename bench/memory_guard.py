@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kisi_gateway.core.outcome import Outcome
-from kisi_gateway.stores.guard import (
+from kisi_gateway.core.breaker import (
     ACCOUNT,
     Admit,
     Evidence,
@@ -34,6 +33,7 @@ from kisi_gateway.stores.guard import (
     route_scope,
     transition,
 )
+from kisi_gateway.core.outcome import Outcome
 
 
 class InMemoryGuard:

@@ -38,6 +38,8 @@ from requests.adapters import HTTPAdapter
 
 from bench.strategies import IMMEDIATE_ATTEMPTS, urllib3_retry
 from kisi_gateway.config import Settings
+from kisi_gateway.core.ratelimit import bucket_id_for_key
+from kisi_gateway.core.records import TERMINAL, RecordStatus, RetryMessage
 from kisi_gateway.pipeline.calls import parse_call
 from kisi_gateway.pipeline.forwarding import CallContext, Forwarder
 from kisi_gateway.pipeline.kisi_http import KisiClient, Timeouts, build_session
@@ -45,10 +47,10 @@ from kisi_gateway.pipeline.replies import location_rewriter
 from kisi_gateway.pipeline.retrying import Disposition, RetryWorker
 from kisi_gateway.pipeline.sending import Sender, SystemClock
 from kisi_gateway.pipeline.telemetry import MemorySink, Telemetry
-from kisi_gateway.stores.budget import DynamoSendBudget, bucket_id_for_key
+from kisi_gateway.stores.budget import DynamoSendBudget
 from kisi_gateway.stores.guard import DynamoGuard
-from kisi_gateway.stores.queue import RetryMessage, SqsRetryQueue
-from kisi_gateway.stores.records import TERMINAL, DynamoRecordStore, RecordStatus
+from kisi_gateway.stores.queue import SqsRetryQueue
+from kisi_gateway.stores.records import DynamoRecordStore
 from local.kisi_sim import DEMO_KEY, Faults, KisiSimulator, SimConfig
 
 REQUESTS = 200

@@ -21,6 +21,8 @@ import boto3
 import pytest
 
 from kisi_gateway.config import Settings
+from kisi_gateway.core.ratelimit import bucket_id_for_key
+from kisi_gateway.core.records import RequestRecord, RetryMessage
 from kisi_gateway.pipeline.calls import parse_call
 from kisi_gateway.pipeline.forwarding import CallContext, Forwarder
 from kisi_gateway.pipeline.kisi_http import KisiClient, Timeouts
@@ -28,10 +30,10 @@ from kisi_gateway.pipeline.replies import Reply, location_rewriter
 from kisi_gateway.pipeline.retrying import Disposition, RetryWorker
 from kisi_gateway.pipeline.sending import Sender
 from kisi_gateway.pipeline.telemetry import MemorySink, Telemetry
-from kisi_gateway.stores.budget import DynamoSendBudget, bucket_id_for_key
+from kisi_gateway.stores.budget import DynamoSendBudget
 from kisi_gateway.stores.guard import DynamoGuard
-from kisi_gateway.stores.queue import RetryMessage, SqsRetryQueue
-from kisi_gateway.stores.records import DynamoRecordStore, RequestRecord
+from kisi_gateway.stores.queue import SqsRetryQueue
+from kisi_gateway.stores.records import DynamoRecordStore
 from local.kisi_sim import DEMO_KEY, KisiSimulator, SimConfig
 
 START = 1_800_000_000.0

@@ -23,8 +23,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kisi_gateway.config import Settings
+from kisi_gateway.core.records import RetryMessage
 from kisi_gateway.pipeline.retrying import Disposition, RetryWorker
-from kisi_gateway.stores.queue import RetryMessage
 
 logger = Logger()
 copy_config_to_registered_loggers(source_logger=logger, include={"kisi_gateway"})

@@ -16,12 +16,9 @@ import pytest
 from moto import mock_aws
 
 from kisi_gateway.core.outcome import classify_status
-from kisi_gateway.stores.budget import (
-    BudgetUnavailableError,
-    DynamoSendBudget,
-    Grant,
-    bucket_id_for_key,
-)
+from kisi_gateway.core.ratelimit import Grant, bucket_id_for_key
+from kisi_gateway.stores.budget import DynamoSendBudget
+from kisi_gateway.stores.ports import BudgetUnavailableError
 from tests.harness import atomic_moto_dynamodb, aws_env, create_hash_table
 
 TABLE = "kisi-gateway-budget"
@@ -114,7 +111,7 @@ def test_item_layout_never_contains_the_key(dynamodb: Any, lambda_budget: Factor
     assert set(account) == {"pk", "tat", "rate", "gate_until", "lowered_at", "updated_at",
                             "version"}
     assert all("N" in value for name, value in account.items() if name != "pk")
-    assert account["gate_until"] == {"N": str(NOW + 7.0)}
+    assert float(account["gate_until"]["N"]) == NOW + 7.0
     dumped = json.dumps(stored)
     assert API_KEY not in dumped
     assert API_KEY[:12] not in dumped

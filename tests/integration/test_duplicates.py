@@ -23,11 +23,10 @@ from typing import Any, TypeVar
 import boto3
 import pytest
 
+from kisi_gateway.core.records import RecordStatus, RetryMessage
 from kisi_gateway.pipeline.calls import parse_call
 from kisi_gateway.pipeline.replies import Reply
 from kisi_gateway.pipeline.retrying import Disposition
-from kisi_gateway.stores.queue import RetryMessage
-from kisi_gateway.stores.records import RecordStatus
 from tests.harness import REGION, Gateway, atomic_moto_dynamodb, gateway
 
 pytestmark = pytest.mark.xdist_group("moto")

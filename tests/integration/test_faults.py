@@ -27,16 +27,18 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from kisi_gateway.core.outcome import classify_status
+from kisi_gateway.core.ratelimit import bucket_id_for_key
+from kisi_gateway.core.records import RecordStatus, RequestRecord, RetryMessage
 from kisi_gateway.pipeline.forwarding import Forwarder
 from kisi_gateway.pipeline.kisi_http import KisiClient, Timeouts
 from kisi_gateway.pipeline.replies import Reply
 from kisi_gateway.pipeline.retrying import Disposition, RetryWorker
 from kisi_gateway.pipeline.sending import Sender
 from kisi_gateway.pipeline.telemetry import Telemetry
-from kisi_gateway.stores.budget import DynamoSendBudget, bucket_id_for_key
+from kisi_gateway.stores.budget import DynamoSendBudget
 from kisi_gateway.stores.guard import DynamoGuard
-from kisi_gateway.stores.queue import RetryMessage, SqsRetryQueue
-from kisi_gateway.stores.records import DynamoRecordStore, RecordStatus, RequestRecord
+from kisi_gateway.stores.queue import SqsRetryQueue
+from kisi_gateway.stores.records import DynamoRecordStore
 from local.kisi_sim import DEMO_KEY, SimConfig
 from tests.harness import REGION, Gateway, gateway, wait_for
 

@@ -16,8 +16,10 @@ import pytest
 from botocore.config import Config
 from moto import mock_aws
 
+from kisi_gateway.core.breaker import ACCOUNT, GuardState, Pause, route_scope
 from kisi_gateway.core.outcome import Transport, classify_status, classify_transport
-from kisi_gateway.stores.guard import ACCOUNT, DynamoGuard, GuardState, Pause, main, route_scope
+from kisi_gateway.stores.guard import DynamoGuard
+from ops.cli import main
 from tests.harness import atomic_moto_dynamodb, aws_env, create_hash_table
 
 TABLE = "kisi-gateway-guard"
@@ -215,7 +217,7 @@ def test_cli_status_and_reset(dynamodb: Any, capsys: pytest.CaptureFixture[str])
     trip_account(guard, T0)
     guard.open(route_scope(PATCH_USER), "alarm: 403 storm", T0)
 
-    assert main(["status", "--table", TABLE]) == 0
+    assert main(["guard", "status", "--table", TABLE]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(row["scope"], row["state"]) for row in rows] == [
         (ACCOUNT, "open"), (f"route:{PATCH_USER}", "open"),
@@ -223,16 +225,16 @@ def test_cli_status_and_reset(dynamodb: Any, capsys: pytest.CaptureFixture[str])
     assert rows[0]["consecutive_401"] == 5
     assert rows[1]["reason"] == "alarm: 403 storm"
 
-    assert main(["reset", "--scope", PATCH_USER, "--table", TABLE]) == 0
+    assert main(["guard", "reset", "--scope", PATCH_USER, "--table", TABLE]) == 0
     assert json.loads(capsys.readouterr().out) == {"closed": [f"route:{PATCH_USER}"]}
-    assert main(["reset", "--table", TABLE]) == 0
+    assert main(["guard", "reset", "--table", TABLE]) == 0
     assert json.loads(capsys.readouterr().out) == {"closed": [ACCOUNT]}
     assert guard.check(UNLOCK, T0 + 1) is None
 
-    assert main(["status", "--table", "no-such-table"]) == 1
+    assert main(["guard", "status", "--table", "no-such-table"]) == 1
     assert "ResourceNotFoundException" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["reset", "--scope", "users", "--table", TABLE])
+        main(["guard", "reset", "--scope", "users", "--table", TABLE])
 
 
 def test_check_fails_open_when_dynamodb_throws(

@@ -9,11 +9,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from kisi_gateway.core.breaker import ACCOUNT, route_scope
 from kisi_gateway.core.outcome import Transport, classify_status, classify_transport
 from kisi_gateway.pipeline.alarms import CloudWatchAlarms, route_alarm_name
 from kisi_gateway.pipeline.monitoring import AlarmChange, MetricsReader, Monitor, parse_alarm_event
 from kisi_gateway.pipeline.telemetry import PowertoolsEmfSink, Telemetry
-from kisi_gateway.stores.guard import ACCOUNT, DynamoGuard, route_scope
+from kisi_gateway.stores.guard import DynamoGuard
 from local.emf import emf_to_metric_data, put_metric_data
 from local.kisi_sim import DEMO_KEY
 from tests.harness import REGION, gateway

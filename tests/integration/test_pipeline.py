@@ -11,10 +11,9 @@ from dataclasses import replace
 
 import pytest
 
+from kisi_gateway.core.records import RecordStatus, RetryMessage
 from kisi_gateway.pipeline.calls import parse_call
 from kisi_gateway.pipeline.forwarding import request_id_for
-from kisi_gateway.stores.queue import RetryMessage
-from kisi_gateway.stores.records import RecordStatus
 from local.kisi_sim import SimConfig
 from tests.harness import gateway, wait_for
 
@@ -254,7 +253,7 @@ def abandon(gw, method: str, path: str, key: str, body=None, after_s: float = 60
                       max_body_bytes=10_000, default_wait_s=5, max_wait_s=25)
     context = gw.context()
     request_id = request_id_for(context.scope, key)
-    record = gw.forwarder._new_record(call, context, request_id, gw.clock.now())
+    record = gw.forwarder.new_record(call, context, request_id, gw.clock.now())
     assert gw.forwarder.records.create(replace(record, claim_until=gw.clock.now() + 1))
     gw.clock.advance(after_s)
     return request_id

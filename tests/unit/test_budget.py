@@ -4,7 +4,6 @@ Slot times are what Kisi would see, so every rate assertion is made on reserved 
 (``now + wait_s``), never on wall time.
 """
 
-import doctest
 import math
 import threading
 
@@ -13,14 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kisi_gateway.core.outcome import Transport, classify_status, classify_transport
-from kisi_gateway.stores import budget as budget_module
-from kisi_gateway.stores.budget import (
+from kisi_gateway.core.ratelimit import (
     AdaptiveRate,
     BucketState,
     BudgetLimits,
     Grant,
-    InMemorySendBudget,
-    SendBudget,
     after_success,
     after_throttle,
     bucket_id_for_key,
@@ -28,6 +24,8 @@ from kisi_gateway.stores.budget import (
     plan_acquire,
     reserve,
 )
+from kisi_gateway.stores.memory import MemorySendBudget
+from kisi_gateway.stores.ports import SendBudget
 
 EPS = 1e-9
 GET = "GET /locks"
@@ -230,18 +228,12 @@ def test_bucket_id_is_a_hash_that_never_reveals_the_key() -> None:
         bucket_id_for_key("")
 
 
-def test_docstring_examples() -> None:
-    result = doctest.testmod(budget_module)
-    assert result.attempted > 0
-    assert result.failed == 0
-
-
 # --- the in-memory budget -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("burst", [1.0, 3.0])
 def test_thousand_patient_callers_take_two_hundred_seconds(burst: float) -> None:
-    budget = InMemorySendBudget(rate=5.0, burst=burst)
+    budget = MemorySendBudget(rate=5.0, burst=burst)
     slots = slots_of(budget, GET, [0.0] * 1000, max_wait_s=math.inf)
     assert len(slots) == 1000
     assert slots == sorted(slots)
@@ -253,7 +245,7 @@ def test_thousand_patient_callers_take_two_hundred_seconds(burst: float) -> None
 
 
 def test_thousand_polling_callers_take_two_hundred_seconds() -> None:
-    budget = InMemorySendBudget(rate=5.0)
+    budget = MemorySendBudget(rate=5.0)
     now, slots = 0.0, []
     for _ in range(1000):
         slot = poll(budget, GET, now)
@@ -264,7 +256,7 @@ def test_thousand_polling_callers_take_two_hundred_seconds() -> None:
 
 
 def test_max_wait_decides_between_a_reservation_and_a_refusal() -> None:
-    budget = InMemorySendBudget(rate=5.0)
+    budget = MemorySendBudget(rate=5.0)
     assert budget.acquire(GET, 0.0) == Grant(True, 0.0)
     refused = budget.acquire(GET, 0.0)
     assert (refused.ok, refused.reason) == (False, "rate")
@@ -277,16 +269,16 @@ def test_max_wait_decides_between_a_reservation_and_a_refusal() -> None:
 
 
 def test_route_override_one_per_second() -> None:
-    budget = InMemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
+    budget = MemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
     events = [poll(budget, EVENTS, 0.0) for _ in range(10)]
     assert events == pytest.approx([float(k) for k in range(10)])
-    budget = InMemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
+    budget = MemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
     uploads = [poll(budget, UPLOADS, 0.0) for _ in range(3)]
     assert uploads == pytest.approx([0.0, 10.0, 20.0])
 
 
 def test_route_override_shares_the_account_with_other_routes() -> None:
-    budget = InMemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
+    budget = MemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
     granted: dict[str, list[float]] = {GET: [], EVENTS: []}
     # each second: three reads and two event sets, every caller willing to wait a second
     second = [(0.0, GET), (0.1, EVENTS), (0.3, GET), (0.5, EVENTS), (0.6, GET)]
@@ -303,7 +295,7 @@ def test_route_override_shares_the_account_with_other_routes() -> None:
 
 
 def test_a_slow_route_never_holds_the_account_for_long() -> None:
-    budget = InMemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
+    budget = MemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
     assert budget.acquire(UPLOADS, 0.0).ok
     refused = budget.acquire(UPLOADS, 0.0, max_wait_s=60.0)  # its slot is 10 s away
     assert (refused.ok, refused.reason, refused.wait_s) == (False, "rate", 10.0)
@@ -311,7 +303,7 @@ def test_a_slow_route_never_holds_the_account_for_long() -> None:
 
 
 def test_eight_threads_never_exceed_the_rate() -> None:
-    budget = InMemorySendBudget(rate=5.0)
+    budget = MemorySendBudget(rate=5.0)
     slots: list[float] = []
     lock = threading.Lock()
     start = threading.Barrier(8)
@@ -339,7 +331,7 @@ def test_eight_threads_never_exceed_the_rate() -> None:
 
 
 def test_throttle_slows_the_bucket_and_success_restores_it() -> None:
-    budget = InMemorySendBudget(rate=5.0)
+    budget = MemorySendBudget(rate=5.0)
     budget.observe(GET, THROTTLED, None, now=10.0)
     assert budget.state().rate == 2.5
     # given a 429, when callers line up, then they are spaced 0.4 s, starting one interval on
@@ -354,7 +346,7 @@ def test_throttle_slows_the_bucket_and_success_restores_it() -> None:
 
 
 def test_retry_after_closes_the_gate_for_every_caller() -> None:
-    budget = InMemorySendBudget(rate=5.0)
+    budget = MemorySendBudget(rate=5.0)
     reserved = budget.acquire(GET, 10.0, max_wait_s=5.0)
     budget.observe(GET, THROTTLED, 30.0, now=10.0)
     for now, route in ((10.0, GET), (25.0, "DELETE /users/{id}"), (39.9, GET)):
@@ -366,7 +358,7 @@ def test_retry_after_closes_the_gate_for_every_caller() -> None:
 
 
 def test_retry_after_on_a_limited_route_closes_that_route_only() -> None:
-    budget = InMemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
+    budget = MemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
     budget.observe(EVENTS, THROTTLED, 10.0, now=0.0)
     assert budget.acquire(EVENTS, 1.0, max_wait_s=30.0).reason == "gate"
     assert budget.acquire(GET, 1.0).ok
@@ -380,7 +372,7 @@ def test_retry_after_on_a_limited_route_closes_that_route_only() -> None:
      classify_transport(Transport.READ_TIMEOUT)],
 )
 def test_other_outcomes_leave_the_rate(outcome: object) -> None:
-    budget = InMemorySendBudget(rate=5.0)
+    budget = MemorySendBudget(rate=5.0)
     budget.observe(GET, THROTTLED, None, now=0.0)
     before = budget.state()
     budget.observe(GET, outcome, 60.0, now=5.0)  # type: ignore[arg-type]
@@ -389,7 +381,7 @@ def test_other_outcomes_leave_the_rate(outcome: object) -> None:
 
 def test_state_of_an_unknown_route_bucket_is_an_error() -> None:
     with pytest.raises(KeyError):
-        InMemorySendBudget().state(GET)
+        MemorySendBudget().state(GET)
 
 
 # --- properties -----------------------------------------------------------------------------
@@ -405,7 +397,7 @@ waits = st.sampled_from([0.0, 0.1, 0.5, 2.0, math.inf])
 def test_granted_slots_are_spaced_by_the_rate(
     arrivals: list[float], max_wait_s: float, rate: float, burst: float
 ) -> None:
-    budget = InMemorySendBudget(rate=rate, burst=burst)
+    budget = MemorySendBudget(rate=rate, burst=burst)
     # arrival times in any order: Lambdas' clocks disagree a little
     slots = slots_of(budget, GET, arrivals, max_wait_s)
     assert slots  # the first caller always gets a slot
@@ -418,7 +410,7 @@ def test_granted_slots_are_spaced_by_the_rate(
 def test_route_and_account_spacing_hold_together(
     calls: list[tuple[float, str, float]]
 ) -> None:
-    budget = InMemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
+    budget = MemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
     by_route: dict[str, list[float]] = {GET: [], EVENTS: [], UPLOADS: []}
     for now, route, max_wait_s in sorted(calls):
         grant = budget.acquire(route, now, max_wait_s)

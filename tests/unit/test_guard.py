@@ -8,12 +8,10 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kisi_gateway.core.outcome import Outcome, Transport, classify_status, classify_transport
-from kisi_gateway.stores.guard import (
+from kisi_gateway.core.breaker import (
     ACCOUNT,
     HALF_OPEN_RETRY_S,
     Admit,
-    DynamoGuard,
     Evidence,
     GuardRules,
     GuardState,
@@ -29,6 +27,8 @@ from kisi_gateway.stores.guard import (
     route_scope,
     transition,
 )
+from kisi_gateway.core.outcome import Outcome, Transport, classify_status, classify_transport
+from kisi_gateway.stores.guard import DynamoGuard, scope_item
 
 NOW = 1_700_000_000.0
 RULES = GuardRules()  # threshold 5, cooldown 60 s, cap 3600 s, cache 2 s, lease 30 s
@@ -265,10 +265,10 @@ def test_item_parses_every_field_and_reads_an_unknown_state_as_closed() -> None:
         "cooldown_s": {"N": "60"}, "consecutive_401": {"N": "0"},
         "probe_until": {"N": "1700000090"}, "updated_at": {"N": "1700000060"},
     }
-    assert ScopeItem.from_item(raw) == ScopeItem(
+    assert scope_item(raw) == ScopeItem(
         ROUTE, HALF_OPEN, "alarm", NOW, NOW + 60.5, 60, 0, NOW + 90, NOW + 60
     )
-    assert ScopeItem.from_item({"scope": {"S": ACCOUNT}, "state": {"S": "ajar"}}).state is CLOSED
+    assert scope_item({"scope": {"S": ACCOUNT}, "state": {"S": "ajar"}}).state is CLOSED
 
 
 # -- the adapter against a fake client: cache, write discipline, failing open --------------------

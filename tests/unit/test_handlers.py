@@ -16,11 +16,11 @@ import pytest
 import api_call
 import metrics
 import retry_worker
+from kisi_gateway.core.records import RetryMessage
 from kisi_gateway.pipeline.calls import IncomingCall
 from kisi_gateway.pipeline.forwarding import CallContext
 from kisi_gateway.pipeline.replies import Reply, json_reply
 from kisi_gateway.pipeline.retrying import Disposition
-from kisi_gateway.stores.queue import RetryMessage
 
 
 @dataclass

@@ -29,17 +29,12 @@ from kisi_gateway.config import Settings
 from kisi_gateway.core.errors import GatewayErrorCode
 from kisi_gateway.core.outcome import OutcomeClass
 from kisi_gateway.core.policy import InvalidPathError, route_template
+from kisi_gateway.core.records import AttemptEntry, RecordStatus, RequestRecord, StoredResponse
 from kisi_gateway.pipeline import calls, replies
 from kisi_gateway.pipeline.calls import IncomingCall
 from kisi_gateway.pipeline.forwarding import CallContext, Forwarder
 from kisi_gateway.pipeline.replies import Reply, json_reply
-from kisi_gateway.stores.records import (
-    AttemptEntry,
-    RecordStatus,
-    RecordStoreError,
-    RequestRecord,
-    StoredResponse,
-)
+from kisi_gateway.stores.ports import RecordStoreError
 from local.apigw import ApiGateway
 from local.apigw_event import HttpRequest
 from local.cfn_yaml import load_template

@@ -18,8 +18,8 @@ import yaml
 
 from kisi_gateway import wiring
 from kisi_gateway.config import Settings
+from kisi_gateway.core.decisions import INLINE_LIMIT_S
 from kisi_gateway.core.policy import PolicyTable
-from kisi_gateway.pipeline.forwarding import INLINE_LIMIT_S
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

@@ -82,7 +82,8 @@ def _client(service: str) -> Any:
 
 def build_sender(settings: Settings) -> Sender:
     """The attempt machinery both Lambdas share, bound to one Kisi key."""
-    from kisi_gateway.stores.budget import DynamoSendBudget, bucket_id_for_key  # noqa: PLC0415
+    from kisi_gateway.core.ratelimit import bucket_id_for_key  # noqa: PLC0415
+    from kisi_gateway.stores.budget import DynamoSendBudget  # noqa: PLC0415
     from kisi_gateway.stores.guard import DynamoGuard  # noqa: PLC0415
 
     keys = KeyRing(settings)

@@ -199,6 +199,6 @@ def parse_prefer(value: str | None, default_wait_s: float, max_wait_s: float) ->
         return CallerPrefs(wait_s=default_wait_s, respond_async=False)
     lowered = value.lower()
     match = _WAIT.search(lowered)
-    wait = min(float(match.group(1)), max_wait_s) if match else default_wait_s
+    wait = min(float(match.group(1)), float(max_wait_s)) if match else float(default_wait_s)
     respond_async = "respond-async" in lowered
     return CallerPrefs(wait_s=wait, respond_async=respond_async)

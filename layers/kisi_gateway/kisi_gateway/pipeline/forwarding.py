@@ -2,14 +2,16 @@
 
 ::
 
-    validate -> repeat of an Idempotency-Key? -> guard open? -> budget slot -> send -> classify
-      success / redirect / client error        -> answer as Kisi did
-      429 / 5xx / network error, time to wait  -> sleep the backoff delay, send again
-      429 / 5xx / network error, no time left  -> record + SQS message -> 202
-      unknown outcome on a route that may not repeat it, deadline or attempts spent -> final
+    validate -> repeat of an Idempotency-Key? (on_repeat) -> guard open? (503)
+      -> turn (guard, budget: before_attempt) -> send -> after_attempt
+           Finish                              -> Kisi's answer (or why there is none)
+           RetryLater, the caller still waits  -> sleep the delay, next turn
+           RetryLater, no time left            -> record + SQS message -> 202
+      a turn that cannot come in time          -> record + SQS message (Defer) or end (Expire)
 
-A request is written to the record store only when it is deferred or carries an
-``Idempotency-Key``; the common synchronous call costs no DynamoDB write.
+Every decision is :mod:`kisi_gateway.core.decisions`'; this module performs them. A request
+is written to the record store only when it is deferred or carries an ``Idempotency-Key``;
+the common synchronous call costs no record write.
 """
 
 from __future__ import annotations
@@ -21,8 +23,32 @@ import math
 import secrets
 from dataclasses import dataclass, replace
 
-from kisi_gateway.core.backoff import Expire, schedule_retry
+from kisi_gateway.core.decisions import (
+    INLINE_LIMIT_S,
+    MAX_BUDGET_ASKS,
+    Defer,
+    Ended,
+    Expire,
+    Finish,
+    InProgress,
+    Mismatch,
+    StillQueued,
+    TakeOver,
+    Window,
+    after_attempt,
+    after_vanished,
+    keep_waiting,
+    on_repeat,
+)
 from kisi_gateway.core.errors import GatewayError, GatewayErrorCode, unavailable
+from kisi_gateway.core.lifecycle import Change, Event
+from kisi_gateway.core.records import (
+    AttemptEntry,
+    RecordStatus,
+    RequestRecord,
+    RetryMessage,
+    StoredResponse,
+)
 from kisi_gateway.pipeline.calls import IncomingCall
 from kisi_gateway.pipeline.kisi_http import KisiCall
 from kisi_gateway.pipeline.replies import (
@@ -33,26 +59,19 @@ from kisi_gateway.pipeline.replies import (
     json_reply,
     pass_through,
 )
-from kisi_gateway.pipeline.sending import Attempted, Sender
-from kisi_gateway.stores.budget import BudgetUnavailableError
-from kisi_gateway.stores.queue import QueueError, RetryMessage, RetryQueue
-from kisi_gateway.stores.records import (
-    AttemptChange,
-    AttemptEntry,
-    RecordStatus,
+from kisi_gateway.pipeline.sending import Sender
+from kisi_gateway.stores.ports import (
+    BudgetUnavailableError,
+    QueueError,
     RecordStore,
     RecordStoreError,
-    RequestRecord,
+    RetryQueue,
 )
 
 LOG = logging.getLogger("kisi_gateway")
 STORE_RETRY_AFTER_S = 2  # what a caller is told to wait when DynamoDB or SQS failed
-# API Gateway gives a Lambda integration 29 s; the function's Timeout is 29 s too. Every
-# inline attempt must be able to finish (connect + read timeout) by this much after the call
-# arrived, or the caller would get API Gateway's own 504 instead of an answer.
-INLINE_LIMIT_S = 27.0
-MAX_BUDGET_ASKS = 10  # bounded: each ask is a DynamoDB read
-MIN_ASK_INTERVAL_S = 0.05
+LEASE_SLACK_S = 5.0  # a keyed call's lease outlives its longest inline run by this much
+REPLAYED = {"Idempotent-Replayed": "true"}
 
 
 def request_id_for(scope: str, idempotency_key: str | None) -> str:
@@ -70,6 +89,14 @@ class CallContext:
     scope: str
     gateway_prefix: str
     rewrite_location: LocationRewriter
+
+
+def in_progress(request_id: str) -> Reply:
+    return error_reply(
+        GatewayError(409, GatewayErrorCode.CONFLICT,
+                     "a request with this Idempotency-Key is in progress", retry_after=1),
+        request_id,
+    )
 
 
 @dataclass
@@ -115,114 +142,103 @@ class Forwarder:
             return error_reply(not_found)
         return json_reply(200, record.public(), {"X-Gateway-Request-Id": request_id})
 
+    def window(self, call: IncomingCall, started: float) -> Window:
+        """How long this call may wait inline: the caller's ``Prefer: wait``, and at most until
+        the last start that still ends within API Gateway's limit."""
+        until = min(started + call.prefs.wait_s, started + self.inline_limit_s - self.attempt_s)
+        return Window(until=until, book_ahead_s=call.route.policy.book_ahead_s)
+
     def _forward(self, call: IncomingCall, context: CallContext, request_id: str) -> Reply:
-        clock = self.sender.clock
-        started = clock.now()
+        started = self.sender.clock.now()
         keyed = call.idempotency_key is not None
         if keyed:
             existing = self.records.get(request_id)
             if existing is not None:
                 return self._replay(existing, call, context)
-        pause = self.sender.paused(call.route)
+        pause = self.sender.check(call.route)
         if pause is not None:
-            self.sender.telemetry.paused()
             return error_reply(
                 GatewayError(503, GatewayErrorCode.PAUSED,
                              f"paused by the gateway's guard: {pause.reason}",
                              retry_after=pause.retry_after_s),
                 request_id,
             )
-        record = self._new_record(call, context, request_id, started)
+        record = self.new_record(call, context, request_id, started)
         if keyed and not self.records.create(record):
             existing = self.records.get(request_id)
             if existing is not None:
                 return self._replay(existing, call, context)
         return self._run(call, context, record)
 
+    def new_record(
+        self, call: IncomingCall, context: CallContext, request_id: str, now: float
+    ) -> RequestRecord:
+        """The record a call starts with: sending, leased for its longest inline run."""
+        lease = min(call.prefs.wait_s, self.inline_limit_s) + self.attempt_s + LEASE_SLACK_S
+        policy = call.route.policy
+        return RequestRecord(
+            request_id=request_id, status=RecordStatus.SENDING, method=call.method,
+            path=call.path, route=call.route.key, policy=policy.name, created_at=now,
+            deadline=now + policy.deadline_s, expires_at=int(now + self.record_ttl_s),
+            claim_until=now + lease, scope=context.scope, fields_hash=call.fingerprint(),
+        )
+
     def _run(self, call: IncomingCall, context: CallContext, record: RequestRecord) -> Reply:
-        run = _InlineRun(self, call, context, record)
+        run = _InlineRun(self, call, context, record, self.window(call, record.created_at))
+        if call.idempotency_key is not None:
+            run.stored = RecordStatus.SENDING
         try:
             return run.run()
         except (RecordStoreError, QueueError, BudgetUnavailableError):
-            if not run.ambiguous and call.idempotency_key is not None:
-                # Kisi did not act on anything sent so far: free the key, so the caller's
-                # retry starts afresh.
+            if not run.ambiguous and run.stored is not None:
+                # Kisi did not act on anything sent so far: forget the request, so the
+                # caller's retry (told by the 503) starts afresh.
                 with contextlib.suppress(RecordStoreError):
-                    self.records.delete_unsent(record.request_id)
+                    self.records.apply(record.request_id,
+                                       Change(Event.WITHDRAW, state=run.stored))
             raise
-
-    def _new_record(
-        self, call: IncomingCall, context: CallContext, request_id: str, now: float
-    ) -> RequestRecord:
-        policy = call.route.policy
-        lease = min(call.prefs.wait_s, self.inline_limit_s) + self.attempt_s + 5.0
-        return RequestRecord(
-            request_id=request_id,
-            status=RecordStatus.SENDING,
-            method=call.method,
-            path=call.path,
-            route=call.route.key,
-            policy=policy.name,
-            created_at=now,
-            deadline=now + policy.deadline_s,
-            expires_at=int(now + self.record_ttl_s),
-            claim_until=now + lease,
-            scope=context.scope,
-            fields_hash=call.fingerprint(),
-        )
 
     def _replay(self, record: RequestRecord, call: IncomingCall, context: CallContext) -> Reply:
         """A repeated ``Idempotency-Key``: the first call's result, and no call to Kisi."""
-        if record.scope != context.scope or record.fields_hash != call.fingerprint():
-            return error_reply(
-                GatewayError(422, GatewayErrorCode.UNPROCESSABLE,
-                             "Idempotency-Key was already used for a different request"),
-                record.request_id,
-            )
-        replayed = {"Idempotent-Replayed": "true"}
         now = self.sender.clock.now()
-        if record.status is RecordStatus.SENDING and record.claim_until < now:
-            return self._take_over(record, call, context)
-        if record.status is RecordStatus.SENDING:
-            return error_reply(
-                GatewayError(409, GatewayErrorCode.CONFLICT,
-                             "a request with this Idempotency-Key is in progress",
-                             retry_after=1),
-                record.request_id,
-            ).with_headers(**replayed)
-        if record.status is RecordStatus.QUEUED:
-            return accepted(record, context.gateway_prefix).with_headers(**replayed)
-        return final_reply(record, context.rewrite_location).with_headers(**replayed)
-
+        match on_repeat(record, context.scope, call.fingerprint(), now):
+            case Mismatch():
+                return error_reply(
+                    GatewayError(422, GatewayErrorCode.UNPROCESSABLE,
+                                 "Idempotency-Key was already used for a different request"),
+                    record.request_id,
+                )
+            case TakeOver():
+                return self._take_over(record, call, context)
+            case InProgress():
+                return in_progress(record.request_id).with_headers(**REPLAYED)
+            case StillQueued():
+                return accepted(record, context.gateway_prefix).with_headers(**REPLAYED)
+            case Ended():
+                return final_reply(record, context.rewrite_location).with_headers(**REPLAYED)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _take_over(self, record: RequestRecord, call: IncomingCall, context: CallContext) -> Reply:
-        """The first call of this key vanished mid-send (its Lambda died or timed out).
-
-        It may have reached Kisi. A route that may repeat an unknown outcome is sent again by
-        this call; any other ends ``failed``, ``unknown_outcome``, as a timeout would.
-        """
+        """The first call of this key vanished mid-send (its Lambda died or timed out)."""
         now = self.sender.clock.now()
-        lease = call.prefs.wait_s + self.attempt_s + 5.0
-        taken = self.records.take_over(record.request_id, now, lease)
-        if taken is None:  # another repeat took it first
-            return error_reply(
-                GatewayError(409, GatewayErrorCode.CONFLICT,
-                             "a request with this Idempotency-Key is in progress",
-                             retry_after=1),
-                record.request_id,
-            )
-        if call.route.policy.repeat_unknown:
-            fresh = replace(taken, created_at=now, deadline=min(
-                taken.deadline, now + call.route.policy.deadline_s))
-            return self._run(call, context, fresh)
-        ended = self.records.add_attempt(
-            record.request_id,
-            AttemptChange(done_before=taken.attempt_count, status=RecordStatus.FAILED,
-                          reason="unknown_outcome", expected=frozenset({RecordStatus.SENDING})),
-        )
-        self.sender.telemetry.finished(RecordStatus.FAILED.value, "unknown_outcome")
-        return final_reply(ended or replace(taken, status=RecordStatus.FAILED,
-                                            reason="unknown_outcome"), context.rewrite_location)
+        lease = call.prefs.wait_s + self.attempt_s + LEASE_SLACK_S
+        taken = self.records.apply(record.request_id, Change(
+            Event.TAKE_OVER, state=RecordStatus.SENDING, lease_until=now + lease, now=now))
+        if taken is None or taken.after is None:  # another repeat took it first
+            return in_progress(record.request_id)
+        current = taken.after
+        policy = call.route.policy
+        ending = after_vanished(policy)
+        if ending is None:
+            deadline = min(current.deadline, now + policy.deadline_s)
+            return self._run(call, context, replace(current, created_at=now, deadline=deadline))
+        ended = self.records.apply(record.request_id, Change(
+            Event.FINISH, state=RecordStatus.SENDING, done=current.attempt_count,
+            status=ending.status, reason=ending.reason))
+        self.sender.telemetry.finished(ending.status.value, ending.reason)
+        final = ended.after if ended is not None and ended.after is not None else replace(
+            current, status=ending.status, reason=ending.reason)
+        return final_reply(final, context.rewrite_location)
 
 
 def final_reply(record: RequestRecord, rewrite_location: LocationRewriter) -> Reply:
@@ -258,93 +274,52 @@ class _InlineRun:
     call: IncomingCall
     context: CallContext
     record: RequestRecord
+    window: Window
     ambiguous: bool = False  # did an attempt reach Kisi without a readable answer?
+    stored: RecordStatus | None = None  # the record's state in the store, if written
 
     def run(self) -> Reply:
         sender = self.forwarder.sender
-        clock = sender.clock
         route = self.call.route
-        policy = route.policy
-        wait_until = self.record.created_at + self.call.prefs.wait_s
-        # The last moment an attempt may start and still end before the integration limit.
-        latest_start = (
-            self.record.created_at + self.forwarder.inline_limit_s - self.forwarder.attempt_s
-        )
         entries: list[AttemptEntry] = []
         kisi_call = KisiCall(route.method, self.call.path, self.call.query, self.call.body)
-        budget_asks = MAX_BUDGET_ASKS
         while True:
-            now = clock.now()
-            remaining = max(0.0, min(wait_until, latest_start, self.record.deadline) - now)
-            book_ahead = min(remaining, policy.book_ahead_s)
-            grant = sender.slot(route, book_ahead)
-            if not grant.ok:
-                if grant.reason == "rate" and grant.wait_s <= remaining and budget_asks:
-                    # The slot is further ahead than this route may book (or a route limit
-                    # keeps it from booking ahead): wait until it is close, and ask again.
-                    budget_asks -= 1
-                    clock.sleep(max(grant.wait_s - book_ahead, MIN_ASK_INTERVAL_S))
-                    continue
-                return self._defer(entries, math.ceil(max(grant.wait_s, 1.0)), None)
-            clock.sleep(grant.wait_s)
-            if clock.now() >= self.record.deadline:  # never send late
-                return self._expire_unsent(entries, RecordStatus.EXPIRED)
-            if entries:  # the first check happened before the record was created
-                pause = sender.paused(route)
-                if pause is not None:
-                    return self._defer(entries, pause.retry_after_s, None)
+            turn = sender.wait_for_turn(
+                route, deadline=self.record.deadline, window=self.window, asks=MAX_BUDGET_ASKS,
+                check_guard=bool(entries),  # the first check came before the record
+            )
+            if isinstance(turn, Defer):
+                return self._defer(entries, turn.delay_s, None)
+            if isinstance(turn, Expire):
+                return self._end(entries, Finish(RecordStatus.EXPIRED, turn.reason), None)
             attempted = sender.attempt(route, kisi_call)
-            outcome = attempted.outcome
-            self.ambiguous = self.ambiguous or outcome.unknown_outcome
-            if outcome.terminal:
-                entries.append(attempted.entry())
-                status = RecordStatus.SUCCEEDED if outcome.cls.value in (
-                    "success", "redirect") else RecordStatus.FAILED
-                return self._finish(entries, status, None, attempted)
-            if outcome.unknown_outcome and not policy.repeat_unknown:
-                entries.append(attempted.entry())
-                return self._finish(entries, RecordStatus.FAILED, "unknown_outcome", attempted)
-            if len(entries) + 1 >= policy.max_attempts:
-                entries.append(attempted.entry())
-                return self._finish(entries, RecordStatus.EXPIRED, "attempts_exhausted",
-                                    attempted)
-            schedule = schedule_retry(
-                len(entries), policy.backoff, now=attempted.at, deadline=self.record.deadline,
-                rng=sender.rng, first=True, retry_after_s=attempted.retry_after_s,
+            self.ambiguous = self.ambiguous or attempted.outcome.unknown_outcome
+            verdict = after_attempt(
+                attempted.outcome, route.policy, len(entries) + 1, now=attempted.at,
+                deadline=self.record.deadline, rng=sender.rng,
+                retry_after_s=attempted.retry_after_s, first_delay=True,
             )
-            if isinstance(schedule, Expire):
+            if isinstance(verdict, Finish):
                 entries.append(attempted.entry())
-                return self._finish(entries, RecordStatus.EXPIRED, schedule.reason, attempted)
-            entries.append(attempted.entry(schedule.delay_s))
-            sender.telemetry.retry_delay(schedule.delay_s)
-            if self.call.prefs.respond_async or schedule.at > min(wait_until, latest_start):
-                return self._defer(entries, schedule.delay_s, schedule.at)
-            clock.sleep(schedule.delay_s)
+                return self._end(entries, verdict, attempted.response)
+            entries.append(attempted.entry(verdict.delay_s))
+            sender.telemetry.retry_delay(verdict.delay_s)
+            if not keep_waiting(verdict, self.window, self.call.prefs.respond_async):
+                return self._defer(entries, verdict.delay_s, verdict.at)
+            sender.clock.sleep(verdict.delay_s)
 
-    def _finish(
-        self,
-        entries: list[AttemptEntry],
-        status: RecordStatus,
-        reason: str | None,
-        attempted: Attempted,
+    def _end(
+        self, entries: list[AttemptEntry], ending: Finish, response: StoredResponse | None
     ) -> Reply:
-        forwarder = self.forwarder
-        forwarder.sender.telemetry.finished(status.value, reason)
-        record = replace(
-            self.record,
-            status=status,
-            attempts=tuple(entries),
-            reason=reason,
-            response=attempted.response,
-        )
-        if self.call.idempotency_key is not None:
-            change = AttemptChange(
-                done_before=0, status=status, entries=tuple(entries), reason=reason,
-                response=attempted.response,
-                expected=frozenset({RecordStatus.SENDING}),
-            )
+        """The request ended inline: Kisi's answer, or why there is none."""
+        self.forwarder.sender.telemetry.finished(ending.status.value, ending.reason)
+        record = replace(self.record, status=ending.status, attempts=tuple(entries),
+                         reason=ending.reason, response=response)
+        if self.stored is RecordStatus.SENDING:
+            change = Change(Event.FINISH, state=RecordStatus.SENDING, status=ending.status,
+                            entries=tuple(entries), reason=ending.reason, response=response)
             try:
-                forwarder.records.add_attempt(record.request_id, change)
+                self.forwarder.records.apply(record.request_id, change)
             except RecordStoreError:
                 # The caller still gets Kisi's answer; a repeat of the key sees "in progress"
                 # until the record's lease lapses, then is treated as an unknown outcome.
@@ -352,57 +327,34 @@ class _InlineRun:
         return final_reply(record, self.context.rewrite_location)
 
     def _defer(self, entries: list[AttemptEntry], delay_s: int, at: float | None) -> Reply:
+        """Hand the request to the retry queue: its record, then its message."""
         forwarder = self.forwarder
         now = forwarder.sender.clock.now()
         next_at = at if at is not None else now + delay_s
-        if next_at > self.record.deadline:
-            last_status = RecordStatus.EXPIRED
-            return self._expire_unsent(entries, last_status)
-        record = replace(
-            self.record,
-            status=RecordStatus.QUEUED,
-            attempts=tuple(entries),
-            next_attempt_at=next_at,
-            claim_until=0.0,
-        )
-        if self.call.idempotency_key is not None:
-            change = AttemptChange(
-                done_before=0, status=RecordStatus.QUEUED, entries=tuple(entries),
-                next_attempt_at=next_at, expected=frozenset({RecordStatus.SENDING}),
-            )
-            if forwarder.records.add_attempt(record.request_id, change) is None:
+        record = replace(self.record, status=RecordStatus.QUEUED, attempts=tuple(entries),
+                         next_attempt_at=next_at, claim_until=0.0)
+        if self.stored is RecordStatus.SENDING:
+            change = Change(Event.DEFER, state=RecordStatus.SENDING, status=RecordStatus.QUEUED,
+                            entries=tuple(entries), next_attempt_at=next_at)
+            if forwarder.records.apply(record.request_id, change) is None:
                 raise RecordStoreError("record changed while sending")
         elif not forwarder.records.create(record):
             raise RecordStoreError("request id collision")
+        self.stored = RecordStatus.QUEUED
         message = RetryMessage(
-            request_id=record.request_id,
-            method=record.method,
-            path=record.path,
+            request_id=record.request_id, method=record.method, path=record.path,
             query=self.call.query,
             body=self.call.body.decode() if self.call.body is not None else None,
-            prior_attempts=len(entries),
-            deadline=record.deadline,
-            policy=record.policy,
-            route=record.route,
-            enqueued_at=now,
+            prior_attempts=len(entries), deadline=record.deadline, policy=record.policy,
+            route=record.route, enqueued_at=now,
         )
         try:
             forwarder.queue.enqueue(message, max(0, math.ceil(next_at - now)))
         except QueueError:
             # Nothing will retry it: take the record back so the caller's retry starts clean.
-            forwarder.records.delete_unsent(record.request_id)
+            forwarder.records.apply(record.request_id,
+                                    Change(Event.WITHDRAW, state=RecordStatus.QUEUED))
+            self.stored = None
             raise
         forwarder.sender.telemetry.deferred()
         return accepted(record, self.context.gateway_prefix)
-
-    def _expire_unsent(self, entries: list[AttemptEntry], status: RecordStatus) -> Reply:
-        """No attempt fits before the deadline (e.g. the budget or guard is closed too long)."""
-        record = replace(self.record, status=status, attempts=tuple(entries), reason="deadline")
-        self.forwarder.sender.telemetry.finished(status.value, "deadline")
-        if self.call.idempotency_key is not None:
-            self.forwarder.records.add_attempt(
-                record.request_id,
-                AttemptChange(done_before=0, status=status, entries=tuple(entries),
-                              reason="deadline", expected=frozenset({RecordStatus.SENDING})),
-            )
-        return final_reply(record, self.context.rewrite_location)

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kisi_gateway.core.breaker import ACCOUNT, route_scope
 from kisi_gateway.pipeline.alarms import (
     ROUTE_ALARM_INFIX,
     CloudWatchAlarms,
     desired_route_alarms,
     plan,
 )
-from kisi_gateway.stores.guard import ACCOUNT, DynamoGuard, route_scope
+from kisi_gateway.stores.guard import DynamoGuard
 
 LOG = logging.getLogger("kisi_gateway")
 WINDOW_S = 300  # the alarms' period: 5 minutes

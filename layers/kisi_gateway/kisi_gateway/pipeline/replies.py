@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kisi_gateway.core.errors import GatewayError
-from kisi_gateway.stores.records import AttemptEntry, RequestRecord, StoredResponse
+from kisi_gateway.core.records import AttemptEntry, RequestRecord, StoredResponse
 
 PASS_THROUGH_HEADERS = (
     "content-type",

@@ -1,9 +1,10 @@
 """One attempt to reach Kisi, with everything that must happen around it.
 
-Before: the guard (is Kisi going to reject this?) and the send budget (is there a slot?).
-After: classification, the outcome metric, the guard's fast path (401 storms), the budget's
-adaptive rate (429 and ``Retry-After``), and a note of ``Deprecation``/``Sunset``. Both
-Lambdas go through :class:`Sender`, so an attempt is counted the same wherever it happens.
+Before: the guard (is Kisi going to reject this?) and the send budget (is there a slot?), put
+together by :func:`~kisi_gateway.core.decisions.before_attempt`. After: classification, the
+outcome metric, the guard's fast path (401 storms), the budget's adaptive rate (429 and
+``Retry-After``), and a note of ``Deprecation``/``Sunset``. Both Lambdas go through
+:class:`Sender`, so an attempt is counted the same wherever it happens.
 """
 
 from __future__ import annotations
@@ -15,23 +16,27 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kisi_gateway.core.backoff import RandomSource, parse_retry_after
+from kisi_gateway.core.breaker import Pause
+from kisi_gateway.core.decisions import (
+    AskAgain,
+    Defer,
+    Expire,
+    Refuse,
+    Send,
+    Window,
+    at_send_time,
+    before_attempt,
+)
 from kisi_gateway.core.errors import parse_kisi_error
 from kisi_gateway.core.outcome import Outcome
 from kisi_gateway.core.policy import Route
+from kisi_gateway.core.ratelimit import Grant
+from kisi_gateway.core.records import AttemptEntry, StoredResponse
 from kisi_gateway.pipeline.kisi_http import AttemptResult, KisiCall, KisiResponse
 from kisi_gateway.pipeline.telemetry import Telemetry
-from kisi_gateway.stores.budget import Grant, SendBudget
-from kisi_gateway.stores.guard import Guard, Pause
-from kisi_gateway.stores.records import AttemptEntry, StoredResponse
+from kisi_gateway.stores.ports import Clock, Guard, SendBudget
 
 LOG = logging.getLogger("kisi_gateway")
-
-
-class Clock(Protocol):
-    """Wall-clock time and waiting; tests pass a clock whose ``sleep`` advances ``now``."""
-
-    def now(self) -> float: ...
-    def sleep(self, seconds: float) -> None: ...
 
 
 class SystemClock:
@@ -73,6 +78,9 @@ class Attempted:
         return None
 
 
+Turn = Send | Defer | Expire
+
+
 @dataclass
 class Sender:
     """Sends attempts for both Lambdas. ``kisi`` is built lazily: the key is a secret."""
@@ -91,21 +99,51 @@ class Sender:
             self._kisi = self.kisi_factory()
         return self._kisi
 
-    def paused(self, route: Route) -> Pause | None:
-        """The guard's verdict for this route now (``None``: go ahead)."""
-        return self.guard.check(route.key, self.clock.now())
+    def check(self, route: Route) -> Pause | None:
+        """The guard's verdict for ``route`` now (``None``: go ahead); a pause is counted."""
+        pause = self.guard.check(route.key, self.clock.now())
+        if pause is not None:
+            self.telemetry.paused()
+        return pause
 
-    def slot(self, route: Route, max_wait_s: float) -> Grant:
-        """A send slot from the shared budget, at most ``max_wait_s`` away.
+    def wait_for_turn(
+        self, route: Route, *, deadline: float, window: Window, asks: int, check_guard: bool
+    ) -> Turn:
+        """Ask the guard and the budget until the decision is not "ask again".
 
-        ``wait_s`` is measured from when this returns: the budget's reads and conditional
-        writes take time, and sleeping the budget's ``wait_s`` after them would send late
-        and bunch sends up.
+        ``Send`` comes back only once its slot has come and the deadline has not: the caller
+        sends at once. Budget waits are measured from when the budget answered, since its
+        store calls take time and sleeping the full wait after them would bunch sends up.
+        ``check_guard`` is false when the caller has just asked the guard itself.
         """
-        asked_at = self.clock.now()
-        grant = self.budget.acquire(route.key, asked_at, max_wait_s)
-        slot_at = asked_at + grant.wait_s
-        return Grant(grant.ok, max(0.0, slot_at - self.clock.now()), grant.reason)
+        asks_left = asks
+        while True:
+            pause = self.check(route) if check_guard else None
+            grant = None
+            asked_at = self.clock.now()
+            if pause is None:
+                booked = self.budget.acquire(
+                    route.key, asked_at, window.booking(asked_at, deadline)
+                )
+                now = self.clock.now()
+                grant = Grant(booked.ok, max(0.0, asked_at + booked.wait_s - now), booked.reason)
+            else:
+                now = asked_at
+            step = before_attempt(
+                now=now, deadline=deadline, window=window, pause=pause, grant=grant,
+                asks_left=asks_left, fresh=False,
+            )
+            if isinstance(step, AskAgain):
+                asks_left -= 1
+                self.clock.sleep(step.after_s)
+                continue
+            if isinstance(step, Send):
+                self.clock.sleep(step.wait_s)
+                late = at_send_time(self.clock.now(), deadline)
+                if late is not None:
+                    return late
+            assert not isinstance(step, Refuse)  # only a fresh call is refused
+            return step
 
     def attempt(self, route: Route, call: KisiCall) -> Attempted:
         """Send once and account for what happened."""

@@ -1,14 +1,6 @@
-"""The guard: a circuit breaker over bad requests, so the gateway stops sending what Kisi rejects.
+"""The guard's state in DynamoDB, shared by every Lambda.
 
-Kisi may suspend an integrator that sends "too many bad requests" and publishes no threshold
-(KISI_API.md, "Suspension"). Retrying cannot fix a 401 (an expired or revoked key: logins
-expire after inactivity) or a 403/404/422 storm on one route (Kisi answers 403 for ids that do
-not exist), so the gateway stops *sending* them: ``check`` before every send, ``observe`` after
-every answer from Kisi.
-
-Scopes. ``account`` (a 401 storm: the key is bad, every route would fail) and
-``route:<METHOD> <template>``, e.g. ``route:PATCH /users/{id}`` (a 403/404/422 storm: that
-route's ids or rights are bad, the rest of the API is fine).
+The rules are :mod:`kisi_gateway.core.breaker`'s; this module keeps their state.
 
 Two paths trip it (DESIGN.md, "Send budget and guard"). The fast path runs in every sending
 Lambda: each 401 atomically increments ``consecutive_401`` on the account item, so five 401s
@@ -27,29 +19,6 @@ Item layout: one DynamoDB table, string hash key ``scope``, one item per scope::
     consecutive_401  N  account only: 401s since the last answer that proved the key works
     probe_until      N  lease of the elected half-open probe               (absent if none)
     updated_at       N  epoch seconds of the last write
-
-Transitions (``now`` is always an argument; the pure functions below decide, the adapter
-writes with a condition so exactly one writer wins each transition):
-
-* closed --(account: ``consecutive_401`` reaches the threshold)--> open for ``cooldown_s``
-* closed --(``open()``, the alarm path or an operator)--> open for the given cooldown
-* open, ``now < until`` --> every check pauses, ``Retry-After = ceil(until - now)``
-* open, ``now >= until`` --> half_open: one check fleet-wide wins the conditional write
-  (``probe_until`` absent or lapsed) and sends the probe; the others pause briefly
-* half_open --(answer of the kind that opened it: 401 for the account, 403/404/422 for a
-  route)--> open again, cooldown doubled (capped at ``max_cooldown_s``)
-* half_open --(an answer proving the scope works)--> closed, counter reset
-* half_open --(429, 5xx or network error: says nothing)--> still half_open; the probe's lease
-  is released so the next check elects a new probe at once
-* any --(``close()`` / ``reset()``)--> closed
-
-Evidence per outcome (:func:`evidence`): for the account, a 401 is bad; 2xx, 3xx and any
-other 4xx are good (Kisi authenticated the key before rejecting the request); 429, 5xx and
-network errors are neutral, because Kisi rate-limits and fails unauthenticated callers too
-(KISI_API.md, "Rate limits"), so they prove nothing about the key; they neither count nor reset
-the 401 streak. For a route, 403/404/422 are bad; 401 is neutral (the account guard counts
-it); 429/5xx/network are neutral; anything else is good. Neutral answers are left to the
-budget and the backoff.
 
 Cost. The healthy path writes nothing: a success writes only when this Lambda's last view of
 the account shows a 401 streak (to reset it) or a half-open scope. Reads go through a per-scope
@@ -80,456 +49,95 @@ failure count and a time) and no cooldown doubling (``recovery_timeout`` is fixe
 clock is ``datetime.now()`` inside the handler and the store, in whole seconds, so it cannot
 be driven by an injected ``now``; (5) it closes only after ``success_threshold`` (default 3)
 probe successes, and its cache serves open records too. Wrapping it would mean fighting each
-of these, so this module is its own, small breaker.
+of these, so the gateway has its own, small breaker.
 
 Operator CLI (boto3's default session; ``AWS_ENDPOINT_URL`` points it at moto locally)::
 
     python -m kisi_gateway.stores.guard status --table NAME
-        every scope as JSON: state, reason, opened_at, until, cooldown, counters, and what
-        a check would do now (send, paused, probe_due)
-    python -m kisi_gateway.stores.guard reset [--scope SCOPE] --table NAME
-        close one scope (``account``, ``route:POST /locks/{id}/unlock`` or just
-        ``POST /locks/{id}/unlock``) or, without --scope, every scope; prints the scopes that
-        were open or half-open. Fix the cause first (rotate the key, correct the ids): a reset
-        with the cause still there only lets the next storm through.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import math
-import re
-import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from kisi_gateway.core.outcome import Outcome, OutcomeClass
+from kisi_gateway.core.breaker import (
+    ACCOUNT,
+    HALF_OPEN_RETRY_S,
+    Admit,
+    Evidence,
+    GuardRules,
+    GuardState,
+    Pause,
+    Recover,
+    ReleaseProbe,
+    ResetStreak,
+    ScopeItem,
+    Transition,
+    Trip,
+    admit,
+    apply_transition,
+    closed,
+    elected,
+    evidence,
+    opened,
+    route_scope,
+    transition,
+)
+from kisi_gateway.core.outcome import Outcome
+from kisi_gateway.stores.dynamo import Expression, Lost, conditional, n, number, read, s, string
+from kisi_gateway.stores.ports import GuardStoreError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
-    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 logger = logging.getLogger(__name__)
 
-ACCOUNT = "account"
-ROUTE_PREFIX = "route:"
 
-UNAUTHORIZED = 401
-# Kisi answers 403 for ids that do not exist (KISI_API.md, "Error bodies"), 404 and 422 for
-# missing resources and invalid bodies: a storm of these on one route is the caller's data.
-ROUTE_BAD_STATUSES = frozenset({403, 404, 422})
-# Kisi rate-limits and fails unauthenticated callers too: these say nothing about a key or
-# a route. (``status_class`` puts anything outside 2xx-4xx under SERVER_ERROR.)
-_NEUTRAL_CLASSES = frozenset(
-    {OutcomeClass.RATE_LIMITED, OutcomeClass.SERVER_ERROR, OutcomeClass.NETWORK_ERROR}
-)
-
-# Retry-After for checks that lose the probe election: a probe's answer usually lands within a
-# second or two, and a 30-second unlock deadline must still have room after a few such waits.
-HALF_OPEN_RETRY_S = 2
-
-_CONDITION_FAILED = "ConditionalCheckFailedException"
-_ROUTE_KEY = re.compile(r"^[A-Z]+ /\S*$")
-
-
-class GuardState(StrEnum):
-    """The state of one scope's breaker."""
-
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    """Traffic for ``scope`` must not be sent now: answer 503 or requeue after the delay.
-
-    ``retry_after_s`` is whole seconds, at least 1 (it becomes ``Retry-After`` and an SQS
-    delay, both counted in seconds).
-    """
-
-    scope: str
-    reason: str
-    retry_after_s: int
-
-    def __post_init__(self) -> None:
-        if self.retry_after_s < 1:
-            raise ValueError("retry_after_s must be at least 1")
-
-
-class Guard(Protocol):
-    """What the request pipeline needs of a guard (tests pass a fake)."""
-
-    def check(self, route_key: str, now: float) -> Pause | None:
-        """``None``: send (possibly as the elected half-open probe); else the pause to honour."""
-        ...
-
-    def observe(self, route_key: str, outcome: Outcome, now: float) -> None:
-        """Record Kisi's answer to a request that was sent."""
-        ...
-
-
-def route_scope(route_key: str) -> str:
-    """The guard scope of a route.
-
-    >>> route_scope("PATCH /users/{id}")
-    'route:PATCH /users/{id}'
-    """
-    return ROUTE_PREFIX + route_key
-
-
-def parse_scope(text: str) -> str:
-    """A scope from operator input: ``account``, ``route:GET /locks`` or bare ``GET /locks``."""
-    if text == ACCOUNT:
-        return ACCOUNT
-    route_key = text.removeprefix(ROUTE_PREFIX)
-    if not _ROUTE_KEY.match(route_key):
-        raise ValueError(f"{text!r} is not 'account' or a route like 'PATCH /users/{{id}}'")
-    return route_scope(route_key)
-
-
-# -- pure decisions ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class GuardRules:
-    """The guard's numbers; defaults match ``Settings`` (GUARD_401_THRESHOLD and friends)."""
-
-    consecutive_401_threshold: int = 5
-    cooldown_s: float = 60.0
-    max_cooldown_s: float = 3600.0
-    cache_s: float = 2.0
-    probe_lease_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.consecutive_401_threshold < 1:
-            raise ValueError("consecutive_401_threshold must be at least 1")
-        if not self.cooldown_s > 0 or not self.probe_lease_s > 0:
-            raise ValueError("cooldown_s and probe_lease_s must be positive")
-        if self.max_cooldown_s < self.cooldown_s:
-            raise ValueError("max_cooldown_s must not be below cooldown_s")
-        if self.cache_s < 0:
-            raise ValueError("cache_s must not be negative")
-
-
-@dataclass(frozen=True, slots=True)
-class ScopeItem:
-    """One scope's item, as stored. A scope with no item is closed with no history."""
-
-    scope: str
-    state: GuardState = GuardState.CLOSED
-    reason: str = ""
-    opened_at: float | None = None
-    until: float | None = None
-    cooldown_s: float | None = None
-    consecutive_401: int = 0
-    probe_until: float | None = None
-    updated_at: float | None = None
-
-    @classmethod
-    def from_item(cls, item: Mapping[str, AttributeValueTypeDef]) -> ScopeItem:
-        """Parse a low-level DynamoDB item. An unknown state reads as closed (fail open)."""
-
-        def number(name: str) -> float | None:
-            raw = item.get(name, {}).get("N")
-            return float(raw) if raw is not None else None
-
-        scope = item.get("scope", {}).get("S", "")
-        raw_state = item.get("state", {}).get("S", GuardState.CLOSED.value)
-        try:
-            state = GuardState(raw_state)
-        except ValueError:
-            logger.warning("guard: scope %r has unknown state %r; treating as closed",
-                           scope, raw_state)
-            state = GuardState.CLOSED
-        return cls(
-            scope=scope,
-            state=state,
-            reason=item.get("reason", {}).get("S", ""),
-            opened_at=number("opened_at"),
-            until=number("until"),
-            cooldown_s=number("cooldown_s"),
-            consecutive_401=int(number("consecutive_401") or 0),
-            probe_until=number("probe_until"),
-            updated_at=number("updated_at"),
-        )
-
-    def summary(self, now: float) -> dict[str, Any]:
-        """A JSON-ready view for notifications, dashboards and the CLI."""
-        verdict = admit(self, now)
-        traffic = verdict.value if isinstance(verdict, Admit) else "paused"
-        return {
-            "scope": self.scope,
-            "state": self.state.value,
-            "reason": self.reason,
-            "opened_at": self.opened_at,
-            "until": self.until,
-            "cooldown_s": self.cooldown_s,
-            "consecutive_401": self.consecutive_401,
-            "probe_until": self.probe_until,
-            "updated_at": self.updated_at,
-            "traffic": traffic,
-            "retry_after_s": verdict.retry_after_s if isinstance(verdict, Pause) else None,
-        }
-
-
-class Evidence(StrEnum):
-    """What one answer from Kisi says about one scope."""
-
-    BAD = "bad"  # the kind of answer that opens this scope
-    GOOD = "good"  # proves the scope works: closes a half-open scope, ends a 401 streak
-    NEUTRAL = "neutral"  # says nothing about it (429, 5xx, network): budget and backoff's job
-
-
-def evidence(scope: str, outcome: Outcome) -> Evidence:
-    """What ``outcome`` says about ``scope``.
-
-    >>> from kisi_gateway.core.outcome import classify_status
-    >>> forbidden = classify_status(403)  # the key works; the id or the rights do not
-    >>> evidence(ACCOUNT, forbidden), evidence("route:GET /locks/{id}", forbidden)
-    (<Evidence.GOOD: 'good'>, <Evidence.BAD: 'bad'>)
-    """
-    status = outcome.status
-    if status is None or outcome.cls in _NEUTRAL_CLASSES:
-        return Evidence.NEUTRAL
-    if scope == ACCOUNT:
-        return Evidence.BAD if status == UNAUTHORIZED else Evidence.GOOD
-    if status in ROUTE_BAD_STATUSES:
-        return Evidence.BAD
-    if status == UNAUTHORIZED:
-        return Evidence.NEUTRAL  # the key's problem, counted on the account
-    return Evidence.GOOD
-
-
-class Admit(StrEnum):
-    """What a check may do for one scope, when it need not pause."""
-
-    SEND = "send"
-    PROBE_DUE = "probe_due"  # the cooldown is over: try to be the one half-open probe
-
-
-def retry_after(until: float, now: float) -> int:
-    """Whole seconds until ``until``, at least 1: ``retry_after(1060.2, 1000.0) == 61``."""
-    return max(1, math.ceil(until - now))
-
-
-def admit(item: ScopeItem, now: float) -> Admit | Pause:
-    """Whether traffic for ``item``'s scope may be sent at ``now``."""
-    if item.state is GuardState.CLOSED:
-        return Admit.SEND
-    if item.until is not None and now < item.until:
-        return Pause(item.scope, item.reason, retry_after(item.until, now))
-    if item.probe_until is not None and now < item.probe_until:
-        return Pause(
-            item.scope,
-            f"{item.reason} (a probe request is testing whether Kisi accepts it again)",
-            min(retry_after(item.probe_until, now), HALF_OPEN_RETRY_S),
-        )
-    return Admit.PROBE_DUE
-
-
-def next_cooldown(previous: float | None, rules: GuardRules) -> float:
-    """The cooldown after a failed probe: doubled, capped at ``max_cooldown_s``.
-
-    An explicit cooldown already above the cap (an operator's choice) is never shortened.
-    """
-    base = previous if previous is not None and previous > 0 else rules.cooldown_s
-    return max(base, min(2 * base, rules.max_cooldown_s))
-
-
-@dataclass(frozen=True, slots=True)
-class Trip:
-    """Open the scope for ``cooldown_s``, if it is still in ``expect`` (one writer wins)."""
-
-    reason: str
-    cooldown_s: float
-    expect: GuardState
-
-
-@dataclass(frozen=True, slots=True)
-class Recover:
-    """Close a half-open scope: its probe was answered the way a healthy scope answers."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ResetStreak:
-    """Zero the account's 401 streak: an answer proved the key works."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReleaseProbe:
-    """Give up this Lambda's probe lease: its answer said nothing (429, 5xx, network)."""
-
-
-Transition = Trip | Recover | ResetStreak | ReleaseProbe
-
-
-def transition(
-    item: ScopeItem, outcome: Outcome, rules: GuardRules, *, holds_probe: bool = False
-) -> Transition | None:
-    """What Kisi's answer does to a scope, given its item (for a 401: after the increment).
-
-    An open scope ignores answers (stragglers sent before it opened): only a half-open probe's
-    answer, or the cooldown, moves it. A route never opens here: one 403 is not a storm, the
-    alarm path counts volumes.
-    """
-    kind = evidence(item.scope, outcome)
-    is_account = item.scope == ACCOUNT
-    if item.state is GuardState.HALF_OPEN:
-        if kind is Evidence.BAD:
-            cooldown = next_cooldown(item.cooldown_s, rules)
-            return Trip(reopen_reason(item.scope, outcome), cooldown, GuardState.HALF_OPEN)
-        if kind is Evidence.GOOD:
-            return Recover(f"probe answered {outcome.status}: closed")
-        return ReleaseProbe() if holds_probe else None
-    if item.state is GuardState.CLOSED and is_account:
-        if kind is Evidence.BAD and item.consecutive_401 >= rules.consecutive_401_threshold:
-            return Trip(
-                f"{item.consecutive_401} consecutive 401 from Kisi: "
-                "the key looks expired or revoked",
-                rules.cooldown_s,
-                GuardState.CLOSED,
-            )
-        if kind is Evidence.GOOD and item.consecutive_401 > 0:
-            return ResetStreak()
-    return None
-
-
-def reopen_reason(scope: str, outcome: Outcome) -> str:
-    """Why a failed probe reopened ``scope``."""
-    if scope == ACCOUNT:
-        return f"probe answered {outcome.status} again: the key still looks expired or revoked"
-    return (
-        f"probe answered {outcome.status} again: Kisi still rejects this route "
-        "(a 403 often means an id that does not exist)"
+def scope_item(item: Mapping[str, Any]) -> ScopeItem:
+    """Parse a low-level DynamoDB item. An unknown state reads as closed (fail open)."""
+    scope = string(item, "scope")
+    raw_state = string(item, "state", GuardState.CLOSED.value)
+    try:
+        state = GuardState(raw_state)
+    except ValueError:
+        logger.warning("guard: scope %r has unknown state %r; treating as closed",
+                       scope, raw_state)
+        state = GuardState.CLOSED
+    return ScopeItem(
+        scope=scope,
+        state=state,
+        reason=string(item, "reason"),
+        opened_at=number(item, "opened_at"),
+        until=number(item, "until"),
+        cooldown_s=number(item, "cooldown_s"),
+        consecutive_401=int(number(item, "consecutive_401") or 0),
+        probe_until=number(item, "probe_until"),
+        updated_at=number(item, "updated_at"),
     )
 
 
-def opened(item: ScopeItem, reason: str, cooldown_s: float, now: float) -> ScopeItem:
-    """``item`` opened at ``now`` for ``cooldown_s`` (any probe lease is dropped)."""
-    return replace(item, state=GuardState.OPEN, reason=reason, opened_at=now,
-                   until=now + cooldown_s, cooldown_s=cooldown_s, probe_until=None,
-                   updated_at=now)
+def write_state(expr: Expression, item: ScopeItem, *, counter: bool = False) -> None:
+    """SET the state fields of ``item`` and REMOVE the ones it does not have."""
+    optional = {
+        "reason": s(item.reason) if item.reason else None,
+        "opened_at": n(item.opened_at) if item.opened_at is not None else None,
+        "until": n(item.until) if item.until is not None else None,
+        "cooldown_s": n(item.cooldown_s) if item.cooldown_s is not None else None,
+        "probe_until": n(item.probe_until) if item.probe_until is not None else None,
+        "updated_at": n(item.updated_at) if item.updated_at is not None else None,
+    }
+    expr.set("state", s(item.state.value))
+    for attr, value in optional.items():
+        expr.set_or_remove(attr, value)
+    if counter:
+        expr.set("consecutive_401", n(item.consecutive_401))
 
 
-def closed(item: ScopeItem, reason: str, now: float) -> ScopeItem:
-    """``item`` closed at ``now``: history cleared, 401 streak reset."""
-    return replace(item, state=GuardState.CLOSED, reason=reason, opened_at=None, until=None,
-                   cooldown_s=None, probe_until=None, consecutive_401=0, updated_at=now)
-
-
-def elected(item: ScopeItem, now: float, rules: GuardRules) -> ScopeItem:
-    """``item`` half-open with this check as its probe, leased for ``probe_lease_s``."""
-    return replace(item, state=GuardState.HALF_OPEN, probe_until=now + rules.probe_lease_s,
-                   updated_at=now)
-
-
-def apply_transition(item: ScopeItem, change: Transition, now: float) -> ScopeItem:
-    """The item after ``change`` (what the adapter writes, conditionally)."""
-    match change:
-        case Trip(reason=reason, cooldown_s=cooldown):
-            return opened(item, reason, cooldown, now)
-        case Recover(reason=reason):
-            return closed(item, reason, now)
-        case ResetStreak():
-            return replace(item, consecutive_401=0, updated_at=now)
-        case ReleaseProbe():
-            return replace(item, probe_until=now, updated_at=now)
-    raise AssertionError(f"unknown transition {change!r}")  # pragma: no cover
-
-
-# -- the DynamoDB adapter ---------------------------------------------------------------------
-
-
-def _n(value: float) -> AttributeValueTypeDef:
-    return {"N": str(int(value)) if float(value).is_integer() else repr(float(value))}
-
-
-def _s(value: str) -> AttributeValueTypeDef:
-    return {"S": value}
-
-
-# Attributes a state change writes (``consecutive_401`` is only ever ADDed to or zeroed).
-_STATE_FIELDS = ("state", "reason", "opened_at", "until", "cooldown_s", "probe_until",
-                 "updated_at")
-
-
-class _Expression:
-    """Builds one UpdateItem: every attribute name through a placeholder (``state``, ``until``
-    and ``reason`` collide with DynamoDB's reserved words), values named by their role."""
-
-    def __init__(self) -> None:
-        self.names: dict[str, str] = {}
-        self.values: dict[str, AttributeValueTypeDef] = {}
-        self.sets: list[str] = []
-        self.removes: list[str] = []
-        self.adds: list[str] = []
-
-    def name(self, attr: str) -> str:
-        self.names[f"#{attr}"] = attr
-        return f"#{attr}"
-
-    def value(self, key: str, value: AttributeValueTypeDef) -> str:
-        self.values[f":{key}"] = value
-        return f":{key}"
-
-    def set(self, attr: str, value: AttributeValueTypeDef) -> None:
-        self.sets.append(f"{self.name(attr)} = {self.value(attr, value)}")
-
-    def write_state(self, item: ScopeItem, *, counter: bool = False) -> None:
-        """SET the state fields of ``item`` and REMOVE the ones it does not have."""
-        row: dict[str, AttributeValueTypeDef | None] = {
-            "state": _s(item.state.value),
-            "reason": _s(item.reason) if item.reason else None,
-            "opened_at": _n(item.opened_at) if item.opened_at is not None else None,
-            "until": _n(item.until) if item.until is not None else None,
-            "cooldown_s": _n(item.cooldown_s) if item.cooldown_s is not None else None,
-            "probe_until": _n(item.probe_until) if item.probe_until is not None else None,
-            "updated_at": _n(item.updated_at) if item.updated_at is not None else None,
-        }
-        if counter:
-            row["consecutive_401"] = _n(item.consecutive_401)
-        for attr, value in row.items():
-            if value is None:
-                self.removes.append(self.name(attr))
-            else:
-                self.set(attr, value)
-
-    def request(self, table: str, scope: str, condition: str | None,
-                return_values: str = "ALL_NEW") -> dict[str, Any]:
-        clauses = []
-        if self.sets:
-            clauses.append("SET " + ", ".join(self.sets))
-        if self.adds:
-            clauses.append("ADD " + ", ".join(self.adds))
-        if self.removes:
-            clauses.append("REMOVE " + ", ".join(self.removes))
-        request: dict[str, Any] = {
-            "TableName": table,
-            "Key": {"scope": _s(scope)},
-            "UpdateExpression": " ".join(clauses),
-            "ExpressionAttributeNames": self.names,
-            "ReturnValues": return_values,
-        }
-        if self.values:
-            request["ExpressionAttributeValues"] = self.values
-        if condition is not None:
-            request["ConditionExpression"] = condition
-            request["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
-        return request
-
-
-def _condition_failed(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == _CONDITION_FAILED
+def _key(scope: str) -> dict[str, Any]:
+    return {"scope": s(scope)}
 
 
 @dataclass(slots=True)
@@ -611,9 +219,9 @@ class DynamoGuard:
         cooldown = self.rules.cooldown_s if cooldown_s is None else cooldown_s
         if not cooldown > 0:
             raise ValueError("cooldown_s must be positive")
-        expr = _Expression()
-        expr.write_state(opened(ScopeItem(scope), reason, cooldown, now))
-        self._update(expr.request(self._table, scope, None), now)
+        expr = Expression()
+        write_state(expr, opened(ScopeItem(scope), reason, cooldown, now))
+        self._update(expr.update(self._table, _key(scope), None), now)
         logger.warning("guard: %s opened for %gs: %s", scope, cooldown, reason)
 
     def close(self, scope: str, now: float, reason: str = "") -> None:
@@ -682,19 +290,21 @@ class DynamoGuard:
         return calm and 0 <= now - cached.read_at < self.rules.cache_s
 
     def _get(self, scopes: Sequence[str]) -> dict[str, ScopeItem]:
-        keys = [{"scope": _s(scope)} for scope in scopes]
+        keys = [_key(scope) for scope in scopes]
         found: dict[str, ScopeItem] = {}
         # Eventually consistent (half the cost): a stale read at worst pauses or sends one
         # request late; elections re-check the truth in their condition.
-        response = self._client.batch_get_item(RequestItems={self._table: {"Keys": keys}})
+        response = read(self._client.batch_get_item,
+                        {"RequestItems": {self._table: {"Keys": keys}}}, GuardStoreError)
         for raw in response.get("Responses", {}).get(self._table, []):
-            item = ScopeItem.from_item(raw)
+            item = scope_item(raw)
             found[item.scope] = item
         pending = response.get("UnprocessedKeys", {}).get(self._table)
         for key in pending["Keys"] if pending else []:  # throttled: fetch one by one
-            single = self._client.get_item(TableName=self._table, Key=key).get("Item")
+            single = read(self._client.get_item, {"TableName": self._table, "Key": key},
+                          GuardStoreError).get("Item")
             if single is not None:
-                item = ScopeItem.from_item(single)
+                item = scope_item(single)
                 found[item.scope] = item
         return found
 
@@ -709,27 +319,27 @@ class DynamoGuard:
     def _elect(self, item: ScopeItem, now: float) -> Pause | None:
         """Try to become ``item``'s half-open probe; ``None`` if elected (or closed meanwhile)."""
         new = elected(item, now, self.rules)
-        expr = _Expression()
-        expr.set("state", _s(new.state))
-        expr.set("probe_until", _n(new.probe_until or now))
-        expr.set("updated_at", _n(now))
+        expr = Expression()
+        expr.set("state", s(new.state))
+        expr.set("probe_until", n(new.probe_until or now))
+        expr.set("updated_at", n(now))
         state, until, probe = expr.name("state"), expr.name("until"), expr.name("probe_until")
-        open_, half = (expr.value("is_open", _s(GuardState.OPEN)),
-                       expr.value("is_half_open", _s(GuardState.HALF_OPEN)))
-        at = expr.value("now", _n(now))
+        open_, half = (expr.value("is_open", s(GuardState.OPEN)),
+                       expr.value("is_half_open", s(GuardState.HALF_OPEN)))
+        at = expr.value("now", n(now))
         condition = (
             f"{state} IN ({open_}, {half})"
             f" AND (attribute_not_exists({until}) OR {until} <= {at})"
             f" AND (attribute_not_exists({probe}) OR {probe} <= {at})"
         )
-        stored = self._update(expr.request(self._table, item.scope, condition), now)
+        stored = self._update(expr.update(self._table, _key(item.scope), condition), now)
         if isinstance(stored, ScopeItem):
             self._local.probes[item.scope] = stored.probe_until or new.probe_until or now
             logger.info("guard: %s half-open, this request is the probe", item.scope)
             return None
-        current = stored.current
-        if current is None:  # the item vanished: nothing to guard
+        if stored.item is None:  # the item vanished: nothing to guard
             return None
+        current = scope_item(stored.item)
         verdict = admit(current, now)
         if verdict is Admit.SEND:
             return None  # closed by someone else meanwhile
@@ -741,12 +351,12 @@ class DynamoGuard:
         lease = self._local.probes.pop(item.scope, None)
         if lease is None:
             return
-        expr = _Expression()
-        expr.set("probe_until", _n(now))
-        expr.set("updated_at", _n(now))
-        condition = (f"{expr.name('state')} = {expr.value('is_half_open', _s('half_open'))}"
-                     f" AND {expr.name('probe_until')} = {expr.value('lease', _n(lease))}")
-        self._update(expr.request(self._table, item.scope, condition), now)
+        expr = Expression()
+        expr.set("probe_until", n(now))
+        expr.set("updated_at", n(now))
+        condition = (f"{expr.name('state')} = {expr.value('is_half_open', s('half_open'))}"
+                     f" AND {expr.name('probe_until')} = {expr.value('lease', n(lease))}")
+        self._update(expr.update(self._table, _key(item.scope), condition), now)
 
     def _observe(self, scope: str, outcome: Outcome, now: float) -> None:
         kind = evidence(scope, outcome)
@@ -768,34 +378,34 @@ class DynamoGuard:
 
     def _count_401(self, now: float) -> ScopeItem:
         """ADD one to the account's streak atomically; the item after (one round trip)."""
-        expr = _Expression()
+        expr = Expression()
         count, state = expr.name("consecutive_401"), expr.name("state")
-        expr.adds.append(f"{count} {expr.value('one', _n(1))}")
-        expr.set("updated_at", _n(now))
+        expr.adds.append(f"{count} {expr.value('one', n(1))}")
+        expr.set("updated_at", n(now))
         expr.sets.append(
-            f"{state} = if_not_exists({state}, {expr.value('closed', _s('closed'))})")
-        stored = self._update(expr.request(self._table, ACCOUNT, None), now)
+            f"{state} = if_not_exists({state}, {expr.value('closed', s('closed'))})")
+        stored = self._update(expr.update(self._table, _key(ACCOUNT), None), now)
         assert isinstance(stored, ScopeItem)  # an unconditional update cannot lose
         return stored
 
     def _apply(self, item: ScopeItem, change: Transition, now: float) -> None:
         new = apply_transition(item, change, now)
-        expr = _Expression()
+        expr = Expression()
         state = expr.name("state")
         if isinstance(change, ResetStreak):
             count = expr.name("consecutive_401")
-            expr.set("consecutive_401", _n(0))
-            expr.set("updated_at", _n(now))
-            condition = (f"{state} = {expr.value('is_closed', _s('closed'))}"
-                         f" AND {count} > {expr.value('zero', _n(0))}")
+            expr.set("consecutive_401", n(0))
+            expr.set("updated_at", n(now))
+            condition = (f"{state} = {expr.value('is_closed', s('closed'))}"
+                         f" AND {count} > {expr.value('zero', n(0))}")
         else:
-            expr.write_state(new, counter=isinstance(change, Recover))
+            write_state(expr, new, counter=isinstance(change, Recover))
             if isinstance(change, Trip) and change.expect is GuardState.CLOSED:
                 condition = (f"(attribute_not_exists({state})"
-                             f" OR {state} = {expr.value('is_closed', _s('closed'))})")
+                             f" OR {state} = {expr.value('is_closed', s('closed'))})")
             else:
-                condition = f"{state} = {expr.value('is_half_open', _s('half_open'))}"
-        stored = self._update(expr.request(self._table, item.scope, condition), now)
+                condition = f"{state} = {expr.value('is_half_open', s('half_open'))}"
+        stored = self._update(expr.update(self._table, _key(item.scope), condition), now)
         if not isinstance(stored, ScopeItem):
             return  # another Lambda made this transition first
         if isinstance(change, Trip | Recover):
@@ -805,37 +415,28 @@ class DynamoGuard:
 
     def _close(self, scope: str, now: float, reason: str) -> ScopeItem | None:
         """Close an existing scope; the item as it was, or ``None`` if there was none."""
-        expr = _Expression()
-        expr.write_state(closed(ScopeItem(scope), reason, now), counter=True)
+        expr = Expression()
+        write_state(expr, closed(ScopeItem(scope), reason, now), counter=True)
         condition = f"attribute_exists({expr.name('scope')})"
-        request = expr.request(self._table, scope, condition, return_values="ALL_OLD")
-        try:
-            response = self._client.update_item(**request)
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return None
-            raise
+        request = expr.update(self._table, _key(scope), condition, return_values="ALL_OLD")
+        response = conditional(self._client.update_item, request, GuardStoreError)
+        if isinstance(response, Lost):
+            return None
         self._local.items.pop(scope, None)
         self._local.probes.pop(scope, None)
-        old = ScopeItem.from_item(response.get("Attributes", {}))
+        old = scope_item(response.get("Attributes", {}))
         if old.state is not GuardState.CLOSED:
             logger.info("guard: %s closed: %s", scope, reason)
         return old
 
-    def _update(self, request: dict[str, Any], now: float) -> ScopeItem | _Lost:
+    def _update(self, request: dict[str, Any], now: float) -> ScopeItem | Lost:
         """Run an UpdateItem; the item after it, or what beat a failed condition."""
         scope = request["Key"]["scope"]["S"]
-        try:
-            response = self._client.update_item(**request)
-        except ClientError as exc:
-            if not _condition_failed(exc):
-                raise
+        response = conditional(self._client.update_item, request, GuardStoreError)
+        if isinstance(response, Lost):
             self._local.items.pop(scope, None)  # someone else moved it: re-read next time
-            # ReturnValuesOnConditionCheckFailure=ALL_OLD puts the winning item here.
-            old = cast("dict[str, Any]", exc.response).get("Item")
-            current = ScopeItem.from_item(old) if old else None
-            return _Lost(current)
-        item = ScopeItem.from_item(response.get("Attributes", {}))
+            return response
+        item = scope_item(response.get("Attributes", {}))
         self._remember(item, now)
         return item
 
@@ -843,71 +444,9 @@ class DynamoGuard:
         items: list[ScopeItem] = []
         request: dict[str, Any] = {"TableName": self._table, "ConsistentRead": True}
         while True:
-            page = self._client.scan(**request)
-            items.extend(ScopeItem.from_item(raw) for raw in page.get("Items", []))
+            page = read(self._client.scan, request, GuardStoreError)
+            items.extend(scope_item(raw) for raw in page.get("Items", []))
             last = page.get("LastEvaluatedKey")
             if not last:
                 return items
             request["ExclusiveStartKey"] = last
-
-
-@dataclass(frozen=True, slots=True)
-class _Lost:
-    """A conditional write lost: ``current`` is the item that made it fail, when returned."""
-
-    current: ScopeItem | None
-
-
-# -- operator CLI -----------------------------------------------------------------------------
-
-
-def _scope_argument(text: str) -> str:
-    try:
-        return parse_scope(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m kisi_gateway.stores.guard",
-        description="Inspect or reset the kisi-gateway guard (pauses on bad-request storms).",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    status = commands.add_parser("status", help="print every scope's state as JSON")
-    status.add_argument("--table", required=True, help="the guard's DynamoDB table")
-    reset = commands.add_parser("reset", help="close one scope, or all of them")
-    reset.add_argument("--scope", type=_scope_argument, default=None,
-                       help="'account', 'route:PATCH /users/{id}' or 'PATCH /users/{id}'; "
-                            "every scope when omitted")
-    reset.add_argument("--table", required=True, help="the guard's DynamoDB table")
-    return parser
-
-
-def main(
-    argv: Sequence[str] | None = None,
-    *,
-    client: DynamoDBClient | None = None,
-    clock: Callable[[], float] = time.time,
-) -> int:
-    """``python -m kisi_gateway.stores.guard status|reset ...``; returns the exit status."""
-    args = _parser().parse_args(argv)
-    if client is None:
-        import boto3  # noqa: PLC0415 - the Lambda hot path never needs the CLI's session
-
-        client = boto3.client("dynamodb")
-    guard = DynamoGuard(client, args.table)
-    now = clock()
-    try:
-        if args.command == "status":
-            print(json.dumps(guard.states(now), indent=2))
-        else:
-            print(json.dumps({"closed": guard.reset(args.scope, now)}))
-    except (BotoCoreError, ClientError) as exc:  # no table, no credentials, no network
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""The retry queue: what a deferred request carries, and the SQS calls that move it.
+"""The retry queue on SQS: the calls that move a deferred request (:class:`RetryMessage`).
 
 A message holds what is needed to send the request again — never the Kisi key, which the
 worker reads from Secrets Manager itself. Delays: the first is the message's
@@ -8,80 +8,13 @@ message (at most 43,200 s), so SQS, not a sleeping Lambda, holds the request whi
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from kisi_gateway.core.backoff import SQS_MAX_DELAY_S, SQS_MAX_VISIBILITY_S
-
-MESSAGE_VERSION = 1
-
-
-class MessageError(ValueError):
-    """A queue message this version of the worker cannot read."""
-
-
-@dataclass(frozen=True, slots=True)
-class RetryMessage:
-    """A deferred request. ``prior_attempts`` were made before this message was (re)queued."""
-
-    request_id: str
-    method: str
-    path: str
-    query: tuple[tuple[str, str], ...]
-    body: str | None
-    prior_attempts: int
-    deadline: float
-    policy: str
-    route: str
-    enqueued_at: float
-    v: int = MESSAGE_VERSION
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        data["query"] = [list(pair) for pair in self.query]
-        return json.dumps(data, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, raw: str) -> RetryMessage:
-        """Parse and check a message body; raises :class:`MessageError` when unusable."""
-        try:
-            data: Any = json.loads(raw)
-        except ValueError as exc:
-            raise MessageError("message body is not JSON") from exc
-        if not isinstance(data, dict) or data.get("v") != MESSAGE_VERSION:
-            raise MessageError("message is not a version 1 retry message")
-        try:
-            query = tuple((str(k), str(v)) for k, v in data["query"])
-            message = cls(
-                request_id=str(data["request_id"]),
-                method=str(data["method"]),
-                path=str(data["path"]),
-                query=query,
-                body=None if data["body"] is None else str(data["body"]),
-                prior_attempts=int(data["prior_attempts"]),
-                deadline=float(data["deadline"]),
-                policy=str(data["policy"]),
-                route=str(data["route"]),
-                enqueued_at=float(data["enqueued_at"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MessageError(f"message field missing or malformed: {exc}") from exc
-        return message
-
-
-class QueueError(Exception):
-    """SQS could not be reached or refused the call."""
-
-
-class RetryQueue(Protocol):
-    """The queue operations the pipeline needs (SQS deployed; tests may pass a fake)."""
-
-    def enqueue(self, message: RetryMessage, delay_s: int) -> None: ...
-    def postpone(self, receipt_handle: str, delay_s: int) -> None: ...
-    def dead_letter(self, message: RetryMessage, reason: str) -> None: ...
+from kisi_gateway.core.records import RetryMessage
+from kisi_gateway.stores.ports import QueueError
 
 
 class SqsRetryQueue:

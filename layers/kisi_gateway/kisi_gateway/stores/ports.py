@@ -1,0 +1,125 @@
+"""The ports the pipeline uses, and the errors they raise.
+
+Each port has a DynamoDB or SQS adapter beside this module and one in-memory implementation in
+:mod:`kisi_gateway.stores.memory`; the pipeline only ever sees these protocols.
+
+=================  =========================================  ======================================
+port               deployed                                   in memory (tests, benchmark)
+=================  =========================================  ======================================
+``RecordStore``    :class:`~.records.DynamoRecordStore`        :class:`~.memory.MemoryRecordStore`
+``RetryQueue``     :class:`~.queue.SqsRetryQueue`              :class:`~.memory.MemoryQueue`
+``SendBudget``     :class:`~.budget.DynamoSendBudget`          :class:`~.memory.MemorySendBudget`
+``Guard``          :class:`~.guard.DynamoGuard`                :class:`~.memory.MemoryGuard`
+=================  =========================================  ======================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from kisi_gateway.core.breaker import Pause
+from kisi_gateway.core.lifecycle import Change
+from kisi_gateway.core.outcome import Outcome
+from kisi_gateway.core.ratelimit import Grant
+from kisi_gateway.core.records import RequestRecord, RetryMessage
+
+# How long a caller should wait when the budget's store cannot be reached (fail closed).
+UNAVAILABLE_RETRY_S = 1.0
+
+
+class Clock(Protocol):
+    """Wall-clock time and waiting; tests pass a clock whose ``sleep`` advances ``now``."""
+
+    def now(self) -> float: ...
+    def sleep(self, seconds: float) -> None: ...
+
+
+class RecordStoreError(Exception):
+    """The record store could not be reached or refused a write for another reason."""
+
+
+class QueueError(Exception):
+    """The queue could not be reached or refused the call."""
+
+
+class GuardStoreError(Exception):
+    """The guard's table could not be read or written (callers of ``check`` never see it)."""
+
+
+class BudgetUnavailableError(Exception):
+    """The budget's store could not be read or written: do not send, try again shortly.
+
+    The budget fails closed. Sending without it, every Lambda would send at its own full rate
+    exactly when the fleet can no longer coordinate, and each resulting 429 counts against the
+    account. The caller answers 503 with ``Retry-After`` or requeues the request; nothing was
+    sent and no attempt is spent.
+    """
+
+    def __init__(self, message: str, retry_after_s: float = UNAVAILABLE_RETRY_S) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A change that took effect: the record before it, and after it (``None``: deleted)."""
+
+    before: RequestRecord
+    after: RequestRecord | None
+
+
+class RecordStore(Protocol):
+    """Request records; every change follows a row of :mod:`kisi_gateway.core.lifecycle`."""
+
+    def create(self, record: RequestRecord) -> bool:
+        """Write a new sending or queued record; ``False`` when the id exists already."""
+        ...
+
+    def get(self, request_id: str) -> RequestRecord | None: ...
+
+    def apply(self, request_id: str, change: Change) -> Applied | None:
+        """Apply ``change`` if the stored record still admits it; ``None`` when it did not."""
+        ...
+
+
+class RetryQueue(Protocol):
+    """The retry queue and its dead-letter queue."""
+
+    def enqueue(self, message: RetryMessage, delay_s: int) -> None:
+        """Deliver ``message`` in ``delay_s`` seconds (at most 900)."""
+        ...
+
+    def postpone(self, receipt_handle: str, delay_s: int) -> None:
+        """Make a received message visible again in ``delay_s`` seconds (at most 43,200)."""
+        ...
+
+    def dead_letter(self, message: RetryMessage, reason: str) -> None:
+        """Park a request that will not be retried, with why."""
+        ...
+
+
+class SendBudget(Protocol):
+    """Ask before sending, report what Kisi answered."""
+
+    def acquire(self, route_key: str, now: float, max_wait_s: float = 0.0) -> Grant:
+        """Reserve a slot for one request to ``route_key`` (``"POST /event_sets"``)."""
+        ...
+
+    def observe(
+        self, route_key: str, outcome: Outcome, retry_after_s: float | None, now: float
+    ) -> None:
+        """Adapt to what Kisi answered: a 429 slows the bucket, a success speeds it up."""
+        ...
+
+
+class Guard(Protocol):
+    """The circuit breaker over bad requests (:mod:`kisi_gateway.core.breaker`)."""
+
+    def check(self, route_key: str, now: float) -> Pause | None:
+        """``None``: send (possibly as the elected half-open probe); else the pause to honour."""
+        ...
+
+    def observe(self, route_key: str, outcome: Outcome, now: float) -> None:
+        """Record Kisi's answer to a request that was sent."""
+        ...
