@@ -12,7 +12,7 @@ PathUndocumented(method='GET', let_through=False)
 >>> match("GET", "/users/password").allowed
 ('PATCH', 'POST')
 >>> check_body("POST /users", {"user": {"name": "Ada"}})
-{'errors': {'email': ["can't be blank"]}}
+{'errors': {'email': ["can't be blank or invalid"]}}
 
 Pure: standard library only, no I/O, and nothing a caller sends makes it raise.
 """
@@ -36,6 +36,8 @@ MAX_PATH_CHARS = 2048
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 MAX_ITEMS_CHECKED = 100  # array items looked at per field: the body size is bounded earlier
 BLANK = "can't be blank"  # Kisi's (Rails') wording for a missing required attribute
+# ... and for a missing e-mail, as Kisi's own 422 example (the spec's Errors schema) words it.
+BLANK_EMAIL = "can't be blank or invalid"
 _LITERAL = re.compile(r"[a-z0-9][a-z0-9_]{0,63}")
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]{0,63}\}")
 # Scalars JSON APIs commonly read from text ("12" as an integer, "1.5", "true") pass.
@@ -178,10 +180,8 @@ class KisiApi:
         self._depth = max(self._depth, len(segments))
 
     def match(self, method: str, path: str) -> Match:
-        """The route ``method path`` names, or which kind of undocumented it is.
-
-        ``path``: the Kisi path alone, no query. Never raises; one dict lookup per segment.
-        """
+        """The route ``method path`` (the Kisi path alone, no query) names, or how it is
+        undocumented. Never raises; costs one dict lookup per segment."""
         segments = _split(path, self._depth)
         leaf = None if segments is None else _walk(self._root, segments, 0)
         if segments is None or leaf is None or leaf.template is None:
@@ -258,7 +258,7 @@ def _check_fields(value: Mapping[str, object], rules: tuple[FieldRule, ...], pre
         if item is None:
             # Absent and null read the same to Kisi: only a non-nullable required one fails.
             if rule.required and "null" not in rule.kinds:
-                errors.setdefault(name, []).append(BLANK)
+                errors.setdefault(name, []).append(BLANK_EMAIL if rule.name == "email" else BLANK)
             continue
         if (problem := _problem(item, rule)) is not None:
             errors.setdefault(name, []).append(problem)
