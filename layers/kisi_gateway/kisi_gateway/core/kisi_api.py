@@ -150,8 +150,8 @@ def _split(path: object, depth: int) -> list[str] | None:
 class KisiApi:
     """The route table with a deployment's overrides: :func:`default_table` or
     :func:`from_config` build one, :meth:`match` and :meth:`check_body` use it."""
-    __slots__ = ("_depth", "_operations", "_root", "_unchecked", "_warn", "body_checks",
-                 "let_undocumented_through")
+    __slots__ = ("_body_checks", "_depth", "_let_through", "_operations", "_root", "_unchecked",
+                 "_warn")
 
     def __init__(self, operations: Iterable[Operation], *, warn: Iterable[str] = (),
                  skip_body_checks: Iterable[str] = (), body_checks: bool = True,
@@ -161,7 +161,7 @@ class KisiApi:
             self._insert(operation)
         self._warn = frozenset(warn)
         self._unchecked = self._warn | frozenset(skip_body_checks)
-        self.body_checks, self.let_undocumented_through = body_checks, let_undocumented_through
+        self._body_checks, self._let_through = body_checks, let_undocumented_through
 
     def _insert(self, operation: Operation) -> None:
         segments = operation.template.split("/")[1:]
@@ -185,13 +185,13 @@ class KisiApi:
         segments = _split(path, self._depth)
         leaf = None if segments is None else _walk(self._root, segments, 0)
         if segments is None or leaf is None or leaf.template is None:
-            return PathUndocumented(method, self.let_undocumented_through)
+            return PathUndocumented(method, self._let_through)
         # Kisi (Rails) answers HEAD wherever it answers GET; no route documents HEAD itself.
         operation = leaf.methods.get("GET" if method == "HEAD" else method)
         if operation is None:
             allowed = (*leaf.methods, "HEAD") if "GET" in leaf.methods else tuple(leaf.methods)
             return MethodUndocumented(method, leaf.template, tuple(sorted(allowed)),
-                                      self.let_undocumented_through)
+                                      self._let_through)
         names = leaf.template.split("/")[1:]
         params = tuple((n[1:-1], v) for n, v in zip(names, segments, strict=True) if n[0] == "{")
         return Documented(method, operation, params, warn=operation.key in self._warn)
@@ -208,7 +208,7 @@ class KisiApi:
         """
         key = route if isinstance(route, str) else route.operation.key
         # data.BODIES first: the rule cache never grows past the documented bodies.
-        if key not in data.BODIES or not self.body_checks or key in self._unchecked:
+        if key not in data.BODIES or not self._body_checks or key in self._unchecked:
             return None
         errors: dict[str, list[str]] = {}
         _check_fields(document if isinstance(document, dict) else {}, _body_rules(key), None,
