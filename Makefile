@@ -8,13 +8,32 @@ PY := $(VENV)/bin/python
 export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
+# The Lambda runtime's Python, major.minor: template.yaml's Runtime must be python$(LAMBDA_PYTHON)
+# (tests/unit/test_build_runtime.py checks it). `make build` ships bytecode compiled by exactly
+# this version, because a .pyc is read only by the Python version that wrote it.
+export LAMBDA_PYTHON := 3.12
+# That interpreter: LAMBDA_PYTHON_BIN if set, else python3.12 on PATH, else pyenv's installs
+# ($$PYENV_ROOT/versions/3.12.*, newest first). Prints its path, or fails saying what to do.
+FIND_LAMBDA_PYTHON = \
+	for py in $${LAMBDA_PYTHON_BIN:-python$(LAMBDA_PYTHON) $$(ls -d \
+		"$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/$(LAMBDA_PYTHON).*/bin/python$(LAMBDA_PYTHON) \
+		2>/dev/null | sort -rV)}; do \
+		found=$$("$$py" -c 'import sys; print("%d.%d" % sys.version_info[:2], sys.executable)' \
+			2>/dev/null) || continue; \
+		if [ "$${found%% *}" = "$(LAMBDA_PYTHON)" ]; then echo "$${found\#* }"; exit 0; fi; \
+	done; \
+	echo "error: no Python $(LAMBDA_PYTHON) found (LAMBDA_PYTHON_BIN, python$(LAMBDA_PYTHON) on PATH," \
+		"pyenv versions). The layer ships bytecode for Lambda's python$(LAMBDA_PYTHON), which only" \
+		"that version can write: install it (e.g. 'pyenv install $(LAMBDA_PYTHON)'), point" \
+		"LAMBDA_PYTHON_BIN at one, or build without bytecode: make build LAMBDA_BYTECODE=0" >&2; \
+	exit 1
 SRC := $(wildcard layers functions local bench tests)
 TYPED := $(wildcard layers/kisi_gateway/kisi_gateway functions local bench)
 
-.PHONY: help venv run demo bench soak test lint validate build deploy clean
+.PHONY: help venv run demo bench soak test lint validate build lambda-python deploy clean
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements/dev.txt layers/kisi_gateway/requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,8 +71,19 @@ test: lint ## Lint, then every test tier (unit, integration, e2e)
 validate: $(SAM_VENV)/.installed ## sam validate --lint (offline, no credentials)
 	$(SAM_VENV)/bin/sam validate --lint --region $(AWS_DEFAULT_REGION)
 
-build: $(SAM_VENV)/.installed ## sam build without Docker (makefile builds for python3.12)
+build: $(SAM_VENV)/.installed ## sam build without Docker; ships bytecode compiled by Python 3.12
+	@if [ "$(LAMBDA_BYTECODE)" = 0 ]; then \
+		echo "WARNING: LAMBDA_BYTECODE=0: the artifacts carry no bytecode, so every Lambda cold" \
+			"start compiles the layer from source (/opt is read-only, nothing is cached)" >&2; \
+	else \
+		LAMBDA_PYTHON_BIN="$$($(FIND_LAMBDA_PYTHON))" || exit 1; \
+		echo "bytecode for python$(LAMBDA_PYTHON) compiled by $$LAMBDA_PYTHON_BIN"; \
+	fi; \
+	export LAMBDA_PYTHON_BIN LAMBDA_BYTECODE="$(LAMBDA_BYTECODE)"; \
 	PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" $(SAM_VENV)/bin/sam build --region $(AWS_DEFAULT_REGION)
+
+lambda-python: ## Print the Python 3.12 interpreter that `make build` compiles bytecode with
+	@$(FIND_LAMBDA_PYTHON)
 
 deploy: build ## sam deploy --guided (asks for stack name, region, parameters)
 	$(SAM_VENV)/bin/sam deploy --guided
