@@ -399,11 +399,16 @@ def import_costs(module: str, artifacts: Path = BUILD) -> list[ImportCost]:
             [str(python312), "-X", "importtime", "-c", case.code], env=_environment(case),
             cwd=scratch, capture_output=True, text=True, timeout=TIMEOUT_S, check=True,
         )
+    return parse_importtime(done.stderr)
+
+
+def parse_importtime(stderr: str) -> list[ImportCost]:
+    """The rows of ``-X importtime`` output (``import time: self | cumulative | name``)."""
     costs = []
-    for line in done.stderr.splitlines():
-        match = re.fullmatch(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)", line)
+    for line in stderr.splitlines():
+        match = re.fullmatch(r"import time:\s+(\d+) \|\s+(\d+) \| \s*(\S+)", line)
         if match:
-            costs.append(ImportCost(match.group(4), int(match.group(1)), int(match.group(2))))
+            costs.append(ImportCost(match.group(3), int(match.group(1)), int(match.group(2))))
     return costs
 
 
