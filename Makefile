@@ -35,8 +35,15 @@ TYPED := $(wildcard layers/kisi_gateway/kisi_gateway functions local bench)
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements/dev.txt layers/kisi_gateway/requirements.txt
+# Two steps, so a first `make run` installs only what running needs (local.txt: the runtime
+# pins, moto's server, samtranslator, cfn-lint); test, lint, bench, demo and soak add dev.txt.
+$(VENV)/.installed-local: requirements/local.txt requirements/runtime.txt \
+		layers/kisi_gateway/requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/local.txt
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-local requirements/dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/dev.txt
 	@touch $@
 
@@ -45,21 +52,21 @@ $(SAM_VENV)/.installed: requirements/sam.txt
 	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/sam.txt
 	@touch $@
 
-venv: $(VENV)/.installed ## Build .venv from the exact pins
+venv: $(VENV)/.installed-dev ## Build .venv from the exact pins
 
-run: $(VENV)/.installed ## The gateway on 127.0.0.1:3000 with moto and the Kisi simulator
+run: $(VENV)/.installed-local ## The gateway on 127.0.0.1:3000 with moto and the Kisi simulator
 	$(PY) -m local
 
-demo: $(VENV)/.installed ## A scripted scenario against a fresh local stack: table + timeline plot
+demo: $(VENV)/.installed-dev ## A scripted scenario against a fresh local stack: table + timeline plot
 	$(PY) -m local.demo
 
-bench: $(VENV)/.installed ## Simulation, real-time run, cold start, CPU cost -> docs/benchmarks.md
+bench: $(VENV)/.installed-dev ## Simulation, real-time run, cold start, CPU cost -> docs/benchmarks.md
 	PYTHONPATH=layers/kisi_gateway $(PY) -m bench
 
-soak: $(VENV)/.installed ## 5 minutes at 4 req/s with faults on the local stack; prints the figures
+soak: $(VENV)/.installed-dev ## 5 minutes at 4 req/s with faults on the local stack; prints the figures
 	$(PY) -m local.soak
 
-lint: $(VENV)/.installed ## ruff, mypy (strict on the layer), cfn-lint on the template
+lint: $(VENV)/.installed-dev ## ruff, mypy (strict on the layer), cfn-lint on the template
 	$(VENV)/bin/ruff check $(SRC)
 	$(VENV)/bin/mypy $(TYPED)
 	$(VENV)/bin/cfn-lint template.yaml
