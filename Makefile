@@ -37,14 +37,20 @@ help: ## List the targets
 
 # Two steps, so a first `make run` installs only what running needs (local.txt: the runtime
 # pins, moto's server, samtranslator, cfn-lint); test, lint, bench, demo and soak add dev.txt.
-$(VENV)/.installed-local: requirements/local.txt requirements/runtime.txt \
+# --no-compile: pip would compile all ~6,800 modules of local.txt one by one, most of which
+# `make run` never imports; Python compiles what it imports. The dev step then compiles the whole
+# venv, in parallel, for the test processes.
+PIP_INSTALL := $(VENV)/bin/pip install --quiet --disable-pip-version-check
+$(VENV)/.installed-local: requirements/pip.txt requirements/local.txt requirements/runtime.txt \
 		layers/kisi_gateway/requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/local.txt
+	$(PIP_INSTALL) -r requirements/pip.txt
+	$(PIP_INSTALL) --no-compile -r requirements/local.txt
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed-local requirements/dev.txt
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	$(PIP_INSTALL) --no-compile -r requirements/dev.txt
+	$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
 	@touch $@
 
 $(SAM_VENV)/.installed: requirements/sam.txt
