@@ -84,15 +84,25 @@ test: lint ## Lint, then every test tier (unit, integration, e2e)
 validate: $(SAM_VENV)/.installed ## sam validate --lint (offline, no credentials)
 	$(SAM_VENV)/bin/sam validate --lint --region $(AWS_DEFAULT_REGION)
 
+# Bytecode ships with every artifact: /opt and /var/task are read-only on Lambda, so a module
+# without it is compiled from source on every cold start and the result thrown away. The
+# layer's and the functions' Makefiles run $(LAMBDA_COMPILE) on what they ship: Python
+# $(LAMBDA_PYTHON)'s compileall (a .pyc is read only by the version that wrote it), in unchecked-hash
+# mode, because sam zips every file dated 1980-01-01 (samcli's make_zip_with_permissions sets no
+# date_time), so a timestamp .pyc would never match its source on Lambda and be ignored, and the
+# artifact never changes after the build, so hashing the source at each import (checked-hash)
+# would be wasted work.
 build: $(SAM_VENV)/.installed ## sam build without Docker; ships bytecode compiled by Python 3.12
 	@if [ "$(LAMBDA_BYTECODE)" = 0 ]; then \
 		echo "WARNING: LAMBDA_BYTECODE=0: the artifacts carry no bytecode, so every Lambda cold" \
 			"start compiles the layer from source (/opt is read-only, nothing is cached)" >&2; \
+		LAMBDA_COMPILE="echo LAMBDA_BYTECODE=0, no bytecode for"; \
 	else \
-		LAMBDA_PYTHON_BIN="$$($(FIND_LAMBDA_PYTHON))" || exit 1; \
-		echo "bytecode for python$(LAMBDA_PYTHON) compiled by $$LAMBDA_PYTHON_BIN"; \
+		lambda_python="$$($(FIND_LAMBDA_PYTHON))" || exit 1; \
+		echo "bytecode for python$(LAMBDA_PYTHON) compiled by $$lambda_python"; \
+		LAMBDA_COMPILE="$$lambda_python -m compileall -q -j 0 --invalidation-mode unchecked-hash"; \
 	fi; \
-	export LAMBDA_PYTHON_BIN LAMBDA_BYTECODE="$(LAMBDA_BYTECODE)"; \
+	export LAMBDA_COMPILE; \
 	PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" $(SAM_VENV)/bin/sam build --region $(AWS_DEFAULT_REGION)
 
 lambda-python: ## Print the Python 3.12 interpreter that `make build` compiles bytecode with
