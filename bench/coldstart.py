@@ -1,29 +1,46 @@
-"""Cold start: what each handler costs to import and initialise, next to ``import boto3``.
+"""Cold start as shipped: each handler's init, from the artifacts ``make build`` writes.
 
-Each measurement is a fresh interpreter, as a Lambda cold start is. Inside it,
-``time.perf_counter`` brackets the imports and the init; the peak resident memory of the
-whole process is read at the end (``VmHWM``; see :data:`PROBE` for why not ``ru_maxrss``).
-"Init" is what runs before the first event: module import (Powertools' Logger, the resolver)
-plus building ``Settings`` from the environment — no AWS call (the Kisi key, the boto3
-clients and the budget are built on first use, by design). ``sys.path`` mirrors Lambda's
-(layer root + function root) and the environment is the one ``template.yaml`` gives every
-function.
+A Lambda cold start's init imports the handler module in a fresh interpreter, with the function
+root (``/var/task``) and the layer (``/opt/python``) on ``sys.path``, both read-only, and
+boto3 from the runtime, which ships it with its bytecode. This bench does the same on this
+machine:
 
-Each case runs ``REPEATS`` times after one warm-up (bytecode caches go to a temporary
-directory, never into the repository), the cases interleaved round by round; the median is
-reported, with ratios to ``import boto3`` measured in the same run, and so is the minimum:
-on a busy machine the least disturbed run is the steadier estimate of the cost itself.
+- **as shipped (3.12)**: the artifacts under ``.aws-sam/build`` (built first if missing),
+  copied to a temporary directory made read-only, each handler imported by Python 3.12 (the
+  template's runtime; ``make lambda-python`` finds it) with ``PYTHONDONTWRITEBYTECODE=1``, so
+  nothing is compiled once and reused: what the artifacts carry is all there is;
+- **without bytecode (3.12)**: the same copy with every ``__pycache__`` removed, which is what
+  the build shipped before it compiled bytecode;
+- **source tree (3.11)**: the repository's own ``layers/`` and ``functions/`` under the
+  development interpreter with a warm bytecode cache: the best case, for comparison with the
+  figures this bench reported before it measured the artifacts.
+
+The baseline of each interpreter is ``import boto3`` (boto3/botocore at the pins of
+``requirements/dev.txt``, with their bytecode), measured in the same run: the 3.12 one in a venv
+kept under ``.bench-cache/``. Cases alternate round by round, so drift on a shared machine
+affects all alike. The figure is the whole process's CPU time (user + sys, from
+``resource.getrusage(RUSAGE_CHILDREN)``), interpreter start-up included, so that work moved to
+another thread or deferred to exit is not missed; peak memory is the process's ``VmHWM``.
+
+``python -m bench.coldstart`` prints the table; ``--importtime HANDLER`` prints what that
+handler's init imports and what each costs (``python -X importtime`` on the shipped artifacts).
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
+import re
+import resource
+import shutil
+import stat
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,55 +48,29 @@ from local.cfn_yaml import load_template
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYER = ROOT / "layers" / "kisi_gateway"
+BUILD = ROOT / ".aws-sam" / "build"
+CACHE = ROOT / ".bench-cache"
 REPEATS = 9
-TIMEOUT_S = 60.0
-
-_SETTINGS = "from kisi_gateway.config import Settings\nSettings.from_env(os.environ)"
-_WHAT_IF_NO_BOTO3 = (
-    "import sys, types\n"
-    "for _name in ('boto3', 'boto3.dynamodb', 'boto3.dynamodb.types'):\n"
-    "    sys.modules[_name] = types.ModuleType(_name)\n"
-    "sys.modules['boto3.dynamodb.types'].TypeSerializer = object\n"
-    "sys.modules['boto3.dynamodb.types'].TypeDeserializer = object\n"
-    "import api_call\napi_call.settings()"
-)
-# name -> (function directory or None, code to time)
-CASES: dict[str, tuple[str | None, str]] = {
-    "python only": (None, "pass"),
-    "import boto3": (None, "import boto3"),
-    "api_call": ("api_call", "import api_call\napi_call.settings()"),
-    "retry_worker": ("retry_worker", f"import os\nimport retry_worker\n{_SETTINGS}"),
-    "metrics": ("metrics", f"import os\nimport metrics\n{_SETTINGS}"),
-    # What-if, not the product: api_call's init were boto3.dynamodb.types (imported at module
-    # level by kisi_gateway.stores.records, see boto3_importers) imported lazily — stand-ins are
-    # registered so that the import finds them instead of loading boto3.
-    "api_call, what-if: no boto3 at init": ("api_call", _WHAT_IF_NO_BOTO3),
-    # Not init: what api_call's first request adds before any AWS call (wiring.build_forwarder
-    # builds these clients; Powertools' get_secret builds the Secrets Manager one).
-    "api_call + first-call clients": ("api_call", "import api_call\napi_call.settings()\n"
-                                      "import boto3\nfor _name in ('dynamodb', 'dynamodb', "
-                                      "'sqs', 'secretsmanager'):\n    boto3.client(_name)"),
-}
+TIMEOUT_S = 60.0  # one measured process
+BUILD_TIMEOUT_S = 900.0  # make build, or the baseline venv (pip)
 BASELINE = "import boto3"
+SHIPPED = "as shipped (3.12)"
+NO_BYTECODE = "without bytecode (3.12)"
+SOURCE = "source tree (3.11)"
+# boto3 and what it needs, installed at requirements/dev.txt's pins into the 3.12 baseline venv:
+# the Lambda runtime provides these, so the layer does not ship them.
+BOTO3_CLOSURE = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six",
+                 "urllib3")
 
-# Peak memory is the process's VmHWM (/proc/self/status): Linux carries ru_maxrss across
-# fork and exec, so a child's ru_maxrss is at least its parent's size at the fork (a child of
-# a 110 MB bench reports 110 MB whatever it imports). VmHWM belongs to the exec'd image.
+# The probe runs the measured import, then prints the process's peak resident memory and
+# whether boto3 was imported. VmHWM rather than ru_maxrss: Linux carries ru_maxrss across fork
+# and exec, so every child would report at least the bench's own size.
 PROBE = """\
-import time as _time
-_started = _time.perf_counter()
 {code}
-_elapsed = _time.perf_counter() - _started
-import json as _json, resource as _resource
-_peak = _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss
-try:
-    with open("/proc/self/status") as _status:
-        _peak = next(int(l.split()[1]) for l in _status if l.startswith("VmHWM:"))
-except (OSError, StopIteration):
-    pass
-import sys as _sys
-_boto3 = "boto3.session" in _sys.modules  # the real boto3 always imports it
-print(_json.dumps({{"s": _elapsed, "rss_kb": _peak, "boto3": _boto3}}))
+import sys
+with open("/proc/self/status") as status:
+    peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+print(peak, "boto3.session" in sys.modules)
 """
 
 # Values for the variables template.yaml sets on every function (Globals), as deployed with
@@ -111,18 +102,61 @@ TEMPLATE_VALUES = {
 
 
 @dataclass(frozen=True, slots=True)
-class ColdStart:
-    """Medians over the repeats of one case."""
+class Case:
+    """One thing to import in a fresh process: which interpreter, which ``sys.path``."""
 
+    group: str
+    name: str  # a handler module, or BASELINE
+    python: Path
+    paths: tuple[Path, ...]  # PYTHONPATH: function root first, then the layer, as on Lambda
+    pycache_prefix: Path | None = None  # the source-tree group's warm cache
+
+    @property
+    def code(self) -> str:
+        return BASELINE if self.name == BASELINE else f"import {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ColdStart:
+    """Medians over the repeats of one case; ratios to its group's ``import boto3``."""
+
+    group: str
     case: str
-    init_s: float
-    init_min_s: float
-    process_s: float  # the whole subprocess, interpreter start-up included
+    cpu_s: float  # user + sys of the whole process
+    wall_s: float
     rss_mb: float
-    init_ratio: float  # median to median of import boto3
-    init_min_ratio: float  # minimum to minimum
+    cpu_ratio: float
     rss_ratio: float
     loads_boto3: bool  # was boto3 imported by the time init ended?
+    compiled_from_source: int  # modules compiled at import for want of bytecode (-v)
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """A function of the template: its logical id, its handler module, its source directory."""
+
+    function: str
+    module: str
+    code_uri: str
+
+
+# --- what is measured ---------------------------------------------------------------------
+
+
+def handlers() -> list[Handler]:
+    """Every function of template.yaml, with the module its ``Handler`` names."""
+    resources = load_template(ROOT / "template.yaml")["Resources"]
+    return [Handler(name, str(resource["Properties"]["Handler"]).rsplit(".", 1)[0],
+                    str(resource["Properties"]["CodeUri"]))
+            for name, resource in resources.items()
+            if resource["Type"] == "AWS::Serverless::Function"]
+
+
+def layer_ids() -> list[str]:
+    """The template's layers (their build directories hold ``python/``)."""
+    resources = load_template(ROOT / "template.yaml")["Resources"]
+    return [name for name, resource in resources.items()
+            if resource["Type"] == "AWS::Serverless::LayerVersion"]
 
 
 def template_variables() -> list[str]:
@@ -145,58 +179,281 @@ def lambda_environment() -> dict[str, str]:
 def boto3_importers() -> list[str]:
     """Library modules that import boto3 at module level (so at every handler's init)."""
     found = []
-    for path in sorted((LAYER / "kisi_gateway").glob("*.py")):
+    for path in sorted((LAYER / "kisi_gateway").rglob("*.py")):
         lines = path.read_text().splitlines()
         if any(line.startswith(("import boto3", "from boto3")) for line in lines):
-            found.append(f"kisi_gateway.{path.stem}")
+            relative = path.relative_to(LAYER).with_suffix("")
+            found.append(".".join(relative.parts).removesuffix(".__init__"))
     return found
 
 
-def _measure_once(case: str, cache_dir: str) -> tuple[float, float, float, bool]:
-    function, code = CASES[case]
-    paths = [str(LAYER)] + ([str(ROOT / "functions" / function)] if function else [])
-    env = {**lambda_environment(), "PYTHONPATH": os.pathsep.join(paths),
-           "PYTHONPYCACHEPREFIX": cache_dir}
-    started = time.perf_counter()
-    done = subprocess.run(  # noqa: S603 - our own interpreter and our own probe code
-        [sys.executable, "-c", PROBE.format(code=code)],
-        env=env, cwd=cache_dir, capture_output=True, text=True, timeout=TIMEOUT_S, check=True,
+# --- what it runs on ------------------------------------------------------------------------
+
+
+def _run(command: list[str], timeout: float, cwd: Path | None = None,
+         env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(  # noqa: S603 - our own tools, arguments built here
+        command, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd, env=env,
     )
-    process_s = time.perf_counter() - started
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    return float(result["s"]), process_s, float(result["rss_kb"]) / 1024.0, bool(result["boto3"])
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n"
+                           f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return done.stdout
 
 
-def measure(repeats: int = REPEATS) -> list[ColdStart]:
-    """Every case, interleaved round by round so drift affects all of them alike."""
-    samples: dict[str, list[tuple[float, float, float, bool]]] = {case: [] for case in CASES}
-    with tempfile.TemporaryDirectory(prefix="kisi-bench-pyc-") as cache_dir:
-        for case in CASES:  # warm-up: compile bytecode into the temporary cache
-            _measure_once(case, cache_dir)
+def lambda_python() -> Path:
+    """The Python 3.12 that ``make build`` compiles with (the template's runtime)."""
+    found = _run(["make", "--no-print-directory", "-s", "lambda-python"], 60.0, cwd=ROOT)
+    return Path(found.strip().splitlines()[-1])
+
+
+def boto3_pins() -> list[str]:
+    """boto3 and its dependencies at the exact versions requirements/dev.txt pins."""
+    pins: dict[str, str] = {}
+    for name in ("requirements/dev.txt", "requirements/local.txt",
+                 "layers/kisi_gateway/requirements.txt"):
+        path = ROOT / name
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            match = re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)", line.strip())
+            if match:
+                pins[match.group(1).lower().replace("_", "-")] = line.strip()
+    missing = [name for name in BOTO3_CLOSURE if name not in pins]
+    if missing:
+        raise RuntimeError(f"requirements pin no version of {missing}")
+    return [pins[name] for name in BOTO3_CLOSURE]
+
+
+def runtime_venv(python: Path) -> Path:
+    """A Python 3.12 venv with boto3 at the dev pins and its bytecode: the runtime's boto3.
+
+    Kept under ``.bench-cache/`` and rebuilt when the pins or the interpreter change.
+    """
+    venv = CACHE / "lambda-runtime-py312"
+    pins = boto3_pins()
+    stamp = venv / "bench-stamp.txt"
+    wanted = "\n".join([str(python), *pins]) + "\n"
+    if stamp.exists() and stamp.read_text() == wanted:
+        return venv / "bin" / "python"
+    shutil.rmtree(venv, ignore_errors=True)
+    _run([str(python), "-m", "venv", str(venv)], BUILD_TIMEOUT_S)
+    venv_python = venv / "bin" / "python"
+    _run([str(venv_python), "-m", "pip", "install", "--quiet", "--no-deps", *pins],
+         BUILD_TIMEOUT_S)
+    # The runtime image carries boto3's bytecode; pip may not have written it (this
+    # machine sets PYTHONDONTWRITEBYTECODE), so compile it explicitly.
+    site = _run([str(venv_python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                TIMEOUT_S).strip()
+    _run([str(venv_python), "-m", "compileall", "-q", "-j", "0", site], BUILD_TIMEOUT_S)
+    stamp.write_text(wanted)
+    return venv_python
+
+
+def ensure_artifacts(artifacts: Path) -> Path:
+    """The build output to measure; ``make build`` writes it first when it is missing."""
+    if not (artifacts / "template.yaml").exists():
+        if artifacts.resolve() != BUILD.resolve():
+            raise FileNotFoundError(f"no build output at {artifacts} (no template.yaml)")
+        print("no build output: running make build", flush=True)
+        _run(["make", "--no-print-directory", "build"], BUILD_TIMEOUT_S, cwd=ROOT)
+    return artifacts
+
+
+@contextmanager
+def read_only_copies(artifacts: Path) -> Iterator[tuple[Path, Path]]:
+    """Two read-only copies of the artifacts: as built, and with every ``__pycache__`` removed.
+
+    Read-only as on Lambda. The bench may run as root, whom file modes do not stop, so
+    ``PYTHONDONTWRITEBYTECODE`` is what keeps Python from caching anything; :func:`measure`
+    checks afterwards that nothing was written.
+    """
+    with tempfile.TemporaryDirectory(prefix="kisi-coldstart-") as scratch:
+        shipped, bare = Path(scratch) / "shipped", Path(scratch) / "no-bytecode"
+        shutil.copytree(artifacts, shipped, symlinks=True)
+        shutil.copytree(artifacts, bare, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for tree in (shipped, bare):
+            _set_writable(tree, writable=False)
+        try:
+            yield shipped, bare
+        finally:
+            for tree in (shipped, bare):
+                _set_writable(tree, writable=True)  # so the temporary directory can go
+
+
+def _set_writable(tree: Path, *, writable: bool) -> None:
+    write_bits = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+    for path in [tree, *tree.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        path.chmod(mode | stat.S_IWUSR if writable else mode & ~write_bits)
+
+
+def file_count(tree: Path) -> int:
+    return sum(1 for _ in tree.rglob("*"))
+
+
+def cases(python312: Path, shipped: Path, bare: Path, warm_cache: Path) -> list[Case]:
+    """Every case of one run, in the order each round runs them.
+
+    ``python312`` is the runtime venv's interpreter (boto3 in its site-packages, as on Lambda).
+    """
+    layer = layer_ids()[0]
+    found = [Case(SHIPPED, BASELINE, python312, ())]
+    for tree, group in ((shipped, SHIPPED), (bare, NO_BYTECODE)):
+        found += [Case(group, h.module, python312, (tree / h.function, tree / layer / "python"))
+                  for h in handlers()]
+    found.append(Case(SOURCE, BASELINE, Path(sys.executable), (), warm_cache))
+    found += [Case(SOURCE, h.module, Path(sys.executable),
+                   (ROOT / h.code_uri, LAYER), warm_cache) for h in handlers()]
+    return found
+
+
+def _environment(case: Case) -> dict[str, str]:
+    env = {**lambda_environment(), "PYTHONDONTWRITEBYTECODE": "1"}
+    if case.paths:
+        env["PYTHONPATH"] = os.pathsep.join(str(path) for path in case.paths)
+    if case.pycache_prefix is not None:
+        env["PYTHONPYCACHEPREFIX"] = str(case.pycache_prefix)
+        del env["PYTHONDONTWRITEBYTECODE"]  # the source tree's cache is warmed once, then kept
+    return env
+
+
+def measure_once(case: Case, cwd: Path) -> tuple[float, float, float, bool]:
+    """One fresh process: (CPU s, wall s, peak RSS MB, boto3 imported)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    out = _run([str(case.python), "-c", PROBE.format(code=case.code)], TIMEOUT_S,
+               env=_environment(case), cwd=cwd)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    peak_kb, boto3 = out.split()[-2:]
+    return cpu, wall, int(peak_kb) / 1024.0, boto3 == "True"
+
+
+def compiled_from_source(case: Case, cwd: Path) -> int:
+    """How many modules the import compiled from source, for want of bytecode (``python -v``)."""
+    env = _environment(case)
+    done = subprocess.run(  # noqa: S603 - our own interpreter
+        [str(case.python), "-v", "-c", case.code], env=env, cwd=cwd, capture_output=True,
+        text=True, timeout=TIMEOUT_S, check=True,
+    )
+    # "# code object from '<x.pyc>'" is bytecode read; an unquoted .py path is a compile
+    return len(re.findall(r"^# code object from /\S+\.py$", done.stderr, flags=re.MULTILINE))
+
+
+def measure(repeats: int = REPEATS, artifacts: Path = BUILD) -> list[ColdStart]:
+    """Every case, interleaved round by round; medians and ratios to each group's boto3."""
+    venv_python = runtime_venv(lambda_python())
+    built = ensure_artifacts(artifacts)
+    with read_only_copies(built) as (shipped, bare), \
+            tempfile.TemporaryDirectory(prefix="kisi-coldstart-") as scratch:
+        todo = cases(venv_python, shipped, bare, Path(scratch) / "pycache")
+        files_before = file_count(shipped) + file_count(bare)
+        for case in todo:  # warm-up: the OS page cache, and the source tree's bytecode cache
+            measure_once(case, Path(scratch))
+        samples: dict[Case, list[tuple[float, float, float, bool]]] = {c: [] for c in todo}
         for _ in range(repeats):
-            for case in CASES:
-                samples[case].append(_measure_once(case, cache_dir))
-    medians = {
-        case: tuple(statistics.median(s[i] for s in runs) for i in range(3))
-        for case, runs in samples.items()
-    }
-    minima = {case: min(s[0] for s in runs) for case, runs in samples.items()}
-    base_init, _, base_rss = medians[BASELINE]
+            for case in todo:
+                samples[case].append(measure_once(case, Path(scratch)))
+        compiles = {case: compiled_from_source(case, Path(scratch)) for case in todo}
+        written = file_count(shipped) + file_count(bare) - files_before
+    if written:
+        raise RuntimeError(f"{written} files appeared in the read-only artifacts during the run")
+    medians = {case: tuple(statistics.median(s[i] for s in runs) for i in range(3))
+               for case, runs in samples.items()}
+    baselines = {case.group: medians[case] for case in todo if case.name == BASELINE}
+    baselines[NO_BYTECODE] = baselines[SHIPPED]  # same interpreter, same runtime boto3
     return [
-        ColdStart(case, init, minima[case], process, rss, init / base_init,
-                  minima[case] / minima[BASELINE], rss / base_rss,
-                  any(s[3] for s in samples[case]))
-        for case, (init, process, rss) in medians.items()
+        ColdStart(case.group, case.name, cpu, wall, rss, cpu / baselines[case.group][0],
+                  rss / baselines[case.group][2], any(s[3] for s in samples[case]),
+                  compiles[case])
+        for case, (cpu, wall, rss) in medians.items()
     ]
 
 
-def main() -> None:
-    for row in measure():
-        print(f"{row.case:30} init {row.init_s * 1000:7.1f} ms (min {row.init_min_s * 1000:.1f})"
-              f"  process {row.process_s * 1000:7.1f} ms  rss {row.rss_mb:6.1f} MB"
-              f"  x boto3: init {row.init_ratio:.2f} (min {row.init_min_ratio:.2f})"
-              f" rss {row.rss_ratio:.2f}")
+# --- where the time goes ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ImportCost:
+    """One module of ``-X importtime``: its own time and with what it imported."""
+
+    module: str
+    self_us: int
+    cumulative_us: int
+
+
+def import_costs(module: str, artifacts: Path = BUILD) -> list[ImportCost]:
+    """``python3.12 -X importtime -c 'import <module>'`` on the shipped, read-only artifacts."""
+    python312 = runtime_venv(lambda_python())
+    handler = next(h for h in handlers() if h.module == module)
+    with read_only_copies(ensure_artifacts(artifacts)) as (shipped, _), \
+            tempfile.TemporaryDirectory(prefix="kisi-coldstart-") as scratch:
+        case = Case(SHIPPED, module, python312,
+                    (shipped / handler.function, shipped / layer_ids()[0] / "python"))
+        done = subprocess.run(  # noqa: S603 - our own interpreter
+            [str(python312), "-X", "importtime", "-c", case.code], env=_environment(case),
+            cwd=scratch, capture_output=True, text=True, timeout=TIMEOUT_S, check=True,
+        )
+    return parse_importtime(done.stderr)
+
+
+def parse_importtime(stderr: str) -> list[ImportCost]:
+    """The rows of ``-X importtime`` output (``import time: self | cumulative | name``)."""
+    costs = []
+    for line in stderr.splitlines():
+        match = re.fullmatch(r"import time:\s+(\d+) \|\s+(\d+) \| \s*(\S+)", line)
+        if match:
+            costs.append(ImportCost(match.group(3), int(match.group(1)), int(match.group(2))))
+    return costs
+
+
+def by_package(costs: list[ImportCost]) -> dict[str, int]:
+    """Self time summed per top-level package, largest first (µs)."""
+    totals: dict[str, int] = {}
+    for cost in costs:
+        top = cost.module.split(".")[0]
+        totals[top] = totals.get(top, 0) + cost.self_us
+    return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+
+def print_import_costs(module: str, artifacts: Path, top: int) -> None:
+    costs = import_costs(module, artifacts)
+    total = sum(cost.self_us for cost in costs)
+    print(f"{module}: {len(costs)} modules, {total / 1000:.1f} ms of import (one run)")
+    print("\nper top-level package (self time):")
+    for package, micros in list(by_package(costs).items())[:top]:
+        print(f"  {package:40} {micros / 1000:7.1f} ms  {100 * micros / total:5.1f} %")
+    print("\nlargest cumulative (a module with everything it imported first):")
+    for cost in sorted(costs, key=lambda c: -c.cumulative_us)[:top]:
+        print(f"  {cost.module:60} {cost.cumulative_us / 1000:7.1f} ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.coldstart", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--artifacts", type=Path, default=BUILD,
+                        help="sam build output to measure (default: .aws-sam/build, built "
+                             "first if missing)")
+    parser.add_argument("--repeats", type=int, default=REPEATS)
+    parser.add_argument("--importtime", metavar="HANDLER",
+                        help="print what this handler module's init imports, and the cost")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args(argv)
+    if args.importtime:
+        print_import_costs(args.importtime, args.artifacts, args.top)
+        return 0
+    for row in measure(args.repeats, args.artifacts):
+        print(f"{row.group:24} {row.case:14} cpu {row.cpu_s * 1000:6.1f} ms "
+              f"(x boto3 {row.cpu_ratio:4.2f})  wall {row.wall_s * 1000:6.1f} ms  "
+              f"rss {row.rss_mb:5.1f} MB (x {row.rss_ratio:4.2f})  "
+              f"boto3 loaded {row.loads_boto3!s:5}  compiled at import {row.compiled_from_source}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
