@@ -8,8 +8,8 @@ PY := $(VENV)/bin/python
 export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
-SRC := $(wildcard layers functions local bench tests)
-TYPED := $(wildcard layers/kisi_gateway/kisi_gateway functions local bench)
+SRC := $(wildcard layers functions local kisi_sim bench tests)
+TYPED := $(wildcard layers/kisi_gateway/kisi_gateway functions local kisi_sim bench)
 
 .PHONY: help venv run demo bench soak test lint validate build deploy clean
 

@@ -59,7 +59,7 @@ from kisi_gateway.records import AttemptChange, Claim, DynamoRecordStore, Reques
 from kisi_gateway.replies import location_rewriter
 from kisi_gateway.sending import Sender, SystemClock
 from kisi_gateway.telemetry import PowertoolsEmfSink, Telemetry
-from local.kisi_sim import DEMO_KEY
+from kisi_sim import DEMO_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLS = 1000
@@ -124,7 +124,7 @@ def simulator_process() -> Iterator[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KISI_SIM_RATE_PER_S": str(UNTHROTTLED),
            "KISI_SIM_BURST": str(int(UNTHROTTLED))}
     child = subprocess.Popen(
-        [sys.executable, "-m", "local.kisi_sim", "--port", "0"],
+        [sys.executable, "-m", "kisi_sim", "--port", "0"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
     )
     try:

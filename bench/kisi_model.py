@@ -18,7 +18,7 @@ from functools import partial
 
 from bench.engine import Engine, Process, Resume
 from bench.tracking import TrackedCall
-from local.kisi_sim import DEMO_KEY, KisiSimulator, SimConfig, SimRequest
+from kisi_sim import DEMO_KEY, KisiSimulator, SimConfig, SimRequest
 
 DEFAULT_LATENCY_S = (0.05, 0.15)  # round trip to api.kisi.io from a Lambda, roughly
 

@@ -47,7 +47,7 @@ from kisi_gateway.replies import location_rewriter
 from kisi_gateway.retrying import Disposition, RetryWorker
 from kisi_gateway.sending import Sender, SystemClock
 from kisi_gateway.telemetry import MemorySink, Telemetry
-from local.kisi_sim import DEMO_KEY, Faults, KisiSimulator, SimConfig
+from kisi_sim import DEMO_KEY, Faults, KisiSimulator, SimConfig
 
 REQUESTS = 200
 CALLERS = 50

@@ -47,7 +47,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from local.kisi_sim import DEMO_KEY
+from kisi_sim import DEMO_KEY
 from local.moto_server import LOCAL_REGION
 from local.stack_process import StackProcess, on_fresh_stack, stack_env
 

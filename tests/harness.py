@@ -32,7 +32,7 @@ from kisi_gateway.replies import Reply, location_rewriter
 from kisi_gateway.retrying import Disposition, RetryWorker
 from kisi_gateway.sending import Sender
 from kisi_gateway.telemetry import MemorySink, Telemetry
-from local.kisi_sim import DEMO_KEY, KisiSimulator, SimConfig
+from kisi_sim import DEMO_KEY, KisiSimulator, SimConfig
 
 START = 1_800_000_000.0
 REGION = "us-east-1"

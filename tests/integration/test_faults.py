@@ -37,7 +37,7 @@ from kisi_gateway.replies import Reply
 from kisi_gateway.retrying import Disposition, RetryWorker
 from kisi_gateway.sending import Sender
 from kisi_gateway.telemetry import Telemetry
-from local.kisi_sim import DEMO_KEY, SimConfig
+from kisi_sim import DEMO_KEY, SimConfig
 from tests.harness import REGION, Gateway, gateway, wait_for
 
 pytestmark = pytest.mark.xdist_group("moto")

@@ -14,8 +14,8 @@ from kisi_gateway.guard import ACCOUNT, DynamoGuard, route_scope
 from kisi_gateway.monitoring import AlarmChange, MetricsReader, Monitor, parse_alarm_event
 from kisi_gateway.outcome import Transport, classify_status, classify_transport
 from kisi_gateway.telemetry import PowertoolsEmfSink, Telemetry
+from kisi_sim import DEMO_KEY
 from local.emf import emf_to_metric_data, put_metric_data
-from local.kisi_sim import DEMO_KEY
 from tests.harness import REGION, gateway
 
 pytestmark = pytest.mark.xdist_group("moto")

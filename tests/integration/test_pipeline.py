@@ -15,7 +15,7 @@ from kisi_gateway.calls import parse_call
 from kisi_gateway.forwarding import request_id_for
 from kisi_gateway.queue import RetryMessage
 from kisi_gateway.records import RecordStatus
-from local.kisi_sim import SimConfig
+from kisi_sim import SimConfig
 from tests.harness import gateway, wait_for
 
 pytestmark = pytest.mark.xdist_group("moto")
