@@ -2,7 +2,7 @@
 
 import sys
 
-from kisi_sim.simulator import main
+from kisi_sim.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())
