@@ -8,8 +8,8 @@ PY := $(VENV)/bin/python
 export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
-SRC := $(wildcard layers functions local kisi_sim bench tests)
-TYPED := $(wildcard layers/kisi_gateway/kisi_gateway functions local kisi_sim bench)
+SRC := $(wildcard layers functions local kisi_sim scenarios bench tests)
+TYPED := $(wildcard layers/kisi_gateway/kisi_gateway functions local kisi_sim scenarios bench)
 
 .PHONY: help venv run demo bench soak test lint validate build deploy clean
 
@@ -32,13 +32,13 @@ run: $(VENV)/.installed ## The gateway on 127.0.0.1:3000 with moto and the Kisi 
 	$(PY) -m local
 
 demo: $(VENV)/.installed ## A scripted scenario against a fresh local stack: table + timeline plot
-	$(PY) -m local.demo
+	$(PY) -m scenarios.demo
 
 bench: $(VENV)/.installed ## Simulation, real-time run, cold start, CPU cost -> docs/benchmarks.md
 	PYTHONPATH=layers/kisi_gateway $(PY) -m bench
 
 soak: $(VENV)/.installed ## 5 minutes at 4 req/s with faults on the local stack; prints the figures
-	$(PY) -m local.soak
+	$(PY) -m scenarios.soak
 
 lint: $(VENV)/.installed ## ruff, mypy (strict on the layer), cfn-lint on the template
 	$(VENV)/bin/ruff check $(SRC)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from kisi_gateway.monitoring import AlarmChange, Failing, compose_notification
-from local.demo import (
+from scenarios.demo import (
     Phase,
     Reply,
     Spread,
@@ -32,7 +32,7 @@ from local.demo import (
     summarize,
     terminal_states,
 )
-from local.soak import (
+from scenarios.soak import (
     Planned,
     Tracked,
     entry_marker,

@@ -20,7 +20,7 @@ per second by outcome class, with the phases marked. Everything runs on 127.0.0.
 count and time, and the stack is stopped at the end, on error and on Ctrl-C.
 
 The summary and figure computations are pure functions (tested in
-``tests/unit/test_demo_soak.py``); ``local.soak`` reuses the caller-side helpers.
+``tests/unit/test_scenarios.py``); ``scenarios.soak`` reuses the caller-side helpers.
 """
 
 from __future__ import annotations
@@ -839,7 +839,7 @@ def run_demo(stack: StackProcess, plot_path: Path, dump_path: Path | None = None
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m local.demo",
+        prog="python -m scenarios.demo",
         description="A scripted scenario against a fresh local stack: table + timeline plot",
     )
     parser.add_argument("--plot", type=Path, default=PLOT_PATH, help="where the PNG goes")

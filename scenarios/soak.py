@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from local.demo import (
+from local.stack_process import StackProcess, on_fresh_stack, stack_env
+from scenarios.demo import (
     EXPIRED_CODE,
     OUTCOME_CLASSES,
     PAUSED_CODE,
@@ -63,7 +64,6 @@ from local.demo import (
     send,
     sha256_or_none,
 )
-from local.stack_process import StackProcess, on_fresh_stack, stack_env
 
 UNLOCK_DEADLINE_S = 30.0  # the default unlock policy (kisi_gateway.policy), kept here
 SOAK_POLICIES = {
@@ -596,7 +596,7 @@ def run_soak(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m local.soak",
+    parser = argparse.ArgumentParser(prog="python -m scenarios.soak",
                                      description="soak the local stack with faults")
     parser.add_argument("--minutes", type=float, default=5.0, help="how long to send [5]")
     parser.add_argument("--rate", type=float, default=4.0, help="requests per second [4]")
