@@ -48,22 +48,19 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from local.stack_process import StackProcess, on_fresh_stack, stack_env
-from scenarios.demo import (
+from scenarios.caller import (
     EXPIRED_CODE,
-    OUTCOME_CLASSES,
     PAUSED_CODE,
     TERMINAL,
     UNKNOWN_OUTCOME_CODE,
     Reply,
     body_bytes,
     is_gateway_error,
-    kisi_outcomes,
-    percentile,
     poll_until_terminal,
-    render_table,
     send,
     sha256_or_none,
 )
+from scenarios.figures import OUTCOME_CLASSES, kisi_outcomes, percentile, render_table
 
 UNLOCK_DEADLINE_S = 30.0  # the default unlock policy (kisi_gateway.policy), kept here
 SOAK_POLICIES = {

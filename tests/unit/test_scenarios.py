@@ -15,16 +15,13 @@ from typing import Any
 import pytest
 
 from kisi_gateway.monitoring import AlarmChange, Failing, compose_notification
+from scenarios.caller import Reply
 from scenarios.demo import (
     Phase,
-    Reply,
     Spread,
     alarm_transitions,
     guard_actions,
-    kisi_outcomes,
-    outcome_class,
     per_second,
-    percentile,
     plot_timeline,
     render_summary,
     reply_label,
@@ -32,6 +29,7 @@ from scenarios.demo import (
     summarize,
     terminal_states,
 )
+from scenarios.figures import kisi_outcomes, outcome_class, percentile
 from scenarios.soak import (
     Planned,
     Tracked,
