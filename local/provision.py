@@ -18,11 +18,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from local.aws_resources import AwsResources, VerificationError
-from local.cfn_yaml import load_template
 from local.emulated import Emulator
 from local.intrinsics import IntrinsicError, Resolver, creation_order, parameter_values
 from local.moto_server import LOCAL_ACCOUNT_ID, LOCAL_REGION
-from local.sam import translate
+from local.sam import load_template, translate
 from local.stack import Resource, Stack, Status, Subscription
 
 __all__ = ["ProvisioningError", "provision"]

@@ -42,7 +42,7 @@ from kisi_gateway.records import (
 from kisi_gateway.replies import Reply, json_reply
 from local.apigw import ApiGateway
 from local.apigw_event import HttpRequest
-from local.cfn_yaml import load_template
+from local.sam import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = ROOT / "openapi.yaml"
