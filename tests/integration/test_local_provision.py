@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from local.aws_resources import BOTO3, MOTO_CFN
 from local.intrinsics import IntrinsicError, Resolver, creation_order
 from local.moto_server import ProvisionMarker, aws_client
 from local.provision import provision
@@ -32,11 +33,29 @@ def test_every_resource_gets_a_report_line(stack):
         line.split(": ", 1)[1].split()[0] for line in report if not line.startswith("warning")
     ]
     assert sorted(logical_ids) == sorted(stack.resources)
-    assert stack.summary() == "created 11, emulated 22, unsupported 1"
+    assert stack.summary() == "created 12, emulated 21, unsupported 1"
     assert stack.resources["WorkQueue"].status == "created"
     assert stack.resources["ApiFunction"].status == "emulated"
     assert stack.resources["Api"].status == "emulated"
     assert stack.resources["AlarmEmailSubscription"].detail == "email is not deliverable locally"
+
+
+def test_the_report_says_who_created_each_resource(stack):
+    by_moto = {"WorkQueue", "WorkDeadLetterQueue", "AlarmTopic", "ApiLogGroup", "Dashboard",
+               "MetricsFunctionTick"}
+    by_boto3 = {"RecordsTable", "KisiSecret", "ErrorsAlarm", "AlarmEmailSubscription"}
+    for logical_id in by_moto:
+        resource = stack.resources[logical_id]
+        assert resource.created_by == f"{MOTO_CFN}, stack {STACK}-{logical_id}", logical_id
+        assert f"(by {MOTO_CFN}, stack {STACK}-{logical_id}; verified" in resource.report_line()
+    for logical_id in by_boto3:
+        assert stack.resources[logical_id].created_by == BOTO3, logical_id
+        assert f"(by {BOTO3}; " in stack.resources[logical_id].report_line()
+    created = {lid for lid, r in stack.resources.items() if r.status == "created"}
+    assert created == by_moto | by_boto3 | {"BadRequestRateAlarm", "DeadLetterDepthAlarm"}
+    assert all(not r.created_by for r in stack.resources.values() if r.status != "created")
+    rule = stack.resources["MetricsFunctionTick"]
+    assert "fired locally: rate(1 minute) -> MetricsFunction" in rule.detail
 
 
 def test_queue_redrive_and_attributes_are_set(stack, endpoint):
