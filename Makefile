@@ -27,8 +27,8 @@ FIND_LAMBDA_PYTHON = \
 		"that version can write: install it (e.g. 'pyenv install $(LAMBDA_PYTHON)'), point" \
 		"LAMBDA_PYTHON_BIN at one, or build without bytecode: make build LAMBDA_BYTECODE=0" >&2; \
 	exit 1
-SRC := $(wildcard layers functions local bench ops tools tests)
-TYPED := $(wildcard layers/kisi_gateway/kisi_gateway functions local bench ops tools)
+SRC := $(wildcard layers functions local kisi_sim scenarios bench ops tools tests)
+TYPED := $(wildcard layers/kisi_gateway/kisi_gateway functions local kisi_sim scenarios bench ops tools)
 
 .PHONY: help venv run demo bench soak test lint validate build lambda-python deploy clean
 
@@ -64,13 +64,13 @@ run: $(VENV)/.installed-local ## The gateway on 127.0.0.1:3000 with moto and the
 	$(PY) -m local
 
 demo: $(VENV)/.installed-dev ## A scripted scenario against a fresh local stack: table + timeline plot
-	$(PY) -m local.demo
+	$(PY) -m scenarios.demo
 
 bench: $(VENV)/.installed-dev ## Simulation, real-time run, cold start, CPU cost -> docs/benchmarks.md
 	PYTHONPATH=layers/kisi_gateway $(PY) -m bench
 
 soak: $(VENV)/.installed-dev ## 5 minutes at 4 req/s with faults on the local stack; prints the figures
-	$(PY) -m local.soak
+	$(PY) -m scenarios.soak
 
 lint: $(VENV)/.installed-dev ## ruff, mypy (strict on the layer), cfn-lint on the template
 	$(VENV)/bin/ruff check $(SRC)

@@ -44,7 +44,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from local.cfn_yaml import load_template
+from local.sam import load_template
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYER = ROOT / "layers" / "kisi_gateway"

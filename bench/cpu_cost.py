@@ -64,7 +64,7 @@ from kisi_gateway.stores.memory import MemorySendBudget as InMemorySendBudget
 from kisi_gateway.stores.ports import Applied, Guard, SendBudget
 from kisi_gateway.stores.queue import SqsRetryQueue
 from kisi_gateway.stores.records import DynamoRecordStore
-from local.kisi_sim import DEMO_KEY
+from kisi_sim import DEMO_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLS = 1000
@@ -120,7 +120,7 @@ def simulator_process() -> Iterator[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KISI_SIM_RATE_PER_S": str(UNTHROTTLED),
            "KISI_SIM_BURST": str(int(UNTHROTTLED))}
     child = subprocess.Popen(
-        [sys.executable, "-m", "local.kisi_sim", "--port", "0"],
+        [sys.executable, "-m", "kisi_sim", "--port", "0"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
     )
     try:

@@ -1,6 +1,6 @@
 """Kisi in virtual time: the simulator's own core behind a network with seeded latency.
 
-Why the simulator's core (:meth:`local.kisi_sim.KisiSimulator.handle`, no sockets) rather than
+Why the simulator's core (:meth:`kisi_sim.KisiSimulator.handle`, no sockets) rather than
 a bucket written here: the real-time run talks to the same code over HTTP, so both runs face
 the same Kisi — per-user token bucket of 5 requests per second with a burst of 5, a 429 with
 ``Retry-After`` in whole seconds rounded up, a 503 outage, 401 for a revoked key. Its clocks
@@ -18,7 +18,7 @@ from functools import partial
 
 from bench.engine import Engine, Process, Resume
 from bench.tracking import TrackedCall
-from local.kisi_sim import DEMO_KEY, KisiSimulator, SimConfig, SimRequest
+from kisi_sim import DEMO_KEY, KisiSimulator, SimConfig, SimRequest
 
 DEFAULT_LATENCY_S = (0.05, 0.15)  # round trip to api.kisi.io from a Lambda, roughly
 

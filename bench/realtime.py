@@ -51,7 +51,7 @@ from kisi_gateway.stores.budget import DynamoSendBudget
 from kisi_gateway.stores.guard import DynamoGuard
 from kisi_gateway.stores.queue import SqsRetryQueue
 from kisi_gateway.stores.records import DynamoRecordStore
-from local.kisi_sim import DEMO_KEY, Faults, KisiSimulator, SimConfig
+from kisi_sim import DEMO_KEY, Faults, KisiSimulator, SimConfig
 
 REQUESTS = 200
 CALLERS = 50

@@ -167,7 +167,7 @@ class Report:
             "",
             "A discrete-event simulation (a heap of events, no threads, no sleeping, seeded "
             "`random.Random`). What is *real* in it: Kisi is the simulator's own core "
-            "(`local/kisi_sim.py`, `KisiSimulator.handle` on the virtual clock: per-user "
+            "(`kisi_sim/simulator.py`, `KisiSimulator.handle` on the virtual clock: per-user "
             "token bucket of 5 req/s with a burst of 5, 429 with `Retry-After` rounded up to "
             "whole seconds, 503 outage, 401 for a revoked key); the gateway's decisions are "
             "the library's own (`classify_status`, `schedule_retry`, `parse_retry_after`, "

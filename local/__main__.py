@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from local.kisi_sim import DEMO_KEY, KisiSimulator, SimConfig
+from kisi_sim import DEMO_KEY, KisiSimulator, SimConfig
 from local.moto_server import MotoProcess
 from local.runtime import LocalRuntime
 

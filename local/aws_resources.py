@@ -1,24 +1,63 @@
-"""Create template resources in the embedded AWS through boto3, and read each one back.
+"""Create template resources in the embedded AWS, and read each one back.
 
-moto's own CloudFormation reports CREATE_COMPLETE while silently skipping alarms,
-subscriptions, secrets and TTL settings, so each supported type is created here with the
-service API instead, and verified by reading it back: a setting that did not stick fails
-provisioning rather than surfacing later as a confusing local behaviour.
+Two ways in, chosen per type by what moto's own CloudFormation does with it (the evidence is
+the table in :mod:`local.provision`, pinned by ``tests/integration/test_local_moto_cfn.py``):
+
+- :data:`MOTO_CFN_TYPES`: moto's CloudFormation creates them with every property our
+  templates set, so they go through ``create_stack`` (:mod:`local.moto_cfn`);
+- :data:`BOTO3_TYPES`: moto's CloudFormation skips them, or drops settings, while reporting
+  ``CREATE_COMPLETE``; they are created here with the service API.
+
+Either way each resource is then read back through its service API and compared with the
+template: a setting that did not stick fails provisioning rather than surfacing later as a
+confusing local behaviour.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
+from local.moto_cfn import MotoCloudFormation
 from local.moto_server import aws_client
 
-__all__ = ["AwsResources", "Outcome", "VerificationError"]
+__all__ = [
+    "BOTO3",
+    "BOTO3_TYPES",
+    "MOTO_CFN",
+    "MOTO_CFN_TYPES",
+    "AwsResources",
+    "Outcome",
+    "VerificationError",
+]
+
+# Who created a resource, as the provisioning report says it.
+MOTO_CFN: Final = "moto CloudFormation"
+BOTO3: Final = "our boto3 code"
+
+# Types moto's CloudFormation creates faithfully -> the property that names them (given
+# explicitly, so names stay <stack>-<LogicalId> across re-provisioning).
+MOTO_CFN_TYPES: Final[Mapping[str, str]] = {
+    "AWS::SQS::Queue": "QueueName",
+    "AWS::SNS::Topic": "TopicName",
+    "AWS::CloudWatch::Dashboard": "DashboardName",
+    "AWS::Logs::LogGroup": "LogGroupName",
+    "AWS::Events::Rule": "Name",
+}
+# Types created with the service API -> what moto's CloudFormation does wrong with them.
+BOTO3_TYPES: Final[Mapping[str, str]] = {
+    "AWS::DynamoDB::Table": "drops TimeToLiveSpecification, PointInTimeRecoverySpecification "
+    "and SSESpecification",
+    "AWS::SecretsManager::Secret": "not implemented: skipped",
+    "AWS::CloudWatch::Alarm": "not implemented: skipped",
+    "AWS::SNS::Subscription": "not implemented: skipped",
+}
 
 
 class VerificationError(RuntimeError):
@@ -34,6 +73,7 @@ class Outcome:
     attributes: dict[str, Any]
     detail: str = ""
     ignored: tuple[str, ...] = field(default=())
+    created_by: str = ""
 
 
 def _bool(value: Any) -> bool:
@@ -122,7 +162,7 @@ _PASSWORD_OPTIONS = (
 
 
 class AwsResources:
-    """Creates and verifies the resource types moto can hold, one method per type."""
+    """Creates the resource types moto can hold, and verifies each by reading it back."""
 
     def __init__(
         self,
@@ -138,14 +178,20 @@ class AwsResources:
         self.account_id = account_id
         self._secret_values = dict(secret_values or {})
         self._clients: dict[str, Any] = {}
+        self.cloudformation = MotoCloudFormation(self.client("cloudformation"), stack_name)
+        # After moto's CloudFormation created it: (logical id, physical name, properties).
+        self._readers: dict[str, Callable[[str, str, dict[str, Any]], Outcome]] = {
+            "AWS::SQS::Queue": self.read_queue,
+            "AWS::SNS::Topic": self.read_topic,
+            "AWS::CloudWatch::Dashboard": self.read_dashboard,
+            "AWS::Logs::LogGroup": self.read_log_group,
+            "AWS::Events::Rule": self.read_rule,
+        }
+        # Created here, through the service API: (logical id, properties).
         self._creators: dict[str, Callable[[str, dict[str, Any]], Outcome]] = {
-            "AWS::SQS::Queue": self.queue,
             "AWS::DynamoDB::Table": self.table,
-            "AWS::SNS::Topic": self.topic,
             "AWS::SecretsManager::Secret": self.secret,
             "AWS::CloudWatch::Alarm": self.alarm,
-            "AWS::CloudWatch::Dashboard": self.dashboard,
-            "AWS::Logs::LogGroup": self.log_group,
         }
 
     # plumbing ---------------------------------------------------------------------------
@@ -155,10 +201,31 @@ class AwsResources:
         return self._clients[service]
 
     def handles(self, kind: str) -> bool:
-        return kind in self._creators
+        return kind in self._readers or kind in self._creators
 
     def create(self, kind: str, logical_id: str, properties: dict[str, Any]) -> Outcome:
-        return self._creators[kind](logical_id, properties)
+        """Create one resource (through moto's CloudFormation where it is faithful), verified."""
+        if kind in self._readers:
+            name_key = MOTO_CFN_TYPES[kind]
+            name = str(properties.get(name_key) or self._default_name(kind, logical_id, properties))
+            # An inline subscription list stays with the subscription emulation (moto would
+            # subscribe a lambda endpoint itself and try to run it).
+            sent = {k: v for k, v in properties.items() if k != "Subscription"}
+            deployment = self.cloudformation.deploy(logical_id, kind, {**sent, name_key: name})
+            outcome = self._readers[kind](logical_id, name, properties)
+            creator = f"{MOTO_CFN}, stack {deployment.stack_name}"
+            return dataclasses.replace(outcome, created_by=creator)
+        return dataclasses.replace(self._creators[kind](logical_id, properties), created_by=BOTO3)
+
+    def _default_name(self, kind: str, logical_id: str, p: Mapping[str, Any]) -> str:
+        """The name CloudFormation would generate, made stable: ``<stack>-<LogicalId>``."""
+        if kind == "AWS::SQS::Queue":
+            return self.name(logical_id, 80, ".fifo" if _bool(p.get("FifoQueue")) else "")
+        if kind == "AWS::SNS::Topic":
+            return self.name(logical_id, 256, ".fifo" if _bool(p.get("FifoTopic")) else "")
+        if kind == "AWS::Events::Rule":
+            return self.name(logical_id, 64)
+        return self.name(logical_id, 512 if kind == "AWS::Logs::LogGroup" else 255)
 
     def name(self, logical_id: str, limit: int, suffix: str = "") -> str:
         """A stable physical name, ``<stack>-<LogicalId>``, shortened with a hash when long.
@@ -173,15 +240,13 @@ class AwsResources:
         return name + suffix
 
     # SQS --------------------------------------------------------------------------------
-    def queue(self, logical_id: str, p: dict[str, Any]) -> Outcome:
-        fifo = _bool(p.get("FifoQueue"))
-        name = str(p.get("QueueName") or self.name(logical_id, 80, ".fifo" if fifo else ""))
+    def read_queue(self, logical_id: str, name: str, p: dict[str, Any]) -> Outcome:
         attributes = {key: _text(p[key]) for key in _QUEUE_ATTRIBUTES if key in p}
-        if not fifo:
+        if not _bool(p.get("FifoQueue")):
             attributes.pop("FifoQueue", None)
-        tags = {tag["Key"]: tag["Value"] for tag in _tags(p)}
         sqs = self.client("sqs")
-        url = sqs.create_queue(QueueName=name, Attributes=attributes, tags=tags)["QueueUrl"]
+        # The URL on this endpoint (CloudFormation's Ref names the public SQS host).
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
         actual = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
         for key, wanted in attributes.items():
             if key in ("RedrivePolicy", "RedriveAllowPolicy"):
@@ -207,16 +272,14 @@ class AwsResources:
     def table(self, logical_id: str, p: dict[str, Any]) -> Outcome:
         name = str(p.get("TableName") or self.name(logical_id, 255))
         ddb = self.client("dynamodb")
-        request = _table_request(name, p)
         try:
-            ddb.create_table(**request)
+            ddb.create_table(**_table_request(name, p))
         except ClientError as error:
             if error.response["Error"]["Code"] != "ResourceInUseException":
                 raise
-        checked = []
         ttl = p.get("TimeToLiveSpecification")
         if ttl and _bool(ttl.get("Enabled")):
-            # moto's CloudFormation skips this setting; the API call does not.
+            # Both settings need their own API call (CreateTable has no field for them).
             spec = {"AttributeName": ttl["AttributeName"], "Enabled": True}
             ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=spec)
         pitr = p.get("PointInTimeRecoverySpecification")
@@ -225,9 +288,18 @@ class AwsResources:
                 TableName=name,
                 PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
             )
-            checked.append("point-in-time recovery on")
-
         table = ddb.describe_table(TableName=name)["Table"]
+        checked = ["keys", *self._verify_table(name, table, p)]
+        attributes = {"Arn": table["TableArn"]}
+        if table.get("LatestStreamArn"):
+            attributes["StreamArn"] = table["LatestStreamArn"]
+        detail = "verified: " + "; ".join(checked)
+        return Outcome(name, name, attributes, detail, _unknown(p, _TABLE_KEYS))
+
+    def _verify_table(self, name: str, table: Mapping[str, Any], p: Mapping[str, Any]) -> list[str]:
+        """Compare a described table with its properties; returns what was checked."""
+        ddb = self.client("dynamodb")
+        checked = []
         if table["KeySchema"] != p["KeySchema"]:
             raise VerificationError(f"table {name}: key schema is {table['KeySchema']}")
         wanted_indexes = {index["IndexName"] for index in p.get("GlobalSecondaryIndexes") or []}
@@ -236,6 +308,20 @@ class AwsResources:
             raise VerificationError(f"table {name}: indexes are {sorted(actual_indexes)}")
         if wanted_indexes:
             checked.append("GSI " + ", ".join(sorted(wanted_indexes)))
+        sse = p.get("SSESpecification")
+        if sse and _bool(sse.get("SSEEnabled")):
+            described_sse = table.get("SSEDescription") or {}
+            if described_sse.get("Status") not in ("ENABLED", "ENABLING"):
+                raise VerificationError(f"table {name}: encryption is {described_sse}")
+            checked.append("SSE on")
+        pitr = p.get("PointInTimeRecoverySpecification")
+        if pitr and _bool(pitr.get("PointInTimeRecoveryEnabled")):
+            backups = ddb.describe_continuous_backups(TableName=name)
+            recovery = backups["ContinuousBackupsDescription"]["PointInTimeRecoveryDescription"]
+            if recovery.get("PointInTimeRecoveryStatus") != "ENABLED":
+                raise VerificationError(f"table {name}: point-in-time recovery is {recovery}")
+            checked.append("point-in-time recovery on")
+        ttl = p.get("TimeToLiveSpecification")
         if ttl and _bool(ttl.get("Enabled")):
             described = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
             if (
@@ -244,30 +330,29 @@ class AwsResources:
             ):
                 raise VerificationError(f"table {name}: TTL is {described}")
             checked.append(f"TTL on {ttl['AttributeName']} (expired items are not deleted locally)")
-        attributes = {"Arn": table["TableArn"]}
-        if table.get("LatestStreamArn"):
-            attributes["StreamArn"] = table["LatestStreamArn"]
-        detail = "verified: " + "; ".join(["keys", *checked])
-        return Outcome(name, name, attributes, detail, _unknown(p, _TABLE_KEYS))
+        return checked
 
     # SNS ----------------------------------------------------------------------------------
-    def topic(self, logical_id: str, p: dict[str, Any]) -> Outcome:
-        fifo = _bool(p.get("FifoTopic"))
-        name = str(p.get("TopicName") or self.name(logical_id, 256, ".fifo" if fifo else ""))
+    def read_topic(self, logical_id: str, name: str, p: dict[str, Any]) -> Outcome:
         attributes = {key: _text(p[key]) for key in _TOPIC_ATTRIBUTES if key in p}
-        if not fifo:
+        if not _bool(p.get("FifoTopic")):
             attributes.pop("FifoTopic", None)
-        sns = self.client("sns")
-        request: dict[str, Any] = {"Name": name, "Attributes": attributes}
-        if p.get("Tags"):
-            request["Tags"] = _tags(p)
-        arn = sns.create_topic(**request)["TopicArn"]
-        actual = sns.get_topic_attributes(TopicArn=arn)["Attributes"]
-        if actual.get("TopicArn") != arn:
-            raise VerificationError(f"topic {name} not found after creation")
+        arn = f"arn:aws:sns:{self.region}:{self.account_id}:{name}"
+        try:
+            actual = self.client("sns").get_topic_attributes(TopicArn=arn)["Attributes"]
+        except ClientError as error:
+            raise VerificationError(f"topic {name} not found after creation") from error
+        for key, wanted in attributes.items():
+            if str(actual.get(key, "")).lower() != wanted.lower():
+                raise VerificationError(f"topic {name}: {key} is {actual.get(key)!r}, not {wanted}")
+        checked = ", ".join(f"{key}={attributes[key]}" for key in sorted(attributes))
         known = _TOPIC_ATTRIBUTES | {"TopicName", "Tags", "Subscription"}
         return Outcome(
-            arn, arn, {"TopicArn": arn, "TopicName": name}, "verified", _unknown(p, known)
+            arn,
+            arn,
+            {"TopicArn": arn, "TopicName": name},
+            f"verified: {checked}" if checked else "verified",
+            _unknown(p, known),
         )
 
     def subscribe(self, topic_arn: str, protocol: str, endpoint: str, raw: bool = False) -> str:
@@ -364,38 +449,72 @@ class AwsResources:
             _unknown(p, _ALARM_KEYS),
         )
 
-    def dashboard(self, logical_id: str, p: dict[str, Any]) -> Outcome:
-        name = str(p.get("DashboardName") or self.name(logical_id, 255))
+    def read_dashboard(self, logical_id: str, name: str, p: dict[str, Any]) -> Outcome:
         body = p["DashboardBody"]
         body = body if isinstance(body, str) else json.dumps(body)
-        cloudwatch = self.client("cloudwatch")
-        cloudwatch.put_dashboard(DashboardName=name, DashboardBody=body)
-        stored = cloudwatch.get_dashboard(DashboardName=name)["DashboardBody"]
+        stored = self.client("cloudwatch").get_dashboard(DashboardName=name)["DashboardBody"]
         if json.loads(stored) != json.loads(body):
             raise VerificationError(f"dashboard {name}: stored body differs")
-        return Outcome(name, name, {}, "verified", _unknown(p, {"DashboardName", "DashboardBody"}))
+        return Outcome(
+            name, name, {}, "verified: body", _unknown(p, {"DashboardName", "DashboardBody"})
+        )
 
     # CloudWatch Logs ------------------------------------------------------------------------
-    def log_group(self, logical_id: str, p: dict[str, Any]) -> Outcome:
-        name = str(p.get("LogGroupName") or self.name(logical_id, 512))
-        logs = self.client("logs")
-        try:
-            logs.create_log_group(logGroupName=name)
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "ResourceAlreadyExistsException":
-                raise
+    def read_log_group(self, logical_id: str, name: str, p: dict[str, Any]) -> Outcome:
+        groups = self.client("logs").describe_log_groups(logGroupNamePrefix=name)["logGroups"]
+        group = next((item for item in groups if item["logGroupName"] == name), None)
+        if group is None:
+            raise VerificationError(f"log group {name} not found after creation")
         detail = "verified"
         if "RetentionInDays" in p:
             days = int(p["RetentionInDays"])
-            logs.put_retention_policy(logGroupName=name, retentionInDays=days)
+            if group.get("retentionInDays") != days:
+                raise VerificationError(
+                    f"log group {name}: retention is {group.get('retentionInDays')}, not {days}"
+                )
             detail += f"; retention {days} days"
-        groups = logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]
-        group = next((item for item in groups if item["logGroupName"] == name), None)
-        if group is None or ("RetentionInDays" in p and group.get("retentionInDays") != days):
-            raise VerificationError(f"log group {name} not stored as defined")
+        # AWS's Fn::GetAtt Arn ends in ":*" (moto's own GetAtt leaves it out; this is AWS's).
         arn = f"arn:aws:logs:{self.region}:{self.account_id}:log-group:{name}:*"
         known = {"LogGroupName", "RetentionInDays", "Tags"}
         return Outcome(name, name, {"Arn": arn}, detail, _unknown(p, known))
+
+    # EventBridge ----------------------------------------------------------------------------
+    def read_rule(self, logical_id: str, name: str, p: dict[str, Any]) -> Outcome:
+        events = self.client("events")
+        try:
+            rule = events.describe_rule(Name=name)
+        except ClientError as error:
+            raise VerificationError(f"rule {name} not found after creation") from error
+        wanted_state = str(p.get("State", "ENABLED")).upper()
+        checks = {
+            "ScheduleExpression": (p.get("ScheduleExpression"), rule.get("ScheduleExpression")),
+            "State": (wanted_state, rule.get("State")),
+            "Description": (p.get("Description"), rule.get("Description")),
+        }
+        if "EventPattern" in p:
+            pattern = p["EventPattern"]
+            wanted_pattern = json.loads(pattern) if isinstance(pattern, str) else pattern
+            checks["EventPattern"] = (wanted_pattern, json.loads(rule.get("EventPattern", "null")))
+        for key, (wanted, actual) in checks.items():
+            if wanted is not None and wanted != actual:
+                raise VerificationError(f"rule {name}: {key} is {actual!r}, not {wanted!r}")
+        stored = events.list_targets_by_rule(Rule=name)["Targets"]
+        wanted_targets = sorted(_target(target) for target in p.get("Targets") or [])
+        if sorted(_target(target) for target in stored) != wanted_targets:
+            raise VerificationError(f"rule {name}: targets are {stored}")
+        known = {"Description", "EventPattern", "Name", "ScheduleExpression", "State", "Targets"}
+        return Outcome(
+            name,
+            name,
+            {"Arn": rule["Arn"]},
+            f"verified: {wanted_state}, {len(wanted_targets)} target(s)",
+            _unknown(p, known),
+        )
+
+
+def _target(target: Mapping[str, Any]) -> tuple[str, str, str]:
+    """A rule target as compared after creation: id, ARN and constant input."""
+    return (str(target.get("Id")), str(target.get("Arn")), str(target.get("Input", "")))
 
 
 _TABLE_KEYS = {

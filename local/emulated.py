@@ -2,8 +2,10 @@
 
 Lambda functions run in-process, their triggers (SQS mappings, schedules, API routes, SNS
 lambda subscriptions) are read into the :class:`~local.stack.Stack` for the emulators, and
-IAM/permission resources are recorded but not enforced. Each method returns the ``Ref`` value
-and ``Fn::GetAtt`` attributes CloudFormation would give, so templates resolve unchanged.
+IAM/permission resources are recorded but not enforced. A schedule's rule itself is created by
+moto's CloudFormation (see :mod:`local.provision`); moto never fires it, the scheduler does.
+Each method returns the ``Ref`` value and ``Fn::GetAtt`` attributes CloudFormation would give,
+so templates resolve unchanged.
 """
 
 from __future__ import annotations

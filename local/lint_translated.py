@@ -14,8 +14,7 @@ from pathlib import Path
 
 from cfnlint.api import ManualArgs, lint
 
-from local.cfn_yaml import load_template
-from local.sam import translate
+from local.sam import load_template, translate
 
 ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"

@@ -3,10 +3,70 @@
 Steps: read the template (short-form tags included), translate SAM to plain CloudFormation
 with samtranslator, order the resources by their references, then for each one resolve its
 intrinsics and either create it in moto (and read it back), emulate it, or report it as
-unsupported. Nothing is skipped silently: every resource gets one report line.
+unsupported. Nothing is skipped silently: every resource gets one report line, which says
+who created it: moto's own CloudFormation or our boto3 code.
 
     stack = provision("template.yaml", "http://127.0.0.1:5000", stack_name="kisi-local")
     print("\\n".join(stack.report()))
+
+Who creates what. Each type of template.yaml's translation (and of the test fixture) was
+created through moto 5.2.5's CloudFormation (``create_stack`` on the moto server) and read
+back through its service API. moto's CloudFormation is used where every property our
+templates set came back as set; our boto3 code where it skips the type or drops a setting
+while reporting ``CREATE_COMPLETE``; the rest is emulated by the local runtime.
+``tests/integration/test_local_moto_cfn.py`` pins the first two groups, so a moto upgrade
+that changes them fails a test.
+
+==============================  =====================  ==========================================
+type                            created by             evidence (moto 5.2.5 CloudFormation)
+==============================  =====================  ==========================================
+AWS::SQS::Queue                 moto CloudFormation    QueueName, VisibilityTimeout,
+                                                       MessageRetentionPeriod, DelaySeconds,
+                                                       SqsManagedSseEnabled and RedrivePolicy
+                                                       read back as set
+AWS::SNS::Topic                 moto CloudFormation    TopicName, DisplayName read back as set;
+                                                       an inline ``Subscription`` list is left
+                                                       to our code (moto would subscribe a
+                                                       lambda endpoint and try to run it)
+AWS::CloudWatch::Dashboard      moto CloudFormation    DashboardName, DashboardBody read back
+AWS::Logs::LogGroup             moto CloudFormation    LogGroupName, RetentionInDays read back
+                                                       (moto's GetAtt Arn lacks AWS's ``:*``;
+                                                       the Arn given to templates is AWS's)
+AWS::Events::Rule               moto CloudFormation,   Name, ScheduleExpression, State,
+                                fired by the local     Description and Targets (Id, Arn, Input)
+                                scheduler              read back; moto never fires a schedule
+AWS::DynamoDB::Table            our boto3 code         keys, attributes, GSIs and billing mode
+                                                       read back, but TTL stays DISABLED,
+                                                       point-in-time recovery DISABLED and
+                                                       SSESpecification is dropped
+AWS::SecretsManager::Secret     our boto3 code         not implemented: skipped, stack
+                                                       CREATE_COMPLETE, no secret
+AWS::CloudWatch::Alarm          our boto3 code         not implemented: skipped (and a GetAtt on
+                                                       one fails create_stack with a 500)
+AWS::SNS::Subscription          our boto3 code; lambda not implemented: skipped; a lambda
+                                endpoints emulated     endpoint gets an SQS tap and in-process
+                                                       delivery either way
+AWS::SQS::QueuePolicy,          emulated: recorded,    not implemented: skipped (the queue has no
+AWS::SNS::TopicPolicy           not enforced           Policy, the topic keeps its default one)
+AWS::IAM::Role                  emulated: recorded,    created, but ManagedPolicyArns are not
+                                not enforced           attached (moto holds no AWS managed
+                                                       policies) and the name is random
+AWS::Lambda::Function           emulated: in-process   needs its code in S3 (a local CodeUri is
+                                                       NoSuchBucket) and Docker to run it
+AWS::Lambda::LayerVersion       emulated: on sys.path  needs S3 content; LayerName is replaced
+                                                       by a generated name
+AWS::Lambda::Permission,        emulated               created only for a function moto holds;
+AWS::Lambda::EventSourceMapping                        an SQS mapping in moto would have moto
+                                                       invoke the function itself on each send
+AWS::ApiGateway::RestApi        emulated: local API    SAM's RestApi (Body, no Name) fails
+                                server                 create_stack with a 500; with a Name the
+                                                       Body's paths are ignored
+AWS::ApiGateway::Deployment,    emulated               the Deployment fails: "The REST API
+AWS::ApiGateway::Stage                                 doesn't contain any methods"
+AWS::ApiGateway::ApiKey,        emulated (the key is   not implemented: skipped
+UsagePlan, UsagePlanKey         checked)
+any other type                  unsupported, reported
+==============================  =====================  ==========================================
 """
 
 from __future__ import annotations
@@ -17,12 +77,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from local.aws_resources import AwsResources, VerificationError
-from local.cfn_yaml import load_template
+from local.aws_resources import BOTO3, MOTO_CFN, AwsResources, VerificationError
 from local.emulated import Emulator
 from local.intrinsics import IntrinsicError, Resolver, creation_order, parameter_values
+from local.moto_cfn import CloudFormationError
 from local.moto_server import LOCAL_ACCOUNT_ID, LOCAL_REGION
-from local.sam import translate
+from local.sam import load_template, translate
 from local.stack import Resource, Stack, Status, Subscription
 
 __all__ = ["ProvisioningError", "provision"]
@@ -118,9 +178,20 @@ def _provision_one(
             resolver.add_resource(logical_id, outcome.ref, outcome.attributes)
             detail = outcome.detail
             if outcome.ignored:
-                detail += "; not applied locally: " + ", ".join(outcome.ignored)
+                # moto's CloudFormation received them; our own code never sends them.
+                verb = "verified" if outcome.created_by.startswith(MOTO_CFN) else "applied"
+                detail += f"; not {verb} locally: " + ", ".join(outcome.ignored)
+            if emulator.handles(kind):  # a schedule: moto stores the rule, never fires it
+                fired = emulator.emulate(kind, logical_id, properties)
+                detail += f"; fired locally: {fired.detail}"
             resource = Resource(
-                logical_id, kind, "created", outcome.physical_id, outcome.attributes, detail
+                logical_id,
+                kind,
+                "created",
+                outcome.physical_id,
+                outcome.attributes,
+                detail,
+                outcome.created_by,
             )
             if kind == "AWS::SNS::Topic":
                 _inline_subscriptions(logical_id, properties, outcome.ref, emulator, stack)
@@ -139,6 +210,7 @@ def _provision_one(
     except (
         IntrinsicError,
         VerificationError,
+        CloudFormationError,
         ClientError,
         BotoCoreError,
         KeyError,
@@ -184,7 +256,13 @@ def _subscription_resource(subscription: Subscription, note: str) -> Resource:
     else:
         status = "unsupported"
     return Resource(
-        subscription.logical_id, "AWS::SNS::Subscription", status, subscription.arn, {}, note
+        subscription.logical_id,
+        "AWS::SNS::Subscription",
+        status,
+        subscription.arn,
+        {},
+        note,
+        BOTO3 if status == "created" else "",
     )
 
 

@@ -1,33 +1,79 @@
-"""SAM -> plain CloudFormation, offline, remembering where each function's code lives.
+"""Read a SAM template and translate it to plain CloudFormation, offline.
 
-samtranslator accepts only S3 locations for code, so each local ``CodeUri``/``ContentUri`` is
-swapped for a placeholder ``s3://local-code/<token>`` before translation and mapped back after
-it; the translated ``AWS::Lambda::Function``/``LayerVersion`` then carries the token.
+:func:`load_template` reads YAML or JSON with cfn-lint's own decoder, which turns short-form
+tags into their long form (``!GetAtt Queue.Arn`` -> ``{"Fn::GetAtt": ["Queue", "Arn"]}``)
+as CloudFormation does before samtranslator sees a template.
+
+:func:`translate` remembers where each function's code lives: samtranslator accepts only S3
+locations for code, so each local ``CodeUri``/``ContentUri`` is swapped for a placeholder
+``s3://local-code/<token>`` before translation and mapped back after it; the translated
+``AWS::Lambda::Function``/``LayerVersion`` then carries the token.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
+from cfnlint.decode import decode_str
 from samtranslator.model.exceptions import InvalidDocumentException
 from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
 
-from local.cfn_yaml import load_template
-
-__all__ = ["LOCAL_CODE_BUCKET", "CodeSource", "Translation", "TranslationError", "translate"]
+__all__ = [
+    "LOCAL_CODE_BUCKET",
+    "CodeSource",
+    "TemplateError",
+    "Translation",
+    "TranslationError",
+    "load_template",
+    "translate",
+]
 
 LOCAL_CODE_BUCKET = "local-code"
 _SAM_TRANSFORM = "AWS::Serverless-2016-10-31"
 
 
+class TemplateError(ValueError):
+    """A template file is not valid YAML/JSON or not a mapping; the message says where."""
+
+
 class TranslationError(ValueError):
     """samtranslator refused the template; the message lists its reasons."""
+
+
+def load_template(path: str | Path) -> dict[str, Any]:
+    """A template file (YAML or JSON) as plain dicts and lists, intrinsics in long form.
+
+    cfn-lint's decoder also refuses duplicate keys and YAML alias bombs. Its position-tracking
+    node types become plain ``dict``/``list``/``str``, and a YAML date (an unquoted
+    ``AWSTemplateFormatVersion: 2010-09-09``) its ISO text, as CloudFormation reads it.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    template, problems = decode_str(text)
+    if problems:
+        details = "; ".join(f"line {m.linenumber}: {m.message}" for m in problems)
+        raise TemplateError(f"{path}: {details}")
+    if not isinstance(template, dict):
+        raise TemplateError(f"{path}: a template must be a mapping at its top level")
+    return dict(_plain(template))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, datetime.date):  # datetime.datetime is a date too
+        return value.isoformat()
+    return value
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,14 @@ class Resource:
     physical_id: str = ""
     attributes: dict[str, Any] = field(default_factory=dict)
     detail: str = ""
+    # For a created resource: what created it (moto's CloudFormation or our boto3 code).
+    created_by: str = ""
 
     def report_line(self) -> str:
         """One line of the provisioning report, e.g.
 
-        ``created: WorkQueue AWS::SQS::Queue -> http://... (verified: VisibilityTimeout=30)``
+        ``created: WorkQueue AWS::SQS::Queue -> http://... (by moto CloudFormation, stack
+        s-WorkQueue; verified: VisibilityTimeout=30)``
         """
         if self.status == "unsupported":
             head = f"unsupported: {self.logical_id} {self.type}"
@@ -50,7 +53,9 @@ class Resource:
             head = f"{self.status}: {self.logical_id} {self.type}"
         if self.status == "created" and self.physical_id:
             head += f" -> {self.physical_id}"
-        return f"{head} ({self.detail})" if self.detail else head
+        notes = [f"by {self.created_by}"] if self.created_by else []
+        notes += [self.detail] if self.detail else []
+        return f"{head} ({'; '.join(notes)})" if notes else head
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from kisi_gateway.stores.budget import DynamoSendBudget
 from kisi_gateway.stores.guard import DynamoGuard
 from kisi_gateway.stores.queue import SqsRetryQueue
 from kisi_gateway.stores.records import DynamoRecordStore
-from local.kisi_sim import DEMO_KEY, KisiSimulator, SimConfig
+from kisi_sim import DEMO_KEY, KisiSimulator, SimConfig
 
 START = 1_800_000_000.0
 REGION = "us-east-1"

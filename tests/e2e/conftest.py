@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from local.kisi_sim import DEMO_KEY
+from kisi_sim import DEMO_KEY
 from local.stack_process import StackProcess, stack_env
 
 API_KEY = "e2e-caller-key"

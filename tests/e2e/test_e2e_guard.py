@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from local.kisi_sim import DEMO_KEY
+from kisi_sim import DEMO_KEY
 from tests.e2e.conftest import LocalStack, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]

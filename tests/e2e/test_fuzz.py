@@ -51,7 +51,7 @@ from schemathesis.specs.openapi.checks import (
 
 from kisi_gateway.config import Settings
 from kisi_gateway.core.errors import GatewayErrorCode
-from local.kisi_sim import DEMO_KEY, KisiSimulator, SimConfig
+from kisi_sim import DEMO_KEY, KisiSimulator, SimConfig
 from local.moto_server import MotoThread, free_port
 from local.runtime import LocalRuntime
 

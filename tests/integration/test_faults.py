@@ -39,7 +39,7 @@ from kisi_gateway.stores.budget import DynamoSendBudget
 from kisi_gateway.stores.guard import DynamoGuard
 from kisi_gateway.stores.queue import SqsRetryQueue
 from kisi_gateway.stores.records import DynamoRecordStore
-from local.kisi_sim import DEMO_KEY, SimConfig
+from kisi_sim import DEMO_KEY, SimConfig
 from tests.harness import REGION, Gateway, gateway, wait_for
 
 pytestmark = pytest.mark.xdist_group("moto")

@@ -28,8 +28,8 @@ import pytest
 from kisi_gateway.core.records import RecordStatus
 from kisi_gateway.pipeline.replies import Reply
 from kisi_gateway.pipeline.telemetry import MemorySink, PowertoolsEmfSink
+from kisi_sim import SimConfig
 from local.emf import emf_to_metric_data, put_metric_data
-from local.kisi_sim import SimConfig
 from tests import harness
 from tests.harness import REGION, Gateway, gateway
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from local.kisi_sim import DEMO_KEY, Faults, KisiSimulator, SimConfig, SimConfigError
+from kisi_sim import DEMO_KEY, Faults, KisiSimulator, SimConfig, SimConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 HEX6 = re.compile(r"[0-9a-f]{6}")
@@ -642,7 +642,7 @@ def test_an_outage_from_the_environment_starts_with_the_simulator(
 
 def test_the_cli_prints_one_ready_line_and_stops_on_ctrl_c() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "local.kisi_sim", "--port", "0"],
+        [sys.executable, "-m", "kisi_sim", "--port", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

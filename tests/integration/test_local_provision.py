@@ -4,10 +4,11 @@ import json
 
 import pytest
 
-from local.cfn_yaml import loads_template
+from local.aws_resources import BOTO3, MOTO_CFN
 from local.intrinsics import IntrinsicError, Resolver, creation_order
 from local.moto_server import ProvisionMarker, aws_client
 from local.provision import provision
+from local.sam import TemplateError, load_template
 from tests.fixtures.local_stack.harness import TEMPLATE, shared_moto
 
 STACK = "prov"
@@ -32,11 +33,29 @@ def test_every_resource_gets_a_report_line(stack):
         line.split(": ", 1)[1].split()[0] for line in report if not line.startswith("warning")
     ]
     assert sorted(logical_ids) == sorted(stack.resources)
-    assert stack.summary() == "created 11, emulated 22, unsupported 1"
+    assert stack.summary() == "created 12, emulated 21, unsupported 1"
     assert stack.resources["WorkQueue"].status == "created"
     assert stack.resources["ApiFunction"].status == "emulated"
     assert stack.resources["Api"].status == "emulated"
     assert stack.resources["AlarmEmailSubscription"].detail == "email is not deliverable locally"
+
+
+def test_the_report_says_who_created_each_resource(stack):
+    by_moto = {"WorkQueue", "WorkDeadLetterQueue", "AlarmTopic", "ApiLogGroup", "Dashboard",
+               "MetricsFunctionTick"}
+    by_boto3 = {"RecordsTable", "KisiSecret", "ErrorsAlarm", "AlarmEmailSubscription"}
+    for logical_id in by_moto:
+        resource = stack.resources[logical_id]
+        assert resource.created_by == f"{MOTO_CFN}, stack {STACK}-{logical_id}", logical_id
+        assert f"(by {MOTO_CFN}, stack {STACK}-{logical_id}; verified" in resource.report_line()
+    for logical_id in by_boto3:
+        assert stack.resources[logical_id].created_by == BOTO3, logical_id
+        assert f"(by {BOTO3}; " in stack.resources[logical_id].report_line()
+    created = {lid for lid, r in stack.resources.items() if r.status == "created"}
+    assert created == by_moto | by_boto3 | {"BadRequestRateAlarm", "DeadLetterDepthAlarm"}
+    assert all(not r.created_by for r in stack.resources.values() if r.status != "created")
+    rule = stack.resources["MetricsFunctionTick"]
+    assert "fired locally: rate(1 minute) -> MetricsFunction" in rule.detail
 
 
 def test_queue_redrive_and_attributes_are_set(stack, endpoint):
@@ -137,12 +156,14 @@ def test_marker_notices_a_missing_stack(endpoint):
     assert not marker.is_present()
 
 
-def test_short_form_tags_become_long_form():
-    template = loads_template(
+def test_short_form_tags_become_long_form(tmp_path):
+    path = tmp_path / "template.yaml"
+    path.write_text(
         "A: !Ref X\nB: !GetAtt Q.Arn\nC: !Sub '${AWS::Region}'\nD: !If [Cond, 1, 2]\n"
         "E: !Select [0, !Split [',', 'a,b']]\nF: !Join ['-', [a, b]]\n"
         "AWSTemplateFormatVersion: 2010-09-09\n"
     )
+    template = load_template(path)
     assert template == {
         "A": {"Ref": "X"},
         "B": {"Fn::GetAtt": ["Q", "Arn"]},
@@ -152,6 +173,30 @@ def test_short_form_tags_become_long_form():
         "F": {"Fn::Join": ["-", ["a", "b"]]},
         "AWSTemplateFormatVersion": "2010-09-09",
     }
+    # Plain types, as samtranslator and json.dumps expect (no parser node subclasses).
+    assert type(template["B"]) is dict
+    assert type(template["B"]["Fn::GetAtt"]) is list
+    assert type(template["A"]["Ref"]) is str
+
+
+def test_template_loading_keeps_json_and_refuses_bad_documents(tmp_path):
+    json_path = tmp_path / "template.json"
+    json_path.write_text('{"Resources": {"Q": {"Type": "AWS::SQS::Queue"}}, "Codes": {"200": 1}}')
+    assert load_template(json_path) == {
+        "Resources": {"Q": {"Type": "AWS::SQS::Queue"}},
+        "Codes": {"200": 1},
+    }
+    yaml_path = tmp_path / "codes.yaml"
+    yaml_path.write_text("responses:\n  200: {description: ok}\n")
+    assert load_template(yaml_path) == {"responses": {200: {"description": "ok"}}}
+    duplicate = tmp_path / "duplicate.yaml"
+    duplicate.write_text("A: 1\nA: 2\n")
+    with pytest.raises(TemplateError, match="Duplicate"):
+        load_template(duplicate)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(TemplateError, match="mapping"):
+        load_template(listing)
 
 
 def test_resolver_follows_cloudformation_rules():

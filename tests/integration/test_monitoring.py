@@ -15,8 +15,8 @@ from kisi_gateway.pipeline.alarms import CloudWatchAlarms, route_alarm_name
 from kisi_gateway.pipeline.monitoring import AlarmChange, MetricsReader, Monitor, parse_alarm_event
 from kisi_gateway.pipeline.telemetry import PowertoolsEmfSink, Telemetry
 from kisi_gateway.stores.guard import DynamoGuard
+from kisi_sim import DEMO_KEY
 from local.emf import emf_to_metric_data, put_metric_data
-from local.kisi_sim import DEMO_KEY
 from tests.harness import REGION, gateway
 
 pytestmark = pytest.mark.xdist_group("moto")

@@ -14,7 +14,7 @@ import pytest
 from kisi_gateway.core.records import RecordStatus, RetryMessage
 from kisi_gateway.pipeline.calls import parse_call
 from kisi_gateway.pipeline.forwarding import request_id_for
-from local.kisi_sim import SimConfig
+from kisi_sim import SimConfig
 from tests.harness import gateway, wait_for
 
 pytestmark = pytest.mark.xdist_group("moto")

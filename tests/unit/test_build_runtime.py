@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from local.cfn_yaml import load_template
+from local.sam import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = load_template(ROOT / "template.yaml")

@@ -37,7 +37,7 @@ from kisi_gateway.pipeline.replies import Reply, json_reply
 from kisi_gateway.stores.ports import RecordStoreError
 from local.apigw import ApiGateway
 from local.apigw_event import HttpRequest
-from local.cfn_yaml import load_template
+from local.sam import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = ROOT / "openapi.yaml"

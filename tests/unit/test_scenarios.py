@@ -15,16 +15,13 @@ from typing import Any
 import pytest
 
 from kisi_gateway.pipeline.monitoring import AlarmChange, Failing, compose_notification
-from local.demo import (
+from scenarios.caller import Reply
+from scenarios.demo import (
     Phase,
-    Reply,
     Spread,
     alarm_transitions,
     guard_actions,
-    kisi_outcomes,
-    outcome_class,
     per_second,
-    percentile,
     plot_timeline,
     render_summary,
     reply_label,
@@ -32,7 +29,8 @@ from local.demo import (
     summarize,
     terminal_states,
 )
-from local.soak import (
+from scenarios.figures import kisi_outcomes, outcome_class, percentile
+from scenarios.soak import (
     Planned,
     Tracked,
     entry_marker,

@@ -47,23 +47,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from local.demo import (
+from local.stack_process import StackProcess, on_fresh_stack, stack_env
+from scenarios.caller import (
     EXPIRED_CODE,
-    OUTCOME_CLASSES,
     PAUSED_CODE,
     TERMINAL,
     UNKNOWN_OUTCOME_CODE,
     Reply,
     body_bytes,
     is_gateway_error,
-    kisi_outcomes,
-    percentile,
     poll_until_terminal,
-    render_table,
     send,
     sha256_or_none,
 )
-from local.stack_process import StackProcess, on_fresh_stack, stack_env
+from scenarios.figures import OUTCOME_CLASSES, kisi_outcomes, percentile, render_table
 
 UNLOCK_DEADLINE_S = 30.0  # the default unlock policy (kisi_gateway.core.policy), kept here
 SOAK_POLICIES = {
@@ -596,7 +593,7 @@ def run_soak(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m local.soak",
+    parser = argparse.ArgumentParser(prog="python -m scenarios.soak",
                                      description="soak the local stack with faults")
     parser.add_argument("--minutes", type=float, default=5.0, help="how long to send [5]")
     parser.add_argument("--rate", type=float, default=4.0, help="requests per second [4]")
