@@ -10,17 +10,16 @@ from __future__ import annotations
 import os
 import time
 from functools import cache
-from typing import Any
-
-from aws_lambda_powertools import Logger
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from kisi_gateway.config import Settings
+from kisi_gateway.observability import lambda_logger
 from kisi_gateway.pipeline.monitoring import Monitor, parse_alarm_event
 
-logger = Logger()
-copy_config_to_registered_loggers(source_logger=logger, include={"kisi_gateway"})
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = lambda_logger()
 
 
 @cache

@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import os
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
     process_partial_response,
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kisi_gateway.config import Settings
 from kisi_gateway.core.records import RetryMessage
+from kisi_gateway.observability import lambda_logger
 from kisi_gateway.pipeline.retrying import Disposition, RetryWorker
 
-logger = Logger()
-copy_config_to_registered_loggers(source_logger=logger, include={"kisi_gateway"})
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+logger = lambda_logger()
 # A batch whose every message waits for a later attempt is not a failed invocation.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from kisi_gateway.core.alarm_plan import route_alarm_name
 from kisi_gateway.core.breaker import ACCOUNT, route_scope
 from kisi_gateway.core.outcome import Transport, classify_status, classify_transport
-from kisi_gateway.pipeline.alarms import CloudWatchAlarms, route_alarm_name
-from kisi_gateway.pipeline.monitoring import AlarmChange, MetricsReader, Monitor, parse_alarm_event
+from kisi_gateway.pipeline.monitoring import AlarmChange, Monitor, parse_alarm_event
 from kisi_gateway.pipeline.telemetry import PowertoolsEmfSink, Telemetry
+from kisi_gateway.stores.cloudwatch import CloudWatchAlarms, MetricsReader
 from kisi_gateway.stores.guard import DynamoGuard
 from kisi_sim import DEMO_KEY
 from local.emf import emf_to_metric_data, put_metric_data
@@ -216,12 +216,23 @@ def test_alarm_events_parse_from_sns_and_eventbridge(event) -> None:
     assert parse_alarm_event({"Records": [{"Sns": {"Message": "not json"}}]}) == []
 
 
-def test_alarm_message_is_valid_json_for_subscribers() -> None:
-    change = AlarmChange.from_sns_message(json.loads(json.dumps({
+@pytest.mark.parametrize(
+    ("dimensions", "route"),
+    [
+        ([{"name": "Route", "value": "GET /locks"}], "GET /locks"),  # as SNS alarm messages
+        ([{"Name": "Route", "Value": "GET /locks"}], "GET /locks"),  # as the API writes them
+        ([{"name": "service", "value": "kisi-gateway"}], None),
+        ([], None),
+    ],
+)
+def test_an_alarm_message_names_its_route(dimensions, route) -> None:
+    change = AlarmChange.from_sns_message({
         "AlarmName": "x", "NewStateValue": "ALARM", "OldStateValue": "OK",
-        "Trigger": {"Dimensions": [{"name": "Route", "value": "GET /locks"}]},
-    })))
-    assert change.route == "GET /locks"
+        "NewStateReason": "threshold crossed", "Trigger": {"Dimensions": dimensions},
+    })
+    assert (change.name, change.new_state, change.old_state) == ("x", "ALARM", "OK")
+    assert change.reason == "threshold crossed"
+    assert change.route == route
 
 
 def test_an_alarm_on_old_401s_does_not_pause_an_account_that_recovered(aws, capsys) -> None:

@@ -42,13 +42,24 @@ def test_the_key_is_read_from_the_secret(secrets, stored: str, key: str) -> None
 
 @pytest.mark.parametrize(
     ("stored", "message"),
-    [("{not json", "not valid JSON"), ('{"key": "x"}', "no api_key field"), ("   ", "empty")],
+    [
+        ("{not json sk-9f3a", "not valid JSON"),
+        ('{"key": "sk-9f3a"}', "no api_key field"),
+        ('{"api_key": ""} ', "no api_key field"),
+    ],
 )
 def test_a_bad_secret_names_the_problem_without_the_value(secrets, stored, message) -> None:
     arn = secrets.create_secret(Name="kisi-key", SecretString=stored)["ARN"]
     with pytest.raises(ConfigError, match=message) as raised:
         read_api_key(settings_for(arn))
-    assert stored.strip() not in str(raised.value) or not stored.strip()
+    assert "sk-9f3a" not in str(raised.value)
+    assert stored.strip() not in str(raised.value)
+
+
+def test_a_blank_secret_is_called_empty(secrets) -> None:
+    arn = secrets.create_secret(Name="kisi-key", SecretString="   ")["ARN"]
+    with pytest.raises(ConfigError, match=r"^the Kisi key secret is empty$"):
+        read_api_key(settings_for(arn))
 
 
 def test_a_missing_secret_variable_is_named() -> None:

@@ -353,7 +353,10 @@ def test_retry_after_closes_the_gate_for_every_caller() -> None:
         grant = budget.acquire(route, now, max_wait_s=3600.0)
         assert (grant.ok, grant.reason) == (False, "gate")
         assert grant.wait_s == pytest.approx(40.0 - now)
-    assert reserved.ok  # a slot granted before the 429 stands
+    # A slot granted before the 429 stands: the line still holds it, so the next slot after
+    # the gate is not earlier than one interval past it.
+    assert reserved == Grant(True, 0.0)
+    assert budget.state().tat >= 10.0 + 1 / 5.0
     assert budget.acquire(GET, 40.0) == Grant(True, 0.0)
 
 

@@ -30,7 +30,7 @@ from kisi_gateway.core.errors import GatewayErrorCode
 from kisi_gateway.core.outcome import OutcomeClass
 from kisi_gateway.core.policy import InvalidPathError, route_template
 from kisi_gateway.core.records import AttemptEntry, RecordStatus, RequestRecord, StoredResponse
-from kisi_gateway.pipeline import calls, replies
+from kisi_gateway.pipeline import calls, http_api, replies
 from kisi_gateway.pipeline.calls import IncomingCall
 from kisi_gateway.pipeline.forwarding import CallContext, Forwarder
 from kisi_gateway.pipeline.replies import Reply, json_reply
@@ -138,7 +138,7 @@ def test_paths_and_methods_are_the_templates(doc: dict[str, Any]) -> None:
     assert routes == {("/kisi/{proxy+}", "ANY"), ("/requests/{id}", "GET")}
     expected: set[tuple[str, str]] = set()
     for path, method in routes:
-        methods = api_call.ALL_METHODS if method == "ANY" else [method]
+        methods = http_api.ALL_METHODS if method == "ANY" else [method]
         expected |= {(path.replace("+}", "}"), m.lower()) for m in methods}
     assert {(path, method) for path, method, _ in operations(doc)} == expected
 

@@ -10,15 +10,20 @@ import json
 import logging
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kisi_gateway.config import ConfigError, Settings
+from kisi_gateway.core.backoff import RandomSource
+from kisi_gateway.core.breaker import GuardRules
 from kisi_gateway.pipeline.forwarding import Forwarder
 from kisi_gateway.pipeline.kisi_http import KisiClient, Timeouts, build_session
 from kisi_gateway.pipeline.monitoring import Monitor
 from kisi_gateway.pipeline.retrying import RetryWorker
-from kisi_gateway.pipeline.sending import Sender, SystemClock
-from kisi_gateway.pipeline.telemetry import PowertoolsEmfSink, Telemetry
+from kisi_gateway.pipeline.sending import KisiSender, Sender, SystemClock
+from kisi_gateway.pipeline.telemetry import MemorySink, PowertoolsEmfSink, Telemetry
+from kisi_gateway.stores.memory import MemoryGuard, MemoryQueue, MemoryRecordStore, MemorySendBudget
+from kisi_gateway.stores.ports import Clock
 from kisi_gateway.stores.queue import SqsRetryQueue
 from kisi_gateway.stores.records import DynamoRecordStore
 
@@ -155,8 +160,7 @@ def build_worker(settings: Settings) -> RetryWorker:
 
 def build_monitor(settings: Settings) -> Monitor:
     """The metrics Lambda's collaborators: CloudWatch, SNS and the guard's table."""
-    from kisi_gateway.pipeline.alarms import CloudWatchAlarms  # noqa: PLC0415
-    from kisi_gateway.pipeline.monitoring import MetricsReader  # noqa: PLC0415
+    from kisi_gateway.stores.cloudwatch import CloudWatchAlarms, MetricsReader  # noqa: PLC0415
     from kisi_gateway.stores.guard import DynamoGuard  # noqa: PLC0415
 
     cloudwatch = _client("cloudwatch")
@@ -190,3 +194,54 @@ def _queue(settings: Settings) -> SqsRetryQueue:
 
 def settings_from(environ: Mapping[str, str]) -> Settings:
     return Settings.from_env(environ)
+
+
+@dataclass
+class InMemoryGateway:
+    """The whole pipeline over the in-memory stores: for functional tests and the benchmark.
+
+    ``kisi`` is anything with ``send(KisiCall)``; ``clock`` decides what time is, and its
+    ``sleep`` is how the runners wait (a virtual clock makes a whole run deterministic).
+    """
+
+    forwarder: Forwarder
+    worker: RetryWorker
+    sender: Sender
+    records: MemoryRecordStore
+    queue: MemoryQueue
+    budget: MemorySendBudget
+    guard: MemoryGuard
+    sink: MemorySink
+
+
+def build_in_memory(
+    settings: Settings,
+    kisi: KisiSender,
+    clock: Clock,
+    rng: RandomSource,
+    *,
+    records: MemoryRecordStore | None = None,
+    queue: MemoryQueue | None = None,
+    telemetry: Telemetry | None = None,
+) -> InMemoryGateway:
+    """api_call's forwarder and retry_worker's worker sharing one set of in-memory stores."""
+    sink = MemorySink()
+    budget = MemorySendBudget(rate=settings.send_rate, route_rates=settings.rates())
+    guard = MemoryGuard(GuardRules(
+        consecutive_401_threshold=settings.guard_401_threshold,
+        cooldown_s=settings.guard_cooldown_s, cache_s=settings.guard_cache_s,
+    ))
+    records = records if records is not None else MemoryRecordStore()
+    queue = queue if queue is not None else MemoryQueue(clock.now)
+    sender = Sender(
+        kisi_factory=lambda: kisi, budget=budget, guard=guard,
+        telemetry=telemetry if telemetry is not None else Telemetry(sink),
+        clock=clock, rng=rng,
+    )
+    forwarder = Forwarder(
+        sender=sender, records=records, queue=queue,
+        record_ttl_s=settings.record_ttl_days * 86_400, read_timeout_s=settings.read_timeout_s,
+        connect_timeout_s=settings.connect_timeout_s,
+    )
+    worker = RetryWorker(sender=sender, records=records, queue=queue, policies=settings.policies)
+    return InMemoryGateway(forwarder, worker, sender, records, queue, budget, guard, sink)

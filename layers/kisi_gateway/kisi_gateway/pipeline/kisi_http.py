@@ -85,6 +85,23 @@ class HttpSession(Protocol):
     ) -> requests.Response: ...
 
 
+def origin_of(url: str) -> tuple[str, str]:
+    """``(scheme, host[:port])`` of a URL, the host lower-cased."""
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc.lower()
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    """Does ``url`` point at ``base_url``'s origin? (Used to rewrite ``Location``.)
+
+    >>> same_origin("https://API.kisi.io/locks/1", "https://api.kisi.io")
+    True
+    >>> same_origin("https://api.kisi.io.evil.example/x", "https://api.kisi.io")
+    False
+    """
+    return origin_of(url) == origin_of(base_url)
+
+
 class OriginError(ValueError):
     """A URL that would take the key somewhere other than the configured Kisi origin."""
 
@@ -122,7 +139,7 @@ class KisiClient:
         if parts.scheme not in ("https", "http") or not parts.netloc:
             raise OriginError("KISI_BASE_URL must be an absolute http(s) URL")
         self.base_url = self.base_url.rstrip("/")
-        self._origin = (parts.scheme, parts.netloc.lower())
+        self._origin = origin_of(self.base_url)
         if self.session is None:
             self.session = build_session()
 
@@ -131,15 +148,13 @@ class KisiClient:
         if not path.startswith("/") or path.startswith("//"):
             raise OriginError("path must be relative to the Kisi base URL")
         url = self.base_url + path
-        parts = urlsplit(url)
-        if (parts.scheme, parts.netloc.lower()) != self._origin:
+        if origin_of(url) != self._origin:
             raise OriginError("path leaves the Kisi origin")
         return url
 
     def is_own_origin(self, url: str) -> bool:
-        """Does ``url`` point at the configured Kisi origin (used to rewrite ``Location``)?"""
-        parts = urlsplit(url)
-        return (parts.scheme, parts.netloc.lower()) == self._origin
+        """Does ``url`` point at the configured Kisi origin?"""
+        return origin_of(url) == self._origin
 
     def current_key(self) -> str:
         return self.api_key() if callable(self.api_key) else self.api_key

@@ -17,13 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kisi_gateway.core.alarm_plan import ROUTE_ALARM_INFIX, desired_route_alarms, plan
 from kisi_gateway.core.breaker import ACCOUNT, route_scope
-from kisi_gateway.pipeline.alarms import (
-    ROUTE_ALARM_INFIX,
-    CloudWatchAlarms,
-    desired_route_alarms,
-    plan,
-)
+from kisi_gateway.stores.cloudwatch import CloudWatchAlarms, MetricsReader
 from kisi_gateway.stores.guard import DynamoGuard
 
 LOG = logging.getLogger("kisi_gateway")
@@ -85,42 +81,6 @@ class AlarmChange:
             reason=str((detail.get("state") or {}).get("reason", "")),
             route=route,
         )
-
-
-@dataclass
-class MetricsReader:
-    """Sums of the gateway's metrics from CloudWatch."""
-
-    client: Any
-    namespace: str
-    service: str
-
-    def total(self, metric: str, start: float, end: float, **dims: str) -> float:
-        dimensions = [{"Name": "service", "Value": self.service}]
-        dimensions += [{"Name": k, "Value": v} for k, v in sorted(dims.items())]
-        period = max(60, int((end - start) // 60) * 60)
-        answer = self.client.get_metric_statistics(
-            Namespace=self.namespace, MetricName=metric, Dimensions=dimensions,
-            StartTime=datetime.fromtimestamp(start, UTC), EndTime=datetime.fromtimestamp(end, UTC),
-            Period=period, Statistics=["Sum"],
-        )
-        return float(sum(point.get("Sum", 0.0) for point in answer.get("Datapoints", [])))
-
-    def dimension_values(self, metric: str, names: tuple[str, ...]) -> list[dict[str, str]]:
-        """Every combination of ``names`` seen on ``metric`` for this service."""
-        found: dict[tuple[str, ...], dict[str, str]] = {}
-        paginator = self.client.get_paginator("list_metrics")
-        for page in paginator.paginate(
-            Namespace=self.namespace, MetricName=metric,
-            Dimensions=[{"Name": "service", "Value": self.service}]
-            + [{"Name": name} for name in names],
-        ):
-            for item in page.get("Metrics", []):
-                dims = {d["Name"]: d["Value"] for d in item.get("Dimensions", [])}
-                if set(dims) == {*names, "service"}:
-                    combo = {name: dims[name] for name in names}
-                    found[tuple(combo[name] for name in names)] = combo
-        return [found[key] for key in sorted(found)]
 
 
 @dataclass(frozen=True, slots=True)

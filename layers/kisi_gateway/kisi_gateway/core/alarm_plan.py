@@ -6,7 +6,8 @@ so the metrics Lambda keeps those: one per route seen in the lookback window, th
 from configuration. Reconciling is idempotent: create what is missing, fix what drifted,
 delete what is stale, and touch nothing else.
 
-Pure: specs in, plan out. :class:`CloudWatchAlarms` applies a plan with a boto3 client.
+Pure: specs in, plan out. :class:`~kisi_gateway.stores.cloudwatch.CloudWatchAlarms` applies a
+plan with a boto3 client.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 ROUTE_ALARM_INFIX = "-route-"
@@ -140,29 +141,3 @@ def plan(existing: Iterable[Mapping[str, Any]], desired: Iterable[AlarmSpec]) ->
     )
     delete = tuple(sorted(name for name in current if name not in wanted))
     return Plan(create=create, update=update, delete=delete)
-
-
-@dataclass
-class CloudWatchAlarms:
-    """Reads and writes the managed alarms with a boto3 CloudWatch client."""
-
-    client: Any
-    namespace: str
-    prefix: str
-    applied: list[str] = field(default_factory=list)
-
-    def managed(self) -> list[dict[str, Any]]:
-        alarms: list[dict[str, Any]] = []
-        paginator = self.client.get_paginator("describe_alarms")
-        for page in paginator.paginate(
-            AlarmNamePrefix=f"{self.prefix}{ROUTE_ALARM_INFIX}", AlarmTypes=["MetricAlarm"]
-        ):
-            alarms.extend(page.get("MetricAlarms", []))
-        return alarms
-
-    def apply(self, changes: Plan) -> None:
-        for spec in (*changes.create, *changes.update):
-            self.client.put_metric_alarm(**spec.put_args(self.namespace))
-            self.applied.append(spec.name)
-        for start in range(0, len(changes.delete), 100):  # DeleteAlarms takes 100 names
-            self.client.delete_alarms(AlarmNames=list(changes.delete[start : start + 100]))
