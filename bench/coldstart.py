@@ -95,7 +95,6 @@ TEMPLATE_VALUES = {
     "ALARM_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:kisi-gateway-alarms",
     "NOTIFY_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:kisi-gateway-notify",
     "ALARM_PREFIX": "kisi-gateway",
-    "BAD_RATE_THRESHOLD_PCT": "10",
     "BAD_RATE_MIN_VOLUME": "20",
     "ROUTE_BAD_VOLUME_THRESHOLD": "50",
 }
