@@ -46,7 +46,6 @@ import boto3
 import requests
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HTTPHeaders
 
-from bench.memory_guard import InMemoryGuard
 from bench.realtime import LOOPBACK_ONLY, aws_client, aws_environment, create_resources
 from kisi_gateway.config import Settings
 from kisi_gateway.core.lifecycle import Change
@@ -60,6 +59,7 @@ from kisi_gateway.pipeline.sending import Sender, SystemClock
 from kisi_gateway.pipeline.telemetry import PowertoolsEmfSink, Telemetry
 from kisi_gateway.stores.budget import DynamoSendBudget
 from kisi_gateway.stores.guard import DynamoGuard
+from kisi_gateway.stores.memory import MemoryGuard as InMemoryGuard
 from kisi_gateway.stores.memory import MemorySendBudget as InMemorySendBudget
 from kisi_gateway.stores.ports import Applied, Guard, SendBudget
 from kisi_gateway.stores.queue import SqsRetryQueue
