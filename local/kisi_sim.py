@@ -22,6 +22,14 @@ What it mimics (each rule comes from KISI_API.md):
 - ``Authorization: KISI-LOGIN <secret>`` on every call; a key belongs to a user and all keys
   of a user share one token bucket (5 req/s, burst 5); ``POST /event_sets`` 1/s and
   ``POST /signed_upload_urls`` 1 per 10 s on top; unauthenticated calls share a bucket per IP.
+- The other documented schemes (``Bearer``, ``KISI-ACCESS-KEY``, ``KISI-GROUP-LINK``,
+  ``KISI-SERVICE``) map a configured credential to its user; a placeholder such as
+  ``Authorization: null`` or ``KISI-LOGIN null`` is no credential (401).
+- Identity routes: ``POST /logins`` signs in with e-mail and password and needs no key (200
+  with a new login's ``secret``; 401 ``afc516`` for a wrong e-mail or password); ``GET
+  /logins``; ``DELETE /login`` deletes the login that sent it (its secret then answers 401),
+  ``DELETE /login/elsewhere`` the user's other logins, ``DELETE /logins/{id}`` one by id.
+  ``GET /organizations`` answers one organization (Kisi's Python client probes it).
 - Kisi-shaped errors ``{"error": "...", "code": "<6 hex>"}``, 422 as ``{"errors": {...}}``,
   a non-existent id answers **403**, creates answer **200**, updates/deletes **204**.
 - Offset pagination with ``X-Collection-Range: start-end/total`` (``*/0`` when empty).
@@ -33,6 +41,11 @@ name is ``KISI_SIM_`` + the upper-cased field name):
 
 ==================================  ============================================================
 ``KISI_SIM_KEYS``                   JSON object secret -> user id  [``{"sim-demo-key": 1}``]
+``KISI_SIM_ACCOUNTS``               JSON object e-mail -> ``{"password", "user_id"}`` for
+                                    ``POST /logins``  [``user1@example.com`` /
+                                    ``sim-demo-password``, user 1]
+``KISI_SIM_CREDENTIALS``            JSON object scheme -> {secret -> user id} for the
+                                    other schemes, e.g. ``{"Bearer": {"tok": 2}}``  [none]
 ``KISI_SIM_SEED``                   seed of the fault dice  [0]
 ``KISI_SIM_SEED_COUNTS``            JSON object collection -> seeded rows
                                     [locks 120, places 5, users 60, groups 8,
@@ -65,11 +78,12 @@ Admin API (no Kisi key needed, never counted in the stats):
 - ``GET /__admin/faults`` -- the fault settings (revoked keys shown as fingerprints).
 - ``PUT /__admin/faults`` -- JSON merge of fault fields; ``outage_seconds: n`` starts an
   outage of n seconds from now, ``outage_until: null`` ends one.
-- ``POST /__admin/reset`` -- restore the start-up faults and seed data, clear buckets,
-  suspensions and stats (204).
+- ``POST /__admin/reset`` -- restore the start-up faults, seed data and credentials (logins
+  created or deleted since are forgotten), clear buckets, suspensions and stats (204).
 - ``GET /__admin/stats`` -- counts and the request log; ``?log=0`` omits the log.
 
-The request log never holds a key or the ``Authorization`` header: only the user id and a
+The request log never holds a key or the ``Authorization`` header: only the user id, the
+auth scheme, a fingerprint of the credential (``key_fingerprint``: a SHA-256 prefix) and a
 SHA-256 of the request body.
 """
 
@@ -84,6 +98,7 @@ import math
 import os
 import random
 import re
+import secrets
 import signal
 import sys
 import threading
@@ -99,12 +114,18 @@ from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
     "COLLECTIONS",
+    "DEMO_EMAIL",
     "DEMO_KEY",
+    "DEMO_PASSWORD",
     "ERRORS",
+    "Account",
     "ApiCall",
+    "AuthHeader",
     "CollectionSpec",
+    "Credential",
     "Faults",
     "KisiSimulator",
+    "LoginBook",
     "RequestEntry",
     "SimConfig",
     "SimConfigError",
@@ -113,12 +134,17 @@ __all__ = [
     "SimStore",
     "StatsSnapshot",
     "collection_range",
+    "key_fingerprint",
     "main",
+    "parse_authorization",
 ]
 
 JsonObject = dict[str, Any]
 
 DEMO_KEY: Final = "sim-demo-key"
+# The demo account (user 1, whose seeded e-mail this is) for POST /logins.
+DEMO_EMAIL: Final = "user1@example.com"
+DEMO_PASSWORD: Final = "sim-demo-password"  # noqa: S105 -- a published demo value, like DEMO_KEY
 JSON_TYPE: Final = "application/json; charset=utf-8"
 MAX_OFFSET: Final = 20_000  # Kisi: "offset at most 20,000"
 MAX_BODY_BYTES: Final = 1_048_576  # a sane cap; Kisi's is unpublished
@@ -209,6 +235,9 @@ ERRORS: Final[Mapping[str, ErrorSpec]] = {
         401, "You need to sign in or sign up before continuing.", "a1c401"
     ),
     "revoked": ErrorSpec(401, "Your login has expired or was revoked.", "a1c402"),
+    # Kisi's documented code for a wrong e-mail, password or 2FA pin on POST /logins.
+    "wrong_credentials": ErrorSpec(401, "Wrong email address or password.", "afc516"),
+    "login_not_found": ErrorSpec(404, "Login not found", "f0b404"),
     "suspended": ErrorSpec(403, "Integration suspended due to too many bad requests", "a3b2c1"),
     "not_found_id": ErrorSpec(403, "You are not authorized to access this resource.", "f0b403"),
     "no_route": ErrorSpec(404, "Not found", "f0c404"),
@@ -464,6 +493,52 @@ def _key_map(value: object) -> dict[str, int]:
         raise ValueError("must map each secret to a positive user id") from None
 
 
+@dataclass(frozen=True)
+class Account:
+    """A Kisi user who can sign in with e-mail and password (``POST /logins``)."""
+
+    password: str
+    user_id: int
+
+
+def _account_map(value: object) -> dict[str, Account]:
+    """E-mail -> ``{"password", "user_id"}`` (or an :class:`Account`); e-mails compare
+    case-insensitively, as Kisi's do. The message never repeats a password."""
+    accounts: dict[str, Account] = {}
+    for email, entry in _mapping(value).items():
+        if not _looks_like_email(email):
+            raise ValueError(f"{email!r} is not an e-mail address")
+        if isinstance(entry, Account):
+            account = entry
+        elif isinstance(entry, Mapping) and isinstance(entry.get("password"), str):
+            try:
+                account = Account(str(entry["password"]), _positive_int(entry.get("user_id")))
+            except ValueError:
+                raise ValueError(f"{email}: user_id must be a positive integer") from None
+        else:
+            raise ValueError(f"{email}: must be an object with a password string and a user_id")
+        if not account.password:
+            raise ValueError(f"{email}: the password must not be empty")
+        accounts[email.strip().lower()] = account
+    return accounts
+
+
+def _credential_map(value: object) -> dict[str, dict[str, int]]:
+    """Scheme -> (secret -> user id) for the schemes other than ``KISI-LOGIN`` (``keys``)."""
+    credentials: dict[str, dict[str, int]] = {}
+    for scheme, secrets_of_scheme in _mapping(value).items():
+        canonical = _SCHEME_BY_WORD.get(str(scheme).upper())
+        if canonical is None or canonical == KISI_LOGIN:
+            others = [s for s in AUTH_SCHEMES if s != KISI_LOGIN]
+            raise ValueError(f"scheme {str(scheme)[:32]!r} must be one of {others} "
+                             "(KISI-LOGIN secrets go in keys)")
+        try:
+            credentials[canonical] = _key_map(secrets_of_scheme)
+        except ValueError as error:
+            raise ValueError(f"{canonical}: {error}") from None
+    return credentials
+
+
 def _seed_counts(value: object) -> dict[str, int]:
     counts = dict(_mapping(value))
     unknown = sorted(set(counts) - set(COLLECTIONS))
@@ -598,6 +673,10 @@ class SimConfig:
     """
 
     keys: Mapping[str, int] = field(default_factory=lambda: {DEMO_KEY: 1})
+    accounts: Mapping[str, Account] = field(
+        default_factory=lambda: {DEMO_EMAIL: Account(DEMO_PASSWORD, 1)}
+    )
+    credentials: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     seed: int = 0
     seed_counts: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_SEED_COUNTS))
     rate_per_s: float = 5.0  # Kisi: 5 requests per second per user
@@ -625,6 +704,8 @@ class SimConfig:
 
 CONFIG_FIELDS: Final[Mapping[str, Parser]] = {
     "keys": _key_map,
+    "accounts": _account_map,
+    "credentials": _credential_map,
     "seed": _integer,
     "seed_counts": _seed_counts,
     "rate_per_s": _positive_number,
@@ -935,8 +1016,9 @@ def row_id(call: ApiCall) -> int:
 class KisiApi:
     """The endpoints: each takes an :class:`ApiCall` and returns a :class:`SimResponse`."""
 
-    def __init__(self, store: SimStore) -> None:
+    def __init__(self, store: SimStore, logins: LoginApi | None = None) -> None:
         self._store = store
+        self.logins = logins or LoginApi(LoginBook({DEMO_KEY: 1}), {})
 
     def list_items(self, name: str, call: ApiCall) -> SimResponse:
         offset, limit = page_window(call.query, COLLECTIONS[name])
@@ -991,6 +1073,10 @@ class KisiApi:
         row = self._store.get("users", call.user_id)
         return kisi_error("not_found_id") if row is None else json_response(200, row)
 
+    def list_organizations(self, call: ApiCall) -> SimResponse:
+        """The organizations of the caller: one. Kisi's Python client probes this on start."""
+        return json_response(200, [dict(SIM_ORGANIZATION)], [("X-Collection-Range", "0-0/1")])
+
     def create_event_set(self, call: ApiCall) -> SimResponse:
         row = self._store.create(
             "event_sets", wrapped_attributes(call.body, "event_set"), call.stamp
@@ -1006,6 +1092,230 @@ class KisiApi:
         return no_content() if found else kisi_error("not_found_id")
 
 
+# --------------------------------------------------------------------------- identity
+
+KISI_LOGIN: Final = "KISI-LOGIN"
+# The Authorization schemes Kisi documents; a caller's own credential may use any of them.
+AUTH_SCHEMES: Final = (KISI_LOGIN, "Bearer", "KISI-ACCESS-KEY", "KISI-GROUP-LINK", "KISI-SERVICE")
+_SCHEME_BY_WORD: Final = {scheme.upper(): scheme for scheme in AUTH_SCHEMES}
+# What clients send before they have a secret: kisi-client 8.0.0 sends ``Authorization: null``
+# after signIn/signOut reset it, a template may send ``KISI-LOGIN null``, and Python's
+# ``f"KISI-LOGIN {None}"`` gives ``KISI-LOGIN None``. None of them is a credential.
+PLACEHOLDER_SECRETS: Final = frozenset({"", "null", "none", "undefined"})
+SIM_ORGANIZATION: Final[Mapping[str, object]] = {
+    "id": 1,
+    "name": "Kisi Simulator",
+    "domain": "kisi-sim",
+}
+LOGIN_PAGE: Final = (10, 250)  # Kisi: GET /logins pages 10 by default, at most 250
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A credential as sent: its scheme (canonical spelling) and its secret."""
+
+    scheme: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class AuthHeader:
+    """What an ``Authorization`` header said, in a form the request log may show.
+
+    ``scheme`` is a canonical scheme of AUTH_SCHEMES, ``"null"`` for a bare placeholder
+    (``Authorization: null``), ``"unknown"`` for anything else, or None without a header.
+    ``credential`` is None unless a known scheme came with a real (non-placeholder) secret.
+    """
+
+    scheme: str | None
+    credential: Credential | None
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The credential's :func:`key_fingerprint`: tests count credentials with it."""
+        return None if self.credential is None else key_fingerprint(self.credential.secret)
+
+
+NO_AUTH: Final = AuthHeader(None, None)
+
+
+def parse_authorization(header: str | None) -> AuthHeader:
+    """Read ``Authorization: <scheme> <secret>``; schemes are case-insensitive (RFC 9110).
+
+    >>> parse_authorization("bearer tok").credential
+    Credential(scheme='Bearer', secret='tok')
+    >>> parse_authorization("KISI-LOGIN null"), parse_authorization("null").scheme
+    (AuthHeader(scheme='KISI-LOGIN', credential=None), 'null')
+    """
+    value = (header or "").strip()
+    if not value:
+        return NO_AUTH
+    word, _, rest = value.partition(" ")
+    scheme = _SCHEME_BY_WORD.get(word.upper())
+    if scheme is None:
+        return AuthHeader("null" if value.lower() in PLACEHOLDER_SECRETS else "unknown", None)
+    secret = rest.strip()
+    if secret.lower() in PLACEHOLDER_SECRETS:
+        return AuthHeader(scheme, None)
+    return AuthHeader(scheme, Credential(scheme, secret))
+
+
+class LoginBook:
+    """Every credential the simulator accepts, and the user each belongs to (thread-safe).
+
+    At start (and on reset): ``keys`` (KISI-LOGIN secrets) and ``credentials`` (the other
+    schemes), with login ids from 1 in that order. ``POST /logins`` adds KISI-LOGIN logins
+    with fresh secrets; a login belongs to a user, so all of a user's logins share the user's
+    rate bucket. Deleted logins are gone: their secret answers 401 like any unknown key.
+    """
+
+    def __init__(
+        self,
+        keys: Mapping[str, int],
+        credentials: Mapping[str, Mapping[str, int]] | None = None,
+        *,
+        new_secret: Callable[[], str] | None = None,
+        stamp: Callable[[], str] = lambda: SEED_TIMESTAMP,
+    ) -> None:
+        self._configured: list[tuple[Credential, int]] = [
+            (Credential(KISI_LOGIN, secret), user_id) for secret, user_id in keys.items()
+        ] + [
+            (Credential(scheme, secret), user_id)
+            for scheme, by_secret in (credentials or {}).items()
+            for secret, user_id in by_secret.items()
+        ]
+        self._new_secret = new_secret or (lambda: secrets.token_hex(20))
+        self._stamp = stamp
+        self._lock = threading.Lock()
+        self._logins: dict[Credential, Login] = {}
+        self._next_id = 1
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the configured credentials; logins created since are deleted."""
+        with self._lock:
+            self._logins = {
+                credential: Login(index, user_id, scheme=credential.scheme)
+                for index, (credential, user_id) in enumerate(self._configured, start=1)
+            }
+            self._next_id = len(self._configured) + 1
+
+    def find(self, credential: Credential) -> Login | None:
+        with self._lock:
+            return self._logins.get(credential)
+
+    def get(self, login_id: int) -> Login | None:
+        with self._lock:
+            return next((lg for lg in self._logins.values() if lg.id == login_id), None)
+
+    def create(
+        self, user_id: int, *, login_type: str, name: str | None, expire: bool
+    ) -> tuple[Login, str]:
+        """A new KISI-LOGIN login of ``user_id`` and its secret (shown once, as Kisi does)."""
+        with self._lock:
+            secret = self._new_secret()
+            while Credential(KISI_LOGIN, secret) in self._logins:  # a clash is a bug upstream
+                secret = self._new_secret()
+            login = Login(
+                self._next_id, user_id, type=login_type, name=name, expire=expire,
+                created_at=self._stamp(),
+            )
+            self._next_id += 1
+            self._logins[Credential(KISI_LOGIN, secret)] = login
+            return login, secret
+
+    def delete(self, login_ids: Sequence[int]) -> int:
+        """Delete these logins; returns how many existed."""
+        wanted = set(login_ids)
+        with self._lock:
+            doomed = [c for c, lg in self._logins.items() if lg.id in wanted]
+            for credential in doomed:
+                del self._logins[credential]
+            return len(doomed)
+
+    def of_user(self, user_id: int) -> list[Login]:
+        """The user's KISI-LOGIN logins in id order (other schemes are not logins to list)."""
+        with self._lock:
+            found = [
+                lg for lg in self._logins.values()
+                if lg.user_id == user_id and lg.scheme == KISI_LOGIN
+            ]
+        return sorted(found, key=lambda lg: lg.id)
+
+
+def _string_field(attrs: Mapping[str, Any], name: str) -> str | None:
+    value = attrs.get(name)
+    return value if isinstance(value, str) else None
+
+
+class LoginApi:
+    """Kisi's identity endpoints: sign in with e-mail and password, list and delete logins."""
+
+    def __init__(self, book: LoginBook, accounts: Mapping[str, Account]) -> None:
+        self._book = book
+        self._accounts = dict(accounts)
+
+    def sign_in(self, call: ApiCall) -> SimResponse:
+        """``POST /logins`` ``{"login": {...}, "user": {"email", "password", ...}}``: no key
+        needed; 200 with a new login's ``secret``, or 401 ``afc516`` for a wrong e-mail or
+        password. The ``domain`` and 2FA fields are accepted and not checked."""
+        body = call.body if isinstance(call.body, dict) else {}
+        user, login = body.get("user"), body.get("login", {})
+        if not isinstance(user, dict):
+            raise InvalidParamError("user must be an object with email and password")
+        if not isinstance(login, dict):
+            raise InvalidParamError("login must be an object")
+        login_type = login.get("type", "device")
+        if login_type not in ("api", "device"):
+            raise InvalidParamError("login.type must be api or device")
+        expire = login.get("expire", True)
+        if not isinstance(expire, bool):
+            raise InvalidParamError("login.expire must be true or false")
+        email, password = _string_field(user, "email"), _string_field(user, "password")
+        account = self._accounts.get((email or "").strip().lower())
+        if account is None or password is None or password != account.password:
+            return kisi_error("wrong_credentials")
+        created, secret = self._book.create(
+            account.user_id,
+            login_type=login_type,
+            name=_string_field(login, "name"),
+            expire=expire,
+        )
+        return json_response(200, {**created.view(), "secret": secret})
+
+    def list_logins(self, call: ApiCall) -> SimResponse:
+        """``GET /logins``: the caller's user's logins, paginated, never a secret."""
+        default_limit, max_limit = LOGIN_PAGE
+        offset = _query_int(call.query, "offset", 0, 0, MAX_OFFSET)
+        limit = _query_int(call.query, "limit", default_limit, 1, max_limit)
+        logins = self._book.of_user(call.user_id)
+        page = [login.view() for login in logins[offset : offset + limit]]
+        return json_response(
+            200, page, [("X-Collection-Range", collection_range(offset, limit, len(logins)))]
+        )
+
+    def sign_out(self, call: ApiCall) -> SimResponse:
+        """``DELETE /login``: the login that sent it is deleted, whatever its scheme."""
+        self._book.delete([call.login_id])
+        return no_content()
+
+    def sign_out_elsewhere(self, call: ApiCall) -> SimResponse:
+        """``DELETE /login/elsewhere``: every other login of the user is deleted."""
+        others = [lg.id for lg in self._book.of_user(call.user_id) if lg.id != call.login_id]
+        self._book.delete(others)
+        return no_content()
+
+    def delete_login(self, call: ApiCall) -> SimResponse:
+        """``DELETE /logins/{id}``: 404 for no such login, 403 for another user's."""
+        login = self._book.get(row_id(call))
+        if login is None:
+            return kisi_error("login_not_found")
+        if login.user_id != call.user_id:
+            return kisi_error("not_found_id")
+        self._book.delete([login.id])
+        return no_content()
+
+
 @dataclass(frozen=True)
 class Route:
     """One endpoint: method, path template (``{id}`` segments) and its action."""
@@ -1013,6 +1323,7 @@ class Route:
     method: str
     template: str
     action: Callable[[ApiCall], SimResponse]
+    public: bool = False  # Kisi declares no security: no key needed (POST /logins)
 
 
 def api_routes(api: KisiApi) -> tuple[Route, ...]:
@@ -1038,6 +1349,12 @@ def api_routes(api: KisiApi) -> tuple[Route, ...]:
         Route("GET", "/user", api.show_current_user),
         Route("POST", "/event_sets", api.create_event_set),
         Route("POST", "/signed_upload_urls", api.create_signed_upload_url),
+        Route("GET", "/organizations", api.list_organizations),
+        Route("POST", "/logins", api.logins.sign_in, public=True),
+        Route("GET", "/logins", api.logins.list_logins),
+        Route("DELETE", "/logins/{id}", api.logins.delete_login),
+        Route("DELETE", "/login", api.logins.sign_out),
+        Route("DELETE", "/login/elsewhere", api.logins.sign_out_elsewhere),
     )
 
 
@@ -1093,6 +1410,8 @@ class RequestEntry(TypedDict):
     body_sha256: str | None
     route: str
     processed: bool
+    auth_scheme: str | None  # see AuthHeader.scheme
+    credential: str | None  # key_fingerprint of the credential, never the credential
 
 
 class StatsSnapshot(TypedDict):
@@ -1142,14 +1461,6 @@ def _iso_timestamp(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{millis:03d}Z"
 
 
-def _login_secret(header: str | None) -> str | None:
-    """The secret of ``Authorization: KISI-LOGIN <secret>``; other schemes are not keys here."""
-    scheme, _, secret = (header or "").strip().partition(" ")
-    if scheme.upper() != "KISI-LOGIN" or not secret.strip():
-        return None
-    return secret.strip()
-
-
 def _parse_body(body: bytes) -> tuple[bool, Any]:
     """``(ok, value)``: an empty body is ``None``; anything unparsable is not ok."""
     if not body.strip():
@@ -1165,10 +1476,27 @@ def _parse_body(body: bytes) -> tuple[bool, Any]:
 
 @dataclass(frozen=True)
 class Login:
-    """A key's login: its id (for ``GET /login``) and the user it belongs to."""
+    """A credential's login: its id (for ``GET /login``), the user it belongs to, and what
+    ``GET /logins`` shows of it."""
 
     id: int
     user_id: int
+    scheme: str = "KISI-LOGIN"
+    type: str = "api"
+    name: str | None = None
+    expire: bool = False
+    created_at: str = SEED_TIMESTAMP
+
+    def view(self) -> JsonObject:
+        """The login as Kisi lists it: never its secret."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "name": self.name,
+            "user_id": self.user_id,
+            "expire": self.expire,
+            "created_at": self.created_at,
+        }
 
 
 @dataclass(frozen=True)
@@ -1181,6 +1509,7 @@ class Identity:
 
 
 ANONYMOUS: Final = Identity(None, None, "unauthenticated")
+NO_ID: Final = 0  # user and login ids start at 1: what a public route sees of an anonymous caller
 
 
 @dataclass(frozen=True)
@@ -1191,10 +1520,16 @@ class Exchange:
     match: RouteMatch
     identity: Identity
     faults: Faults
+    auth: AuthHeader = field(default_factory=lambda: NO_AUTH)
 
     @property
     def route_key(self) -> str:
         return f"{self.request.method} {self.match.name}"
+
+    @property
+    def public(self) -> bool:
+        """The route needs no key (Kisi declares no security on it)."""
+        return self.match.route is not None and self.match.route.public
 
 
 Gate = Callable[[Exchange], SimResponse | None]
@@ -1219,6 +1554,7 @@ class KisiSimulator:
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        new_secret: Callable[[], str] | None = None,
     ) -> None:
         self._config = config or SimConfig()
         self._address = (host, port)
@@ -1230,12 +1566,15 @@ class KisiSimulator:
         self._lock = threading.Lock()  # guards faults, limiter, suspensions and the dice
         self._initial_faults = self._config.faults.resolved(wall_clock())
         self._faults = self._initial_faults
-        self._logins = {
-            secret: Login(index, user_id)
-            for index, (secret, user_id) in enumerate(self._config.keys.items(), start=1)
-        }
+        self._logins = LoginBook(
+            self._config.keys,
+            self._config.credentials,
+            new_secret=new_secret,
+            stamp=lambda: _iso_timestamp(self._wall_clock()),
+        )
         self._store = SimStore(self._config.seed_counts)
-        self._router = Router(api_routes(KisiApi(self._store)))
+        login_api = LoginApi(self._logins, self._config.accounts)
+        self._router = Router(api_routes(KisiApi(self._store, login_api)))
         self._limiter = RateLimiter()
         self._suspensions = SuspensionTracker()
         self._log = RequestLog(REQUEST_LOG_SIZE)
@@ -1330,7 +1669,7 @@ class KisiSimulator:
             return self._faults
 
     def reset(self) -> None:
-        """Start-up faults and seed data again; no buckets, suspensions or stats."""
+        """Start-up faults, seed data and credentials again; no buckets, suspensions or stats."""
         with self._lock:
             self._faults = self._initial_faults
             self._limiter.clear()
@@ -1339,6 +1678,7 @@ class KisiSimulator:
             if self._owns_rng:
                 self._rng.seed(self._config.seed)
         self._store.reset()
+        self._logins.reset()
         self._log.clear()
 
     def stats(self, *, include_requests: bool = True) -> StatsSnapshot:
@@ -1380,8 +1720,9 @@ class KisiSimulator:
         arrived = self._wall_clock()
         faults = self.faults
         match = self._router.match(request.method, request.path)
-        identity = self._identify(request.headers.get("authorization"), faults)
-        exchange = Exchange(request, match, identity, faults)
+        auth = parse_authorization(request.headers.get("authorization"))
+        identity = self._identify(auth, faults)
+        exchange = Exchange(request, match, identity, faults, auth)
         try:
             response, processed = self._answer(exchange)
         except Exception as error:  # the simulator must answer, whatever broke
@@ -1399,12 +1740,12 @@ class KisiSimulator:
         response = self._dispatch(exchange)
         return response, 200 <= response.status < 300
 
-    def _identify(self, header: str | None, faults: Faults) -> Identity:
-        secret = _login_secret(header)
-        login = self._logins.get(secret) if secret is not None else None
-        if secret is None or login is None:
+    def _identify(self, auth: AuthHeader, faults: Faults) -> Identity:
+        credential = auth.credential
+        login = self._logins.find(credential) if credential is not None else None
+        if credential is None or login is None:
             return ANONYMOUS
-        problem = "revoked" if faults.is_revoked(secret) else None
+        problem = "revoked" if faults.is_revoked(credential.secret) else None
         return Identity(login.user_id, login.id, problem)
 
     def _latency_gate(self, exchange: Exchange) -> SimResponse | None:
@@ -1425,7 +1766,10 @@ class KisiSimulator:
         ip_limit = Limit(
             f"ip:{exchange.request.client}", self._config.rate_per_s, self._config.burst
         )
-        return self._rate_limited([ip_limit], exchange.faults) or kisi_error(problem)
+        limited = self._rate_limited([ip_limit], exchange.faults)
+        if limited is not None or exchange.public:
+            return limited  # a public route serves anonymous callers within the IP's quota
+        return kisi_error(problem)
 
     def _suspension_gate(self, exchange: Exchange) -> SimResponse | None:
         user_id = exchange.identity.user_id
@@ -1435,6 +1779,8 @@ class KisiSimulator:
 
     def _rate_limit_gate(self, exchange: Exchange) -> SimResponse | None:
         """The user's bucket (shared by all their keys) and the route's stricter one."""
+        if exchange.identity.user_id is None:
+            return None  # anonymous on a public route: the IP's bucket already counted it
         user = f"user:{exchange.identity.user_id}"
         limits = [Limit(user, self._config.rate_per_s, self._config.burst)]
         route_rate = self._config.route_rates.get(exchange.route_key)
@@ -1468,11 +1814,12 @@ class KisiSimulator:
         if not parsed:
             return kisi_error("invalid_json")
         identity = exchange.identity
-        if identity.user_id is None or identity.login_id is None:  # the gates make it rare
+        anonymous = identity.user_id is None or identity.login_id is None
+        if anonymous and not exchange.public:  # the gates make it rare
             return kisi_error("unauthenticated")
         call = ApiCall(
-            user_id=identity.user_id,
-            login_id=identity.login_id,
+            user_id=identity.user_id or NO_ID,
+            login_id=identity.login_id or NO_ID,
             params=match.params,
             query=parse_qs(request.query, keep_blank_values=True),
             body=body,
@@ -1516,6 +1863,8 @@ class KisiSimulator:
                 body_sha256=hashlib.sha256(request.body).hexdigest() if request.body else None,
                 route=exchange.match.name,
                 processed=processed,
+                auth_scheme=exchange.auth.scheme,
+                credential=exchange.auth.fingerprint,
             )
         )
         if identity.user_id is not None and 400 <= status < 500:
