@@ -5,18 +5,19 @@ PYTHON ?= python3
 VENV := .venv
 SAM_VENV := .venv-sam
 PY := $(VENV)/bin/python
+CLIENTS_JS := tests/clients/js
 export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 SRC := $(wildcard layers functions local bench tests)
 TYPED := $(wildcard layers/kisi_gateway/kisi_gateway functions local bench)
 
-.PHONY: help venv run demo bench soak test lint validate build deploy clean
+.PHONY: help venv clients run demo bench soak test lint validate build deploy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements/dev.txt layers/kisi_gateway/requirements.txt
+$(VENV)/.installed: requirements/dev.txt requirements/clients.txt layers/kisi_gateway/requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/dev.txt
 	@touch $@
@@ -26,7 +27,15 @@ $(SAM_VENV)/.installed: requirements/sam.txt
 	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/sam.txt
 	@touch $@
 
+# Kisi's JavaScript client for the e2e tests, from the committed lock; again only when the lock
+# is newer than the last install.
+$(CLIENTS_JS)/node_modules/.installed: $(CLIENTS_JS)/package-lock.json $(CLIENTS_JS)/package.json
+	npm ci --prefix $(CLIENTS_JS) --no-audit --no-fund
+	@touch $@
+
 venv: $(VENV)/.installed ## Build .venv from the exact pins
+
+clients: $(CLIENTS_JS)/node_modules/.installed ## Install Kisi's JS client for the e2e tests (npm ci)
 
 run: $(VENV)/.installed ## The gateway on 127.0.0.1:3000 with moto and the Kisi simulator
 	$(PY) -m local
@@ -46,7 +55,7 @@ lint: $(VENV)/.installed ## ruff, mypy (strict on the layer), cfn-lint on the te
 	$(VENV)/bin/cfn-lint template.yaml
 	$(PY) -m local.lint_translated template.yaml
 
-test: lint ## Lint, then every test tier (unit, integration, e2e)
+test: lint clients ## Lint, then every test tier (unit, integration, e2e)
 	$(VENV)/bin/pytest -q -n 2 --dist loadgroup
 
 validate: $(SAM_VENV)/.installed ## sam validate --lint (offline, no credentials)
