@@ -13,6 +13,9 @@ Reads a JSON list of operations and prints one JSON line per operation::
     python tests/clients/py_driver.py --base-url http://127.0.0.1:3000/kisi \\
         --api-key local-dev-key --ops ops.json          (or --ops - to read stdin)
 
+With ``--session`` it reads one JSON operation per stdin line instead and answers each as it
+comes, so a test can change the world between two calls of one long-lived client.
+
 Each line: ``{"index", "op", "ok", "result" | "error", "printed", "logged", "wire",
 "elapsed_ms"}``. The client reports failures by printing or logging and returning ``None``,
 so ``printed`` (its stdout) and ``logged`` (its log records) are part of what the caller
@@ -37,7 +40,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import kisi
@@ -283,17 +286,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-url", default=os.environ.get("KISI_BASE_URL_UNDER_TEST"))
     parser.add_argument("--api-key", default=os.environ.get("GATEWAY_API_KEY"))
     parser.add_argument("--ops", default="-")
+    parser.add_argument("--session", action="store_true",
+                        help="read one JSON operation per stdin line and answer each at once")
     parser.add_argument("--op-timeout-s", type=float, default=20.0)
     parser.add_argument("--total-timeout-s", type=float, default=120.0)
     args = parser.parse_args(argv)
     if not args.base_url:
         parser.error("--base-url (or KISI_BASE_URL_UNDER_TEST) is required")
-    if args.ops == "-":
+    ops: Iterable[Any]
+    if args.session:
+        ops = (json.loads(line) for line in sys.stdin if line.strip())
+    elif args.ops == "-":
         ops = json.load(sys.stdin)
     else:
         with open(args.ops, encoding="utf-8") as source:
             ops = json.load(source)
-    if not isinstance(ops, list):
+    if not isinstance(ops, list) and not args.session:
         parser.error("the operations must be a JSON list")
     wire, logs = WireLog(), LogCapture()
     wire.install()

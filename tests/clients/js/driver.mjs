@@ -7,6 +7,9 @@
 //   node tests/clients/js/driver.mjs --base-url http://127.0.0.1:3000/kisi \
 //        --api-key local-dev-key --ops ops.json        (or --ops - to read stdin)
 //
+// With --session it reads one JSON operation per stdin line instead and answers each as it
+// comes, so a test can change the world between two calls of one long-lived client.
+//
 // Environment fallbacks: KISI_BASE_URL_UNDER_TEST, GATEWAY_API_KEY (omit the key to talk to
 // Kisi or the simulator directly). Bounds: --op-timeout-ms per operation [20000] and
 // --total-timeout-ms for the run [120000]; past either the driver reports and exits 3.
@@ -18,6 +21,7 @@
 
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import Kisi from 'kisi-client';
 
 const WIRE_HEADERS = [
@@ -30,6 +34,7 @@ function parseArgs(argv) {
     baseUrl: process.env.KISI_BASE_URL_UNDER_TEST,
     apiKey: process.env.GATEWAY_API_KEY,
     ops: '-',
+    session: false,
     opTimeoutMs: 20000,
     totalTimeoutMs: 120000,
   };
@@ -38,6 +43,11 @@ function parseArgs(argv) {
     '--op-timeout-ms': 'opTimeoutMs', '--total-timeout-ms': 'totalTimeoutMs',
   };
   for (let i = 2; i < argv.length; i += 2) {
+    if (argv[i] === '--session') {
+      options.session = true;
+      i -= 1;
+      continue;
+    }
     const name = names[argv[i]];
     if (name === undefined || argv[i + 1] === undefined) {
       throw new Error(`unknown or incomplete argument ${argv[i]}`);
@@ -123,22 +133,30 @@ function withTimeout(promise, ms) {
   return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
 }
 
+// --session: one JSON operation per stdin line, each answered as it comes.
+async function* sessionOps() {
+  for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
+    if (line.trim()) yield JSON.parse(line);
+  }
+}
+
 function emit(line) {
   process.stdout.write(`${JSON.stringify(line)}\n`);
 }
 
 async function main() {
   const options = parseArgs(process.argv);
-  const text = readFileSync(options.ops === '-' ? 0 : options.ops, 'utf8');
-  const ops = JSON.parse(text);
-  if (!Array.isArray(ops)) throw new Error('the operations must be a JSON list');
+  const ops = options.session ? sessionOps() : JSON.parse(readFileSync(options.ops === '-' ? 0 : options.ops, 'utf8'));
+  if (!options.session && !Array.isArray(ops)) throw new Error('the operations must be a JSON list');
   const total = setTimeout(() => {
     emit({ op: 'driver', ok: false, error: { class: 'DriverTimeout', message: `run exceeded ${options.totalTimeoutMs} ms` } });
     process.exit(3);
   }, options.totalTimeoutMs);
   const wire = { last: null };
   const kisi = makeClient(options.baseUrl, options.apiKey, wire);
-  for (const [index, op] of ops.entries()) {
+  let index = -1;
+  for await (const op of ops) {
+    index += 1;
     const run = OPERATIONS[op?.op];
     wire.last = null;
     const started = Date.now();
