@@ -1,8 +1,9 @@
-"""End to end with Kisi's own client libraries standing in for integrators' code.
+"""End to end with Kisi client libraries standing in for integrators' code.
 
-Kisi's JavaScript client (npm ``kisi-client`` 8.0.0) and the Python client on PyPI (``Kisi``
-1.4) run against the local stack through the drivers in tests/clients, changed only as an
-integrator would change them: the base URL points at the gateway and ``x-api-key`` is added.
+Kisi's JavaScript client (npm ``kisi-client`` 8.0.0) and the Python package ``Kisi`` 1.4 on
+PyPI (third-party) run against the local stack through the drivers in tests/clients, changed
+only as an integrator would change them: the base URL points at the gateway and ``x-api-key``
+is added.
 The tests assert what the integrator's code sees (what the client returns, throws, prints or
 logs) and, through the simulator's request log, what reached Kisi.
 
