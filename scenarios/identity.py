@@ -60,6 +60,7 @@ class Figures:
     one_user_answers: dict[str, int] = field(default_factory=dict)
     one_user_kisi_requests: int = 0
     one_user_kisi_429s: int = 0
+    one_user_429_at_s: list[float] = field(default_factory=list)  # since the first send
     plaintext_credential_occurrences: int = 0
     places_searched: int = 0
 
@@ -85,7 +86,8 @@ def wrong_passwords(stack: StackProcess, figures: Figures, answers: list[str]) -
     before = len(_reached_kisi(stack, "POST", "/logins"))
     for n in range(5):
         reply = _call(stack, "POST", "/logins", answers=answers,
-                      body={"login": {"email": ADA_EMAIL, "password": f"wrong-{n}"}})
+                      body={"login": {"type": "device"},
+                            "user": {"email": ADA_EMAIL, "password": f"wrong-{n}"}})
         figures.wrong_signins_sent += 1
         figures.wrong_signin_answers[str(reply.status_code)] += 1
     figures.wrong_signins_reached_kisi = len(_reached_kisi(stack, "POST", "/logins")) - before
@@ -134,6 +136,8 @@ def one_user_at_full_speed(stack: StackProcess, figures: Figures, seconds: float
     figures.one_user_answers = dict(sorted(statuses.items()))
     figures.one_user_kisi_requests = len(sent)
     figures.one_user_kisi_429s = sum(1 for e in sent if e["status"] == 429)
+    first = sent[0]["at"] if sent else 0.0
+    figures.one_user_429_at_s = [round(e["at"] - first, 2) for e in sent if e["status"] == 429]
 
 
 def _forms(secret: str) -> set[str]:
