@@ -172,6 +172,8 @@ class Gateway:
     worker: RetryWorker = field(init=False)
     sender: Sender = field(init=False)
     kisi_url: str = field(init=False)
+    # secret id -> service key of a tenant other than the default (whose key is DEMO_KEY)
+    service_keys: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.kisi_url = self.sim.url  # kept: a test may stop the simulator
@@ -199,7 +201,8 @@ class Gateway:
                 timeouts=Timeouts(self.settings.connect_timeout_s, self.settings.read_timeout_s),
             ),
             clock=self.clock, rng=self.rng.random, telemetry=Telemetry(self.sink),
-            secrets=lambda secret_id, refresh: DEMO_KEY, key=IDENTITY_KEY,
+            secrets=lambda secret_id, refresh: self.service_keys.get(secret_id, DEMO_KEY),
+            key=IDENTITY_KEY,
         )
         return pipeline.sender, pipeline.forwarder, pipeline.worker
 

@@ -28,7 +28,7 @@ import pytest
 from kisi_gateway.core.records import RecordStatus
 from kisi_gateway.pipeline.replies import Reply
 from kisi_gateway.pipeline.telemetry import MemorySink, PowertoolsEmfSink
-from kisi_sim import SimConfig
+from kisi_sim import DEMO_EMAIL, DEMO_PASSWORD, SimConfig, key_fingerprint
 from local.emf import emf_to_metric_data, put_metric_data
 from tests import harness
 from tests.harness import REGION, Gateway, gateway
@@ -233,6 +233,153 @@ def test_the_key_appears_nowhere_the_gateway_writes(
     assert {place: leaks(text) for place, text in written.items() if leaks(text)} == {}
 
 
+# --- callers' own credentials ---------------------------------------------------------------
+
+_SEEDED = random.Random(12_2026)
+# One caller credential per scheme Kisi accepts, each distinctive enough to find anywhere.
+CALLER_SECRETS = {scheme: f"own-{n}-SECRET-" + _SEEDED.randbytes(12).hex()
+                  for n, scheme in enumerate(("KISI-LOGIN", "Bearer", "KISI-ACCESS-KEY",
+                                              "KISI-GROUP-LINK", "KISI-SERVICE"))}
+
+
+def callers_sim() -> SimConfig:
+    """The simulator knowing the service key (user 1) and every caller credential (users
+    2 to 6)."""
+    others = {scheme: {secret: 2 + n} for n, (scheme, secret) in
+              enumerate(CALLER_SECRETS.items()) if scheme != "KISI-LOGIN"}
+    return SimConfig(keys={KEY: 1, CALLER_SECRETS["KISI-LOGIN"]: 7}, credentials=others)
+
+
+def raw_record(gw: Gateway, request_id: str) -> dict[str, Any]:
+    item: dict[str, Any] = gw.dynamodb.get_item(
+        TableName=gw.names["requests"], Key={"request_id": {"S": request_id}},
+        ConsistentRead=True)["Item"]
+    return item
+
+
+def test_callers_credentials_appear_nowhere_the_gateway_writes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every scheme's caller credential, through success, a replayed Idempotency-Key, a
+    deferral retried to success, a deferral dead-lettered after an outage, a revoked
+    credential's 401 storm and pause, and record lookups: the credential reaches Kisi and
+    nothing else; only its KMS-sealed ciphertext is stored, and only while it is needed."""
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "kisi-gateway-hygiene")
+    caplog.set_level(logging.DEBUG)
+    # botocore's wire logs at DEBUG print KMS requests and answers whole: see the xfail below.
+    caplog.set_level(logging.INFO, logger="botocore")
+    replies: list[Reply] = []
+    queued: list[str] = []
+    sealed: list[bytes] = []
+    with keyed_gateway(monkeypatch, callers_sim()) as gw:
+        gw.sender.telemetry.sink = TeeSink(gw.sink)
+
+        def call(scheme: str, method: str, path: str, **kwargs: Any) -> Reply:
+            auth = f"{scheme} {CALLER_SECRETS[scheme]}"
+            reply = gw.call(method, path, authorization=auth, **kwargs)
+            replies.append(reply)
+            return reply
+
+        def deferred_by_each(path: str) -> dict[str, str]:
+            """One call per scheme during an outage, asking for a deferred answer."""
+            ids = {}
+            for scheme, secret in CALLER_SECRETS.items():
+                gw.clock.advance(1)
+                accepted = call(scheme, "GET", path, headers=ASYNC)
+                assert accepted.status == 202, (scheme, accepted.body)
+                ids[scheme] = accepted.json()["request_id"]
+                # Kept for the retry, sealed: the record holds ciphertext, never the secret.
+                blob = raw_record(gw, ids[scheme])["sealed"]["B"]
+                assert secret.encode() not in blob
+                sealed.append(blob)
+            return ids
+
+        for scheme in CALLER_SECRETS:
+            gw.clock.advance(1)
+            assert call(scheme, "GET", "/locks", query=[("limit", "2")]).status == 200
+            key = {"Idempotency-Key": f"hygiene-{scheme}"}
+            body = {"user": {"name": f"Ada {scheme}", "email": "ada@example.com"}}
+            assert call(scheme, "POST", "/users", body=body, headers=key).status == 200
+            again = call(scheme, "POST", "/users", body=body, headers=key)
+            assert again.headers["Idempotent-Replayed"] == "true"
+        # An outage: deferred, then retried by the worker with the opened credential.
+        gw.sim.update_faults({"error_rate": 1.0})
+        retried = deferred_by_each("/groups")
+        queued += queued_now(gw)
+        gw.sim.update_faults({"error_rate": 0.0})
+        gw.run_retries()
+        for scheme, request_id in retried.items():
+            assert gw.record(request_id).status is RecordStatus.SUCCEEDED, scheme
+            assert "sealed" not in raw_record(gw, request_id)  # deleted when it ended
+        # An outage that outlasts the requests: retried until spent, dead-lettered.
+        gw.sim.update_faults({"error_rate": 1.0})
+        expired = deferred_by_each("/places")
+        queued += queued_now(gw)
+        gw.run_retries()
+        gw.sim.update_faults({"error_rate": 0.0})
+        for scheme, request_id in expired.items():
+            assert gw.record(request_id).status is RecordStatus.EXPIRED, scheme
+            assert "sealed" not in raw_record(gw, request_id)
+        # Two credentials revoked: each one's 401 storm pauses that identity alone.
+        revoked = ("KISI-LOGIN", "Bearer")
+        gw.sim.update_faults({"revoked_keys": [CALLER_SECRETS[s] for s in revoked]})
+        for scheme in revoked:
+            statuses = []
+            for _ in range(gw.settings.guard_401_threshold + 1):
+                gw.clock.advance(2)
+                statuses.append(call(scheme, "GET", "/users/1").status)
+            assert statuses == [401] * gw.settings.guard_401_threshold + [503], scheme
+        assert call("KISI-SERVICE", "GET", "/users/1").status == 200
+        # Every record, as its owner reads it.
+        for scheme, request_id in [*retried.items(), *expired.items()]:
+            auth = f"{scheme} {CALLER_SECRETS[scheme]}"
+            replies.append(gw.forwarder.lookup(request_id, gw.context(authorization=auth)))
+        # Kisi saw each credential (the simulator logs only fingerprints of them).
+        seen = {entry["credential"] for entry in gw.sim.stats()["requests"]}
+        assert {key_fingerprint(secret) for secret in CALLER_SECRETS.values()} <= seen
+
+        written = everything_written(gw, caplog, capsys.readouterr().out, replies, queued)
+        written["sealed-ciphertext"] = "\n".join(_bytes_as_text(blob) for blob in sealed)
+
+    # The capture is real: it holds what the scenario must have written ...
+    assert "kisi attempt" in written["logs"]
+    assert all(request_id in written["sqs"] for request_id in [*retried.values(),
+                                                                *expired.values()])
+    assert "attempts_exhausted" in written["sqs"]
+    assert "GuardPaused" in written["cloudwatch"]
+    assert '"Credential": "caller"' in written["memory-metrics"]
+    assert "Ada Bearer" in written["dynamodb"]
+    # ... and no caller credential, in any form, in any of it.
+    found = {(place, scheme): leaks(text, secret) for place, text in written.items()
+             for scheme, secret in CALLER_SECRETS.items() if leaks(text, secret)}
+    print(f"caller credentials in plaintext: {sum(map(len, found.values()))} occurrences in "
+          f"{len(written)} places x {len(CALLER_SECRETS)} schemes")
+    assert found == {}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "with botocore's loggers at DEBUG (root logger at DEBUG, e.g. Lambda's JSON logs with "
+    "ApplicationLogLevel DEBUG), botocore.endpoint logs KMS Encrypt's Plaintext and "
+    "botocore.parsers Decrypt's answer, base64: a sealed caller credential in the logs. "
+    "Fix outside identity: cap those loggers at INFO where logging is set up"))
+def test_botocore_debug_logs_never_show_a_sealed_credential(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = CALLER_SECRETS["Bearer"]
+    with keyed_gateway(monkeypatch, callers_sim()) as gw:
+        gw.sim.update_faults({"error_rate": 1.0})
+        deferred = gw.call("GET", "/groups", headers=ASYNC, authorization=f"Bearer {secret}")
+        assert deferred.status == 202
+        gw.sim.update_faults({"error_rate": 0.0})
+        gw.run_retries()  # opens the sealed credential
+        assert gw.record(deferred.json()["request_id"]).status is RecordStatus.SUCCEEDED
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "TrentService.Encrypt" in logged  # botocore's wire log was captured
+    assert leaks(logged, secret) == []
+
+
 # --- redirects: never followed, Location rewritten only on Kisi's own origin ------------------
 
 
@@ -317,3 +464,21 @@ def test_a_redirect_is_returned_never_followed_and_the_key_stays_home(
     assert [(s.method, s.path) for s in kisi.seen] == [("GET", path)]
     assert kisi.seen[0].headers["Authorization"] == f"KISI-LOGIN {KEY}"
     assert not leaks(json.dumps(dict(reply.headers)) + reply.body.decode())
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a sign-in's answer carries the new login's secret; with an Idempotency-Key (or once "
+    "deferred) the request record keeps Kisi's answer for replay, so the secret sits in the "
+    "requests table in plaintext for the record's lifetime. Needs the stored answer of a "
+    "credential check sealed or not kept (forwarding/records, outside identity)"))
+def test_a_sign_ins_new_secret_is_never_stored_plain(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = {"login": {"type": "device"},
+            "user": {"email": DEMO_EMAIL, "password": DEMO_PASSWORD}}
+    with keyed_gateway(monkeypatch) as gw:
+        signed_in = gw.call("POST", "/logins", body=body,
+                            headers={"Idempotency-Key": "sign-in-1"})
+        assert signed_in.status == 200
+        secret = signed_in.json()["secret"]
+        items = gw.dynamodb.scan(TableName=gw.names["requests"], ConsistentRead=True)["Items"]
+    assert items  # the keyed call was recorded
+    assert leaks(json.dumps(items, default=_bytes_as_text), secret) == []

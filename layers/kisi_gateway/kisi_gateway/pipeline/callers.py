@@ -8,7 +8,8 @@
     scope    = keyed hash of (caller, identity): scopes records and idempotency keys
 
 A credential check (``POST /logins``) sent without a credential goes without one: sign-in
-needs no key, and the service key is never attached to it.
+needs no key, and the service key is never attached to it. Anywhere else, a header that names
+no credential (``KISI-LOGIN null``) is refused rather than replaced by the service login.
 """
 
 from __future__ import annotations
@@ -98,6 +99,13 @@ class Callers:
                                    "this gateway sends its own Kisi credential: remove "
                                    "Authorization from the call")
             return self._build(caller, CredentialKind.CALLER, own)
+        if authorization is not None and authorization.strip():
+            # A placeholder (``KISI-LOGIN null``, a bare ``null``, a scheme without a secret):
+            # the caller says it holds no credential. Kisi would answer 401; acting with the
+            # service login instead would lend it the service login's rights.
+            raise GatewayError(401, GatewayErrorCode.CREDENTIAL_REQUIRED,
+                               "Authorization carries no credential: send your own Kisi "
+                               "credential, or leave the header out to act as the gateway")
         if self._policy is CallerCredentials.REQUIRE:
             raise GatewayError(401, GatewayErrorCode.CREDENTIAL_REQUIRED,
                                "this gateway needs your own Kisi credential in Authorization")
