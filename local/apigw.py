@@ -8,6 +8,7 @@ without an API key (the deployed API does not serve it).
 
 from __future__ import annotations
 
+import dataclasses
 import email.errors
 import threading
 import time
@@ -132,9 +133,7 @@ class ApiGateway:
         key_id = self._api_keys.get(presented) if presented is not None else None
         if route.api_key_required and key_id is None:
             return gateway_error(FORBIDDEN, request_id), "missing or wrong x-api-key"
-        routed = HttpRequest(
-            request.method, path, request.query, request.headers, request.body, request.source_ip
-        )
+        routed = dataclasses.replace(request, path=path)
         event = proxy_event(
             routed,
             route,
@@ -348,6 +347,7 @@ class ApiServer:
                     headers=list(self.headers.items()),
                     body=body,
                     source_ip=self.client_address[0],
+                    local_port=int(self.connection.getsockname()[1]),
                 )
                 host = self.headers.get("Host") or "127.0.0.1"
                 response = gateway.handle(request, host, too_large=too_large)

@@ -1,6 +1,7 @@
 """The local API Gateway over real HTTP: the exact proxy event, API keys, gateway errors."""
 
 import base64
+import socket
 
 import pytest
 import requests
@@ -74,6 +75,34 @@ def test_proxy_event_has_the_api_gateway_shape(url, runtime):
     assert entry["invoked_function_arn"].endswith(":function:apigw-ApiFunction")
     assert 0 < entry["remaining_ms"] <= 5000
     assert reply.headers["X-Request-Id"] == entry["aws_request_id"]
+
+
+def test_raw_http_request_becomes_the_event_api_gateway_builds(url):
+    """Over a plain socket, so nothing rewrites what is sent: header case and repeats, a
+    ``+`` in the query, an encoded path."""
+    port = int(url.rsplit(":", 1)[1])
+    raw = (
+        b"GET /kisi/capture/space%20value?q=a+b&plus=a%2Bb&ids[]=1&ids[]=2 HTTP/1.1\r\n"
+        b"host: 127.0.0.1\r\nx-api-key: " + API_KEY.encode() + b"\r\n"
+        b"x-probe: first\r\nX-Probe-Case: Kept\r\nx-probe: second\r\n"
+        b"user-agent: raw-socket\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(raw)
+        reply = sock.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.1 200")
+    event = last_api_event()["event"]
+    assert event["path"] == "/kisi/capture/space%20value"
+    assert event["pathParameters"] == {"proxy": "capture/space%20value"}
+    assert event["queryStringParameters"] == {"q": "a b", "plus": "a+b", "ids[]": "2"}
+    assert event["multiValueQueryStringParameters"]["ids[]"] == ["1", "2"]
+    assert event["headers"]["x-probe"] == "second"
+    assert event["multiValueHeaders"]["x-probe"] == ["first", "second"]
+    assert event["headers"]["X-Probe-Case"] == "Kept"
+    assert event["headers"]["Host"] == "127.0.0.1"
+    assert event["headers"]["User-Agent"] == "raw-socket"
+    assert event["headers"]["X-Forwarded-Port"] == str(port)
+    assert "Connection" not in event["headers"]
 
 
 def test_result_maps_back_to_http(url):
