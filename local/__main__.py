@@ -12,7 +12,9 @@ sent by callers as ``x-api-key``]. Ctrl-C stops everything it started, by PID.
 For tests and experiments: ``STACK_PARAMETERS`` [none: a JSON object of template parameter
 overrides, e.g. ``{"BadRequestVolume": 5}``], ``FUNCTION_ENV`` [none: a JSON object of extra
 function environment, e.g. ``{"GUARD_COOLDOWN_S": "2"}``], ``ALARM_INTERVAL_S`` [10: how often
-the local alarm evaluator runs].
+the local alarm evaluator runs], ``GATEWAY_HEADER_TIMEOUT_S`` [10] and ``GATEWAY_BODY_TIMEOUT_S``
+[30]: how long a caller may take to send a request's line and headers, then its body, before
+the local API answers 408 and closes the connection.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from kisi_sim import DEMO_KEY, KisiSimulator, SimConfig
+from local.apigw import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S
 from local.moto_server import MotoProcess
 from local.runtime import LocalRuntime
 
@@ -47,6 +50,8 @@ class RunConfig:
     stack_parameters: dict[str, Any]
     function_env: dict[str, str]
     alarm_interval_s: float
+    header_timeout_s: float
+    body_timeout_s: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> RunConfig:
@@ -70,11 +75,16 @@ class RunConfig:
                 raise SystemExit(f"{name} must be a JSON object")
             return value
 
-        interval = environ.get("ALARM_INTERVAL_S") or "10"
-        try:
-            alarm_interval_s = float(interval)
-        except ValueError:
-            raise SystemExit(f"ALARM_INTERVAL_S must be a number, not {interval!r}") from None
+        def seconds(name: str, default: float) -> float:
+            raw = environ.get(name) or str(default)
+            try:
+                value = float(raw)
+            except ValueError:
+                raise SystemExit(f"{name} must be a number of seconds, not {raw!r}") from None
+            if not value > 0:
+                raise SystemExit(f"{name} must be more than 0 seconds, not {raw!r}")
+            return value
+
         return cls(
             gateway_port=port("GATEWAY_PORT", 3000),
             moto_port=port("MOTO_PORT", 5000),
@@ -84,7 +94,9 @@ class RunConfig:
             gateway_api_key=environ.get("GATEWAY_API_KEY") or "local-dev-key",
             stack_parameters=json_object("STACK_PARAMETERS"),
             function_env={k: str(v) for k, v in json_object("FUNCTION_ENV").items()},
-            alarm_interval_s=alarm_interval_s,
+            alarm_interval_s=seconds("ALARM_INTERVAL_S", 10),
+            header_timeout_s=seconds("GATEWAY_HEADER_TIMEOUT_S", DEFAULT_HEADER_TIMEOUT_S),
+            body_timeout_s=seconds("GATEWAY_BODY_TIMEOUT_S", DEFAULT_BODY_TIMEOUT_S),
         )
 
 
@@ -123,6 +135,8 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
             api_key=config.gateway_api_key,
             gateway_port=config.gateway_port,
             alarm_interval_s=config.alarm_interval_s,
+            header_timeout_s=config.header_timeout_s,
+            body_timeout_s=config.body_timeout_s,
         )
         runtime.start()
         print(

@@ -8,8 +8,11 @@ without an API key (the deployed API does not serve it).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import email.errors
+import io
+import socket
 import threading
 import time
 import uuid
@@ -35,11 +38,26 @@ from local.apigw_event import (
 from local.lambda_invoke import FunctionInvoker
 from local.stack import ApiRoute
 
-__all__ = ["DEFAULT_PORT", "MAX_PAYLOAD_BYTES", "OPENAPI_DOCUMENT", "ApiGateway", "ApiServer"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT_S",
+    "DEFAULT_HEADER_TIMEOUT_S",
+    "DEFAULT_PORT",
+    "MAX_PAYLOAD_BYTES",
+    "OPENAPI_DOCUMENT",
+    "ApiGateway",
+    "ApiServer",
+]
 
 DEFAULT_PORT = 3000
 # API Gateway's REST API payload quota: 10 MB (requests above it get REQUEST_TOO_LARGE, 413).
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+# How long a client may take to send a request's line and headers, then its body, in total
+# (a client dripping a byte at a time must not hold a thread forever). AWS does not document
+# API Gateway's own limits; these are the local server's.
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_BODY_TIMEOUT_S = 30.0
+# How long writing an answer may block on a client that does not read it.
+_WRITE_TIMEOUT_S = 30.0
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 # The API description, served at GET /openapi.yaml (no API key), read on every request.
 OPENAPI_PATH = "/openapi.yaml"
@@ -223,6 +241,57 @@ def _discard(stream: Any, length: int) -> None:
         length -= len(chunk)
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The request socket, read against one deadline per phase (headers, then body).
+
+    A per-read socket timeout alone would let a client drip a byte every few seconds forever;
+    this sets the socket's timeout to what is left of the phase before every read.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._deadline: float | None = None
+        self.phase = ""
+        self.limit_s = 0.0
+        self.received = 0
+        self.timed_out = False
+
+    def begin(self, phase: str, limit_s: float) -> None:
+        """Start a phase that must be read within ``limit_s`` seconds from now."""
+        self.phase, self.limit_s = phase, limit_s
+        self._deadline = time.monotonic() + limit_s
+        self.received = 0
+        self.timed_out = False
+
+    def end(self) -> None:
+        """The request is read: no deadline until the next one begins."""
+        self._deadline = None
+        self.phase = ""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._deadline is not None:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                self.timed_out = True
+                raise TimeoutError(f"{self.phase} not received within {self.limit_s:g}s")
+            self._sock.settimeout(remaining)
+        try:
+            count = self._sock.recv_into(buffer)
+        except TimeoutError:
+            self.timed_out = True
+            raise
+        finally:
+            self._sock.settimeout(_WRITE_TIMEOUT_S)  # answers are written with this one
+        self.received += count
+        return count
+
+
+_REQUEST_TIMEOUT_BODY = b'{"message":"Request Timeout"}'
+
+
 class _Server(ThreadingHTTPServer):
     # socketserver's default listen backlog is 5: a burst of callers would see resets.
     request_queue_size = 128
@@ -232,10 +301,16 @@ class ApiServer:
     """A ThreadingHTTPServer on ``host:port`` (port 0: any free port) serving an ApiGateway."""
 
     def __init__(
-        self, gateway: ApiGateway, host: str = "127.0.0.1", port: int = DEFAULT_PORT
+        self,
+        gateway: ApiGateway,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     ) -> None:
         self.gateway = gateway
-        handler = self._handler_class(gateway)
+        handler = self._handler_class(gateway, header_timeout_s, body_timeout_s)
         self._host = host
         self._server = _Server((host, port), handler)
         self._server.daemon_threads = True
@@ -264,12 +339,47 @@ class ApiServer:
         self._server.server_close()
 
     @staticmethod
-    def _handler_class(gateway: ApiGateway) -> type[BaseHTTPRequestHandler]:
+    def _handler_class(
+        gateway: ApiGateway, header_timeout_s: float, body_timeout_s: float
+    ) -> type[BaseHTTPRequestHandler]:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            _reader: _DeadlineReader
 
             def log_message(self, format: str, *args: Any) -> None:
                 """The gateway logs one line per request itself."""
+
+            def setup(self) -> None:
+                super().setup()
+                self.rfile.close()
+                self._reader = _DeadlineReader(self.connection)
+                self.rfile = io.BufferedReader(self._reader)
+
+            def handle_one_request(self) -> None:
+                """One request, its line and headers, then its body, each within its limit.
+
+                http.server drops a connection whose read timed out without a word; a client
+                that sent part of a request gets a 408 first. An idle keep-alive connection
+                (nothing sent) is just closed.
+                """
+                self._reader.begin("request line and headers", header_timeout_s)
+                super().handle_one_request()
+                reader = self._reader
+                if not reader.timed_out:
+                    return
+                self.close_connection = True
+                if reader.phase != "body" and reader.received == 0:
+                    return
+                with contextlib.suppress(OSError):  # the client may be gone already
+                    self.wfile.write(
+                        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                        % (len(_REQUEST_TIMEOUT_BODY), _REQUEST_TIMEOUT_BODY)
+                    )
+                gateway.log_line(
+                    f"{reader.phase} not received within {reader.limit_s:g}s -> 408 "
+                    "(connection closed)"
+                )
 
             def parse_request(self) -> bool:
                 """http.server's parser, plus the strictness of a real front door.
@@ -292,6 +402,7 @@ class ApiServer:
                 if problem:
                     self._bad_framing(problem)
                     return False
+                self._reader.begin("body", body_timeout_s)
                 return True
 
             def _bad_framing(self, why: str) -> None:
@@ -340,6 +451,11 @@ class ApiServer:
                         return
                 else:
                     body = self.rfile.read(length) if length else b""
+                if len(body) < length and not too_large:
+                    # The client closed its side early: nothing to answer.
+                    self.close_connection = True
+                    return
+                self._reader.end()
                 request = HttpRequest(
                     method=self.command,
                     path=raw_path or "/",

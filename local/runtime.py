@@ -24,7 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from local.alarms import AlarmEvaluator
-from local.apigw import ApiGateway, ApiServer
+from local.apigw import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    ApiGateway,
+    ApiServer,
+)
 from local.emf import EmfTee
 from local.event_sources import Scheduler, SnsDelivery, SqsPoller
 from local.lambda_invoke import FunctionInvoker
@@ -83,6 +88,8 @@ class LocalRuntime:
         gateway_host: str = "127.0.0.1",
         gateway_port: int = 3000,
         alarm_interval_s: float = 10.0,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
         watchdog_interval_s: float = 5.0,
         sqs_wait_time_s: int = 1,
         run_threads: bool = True,
@@ -99,6 +106,7 @@ class LocalRuntime:
         self.api_key = api_key
         self._gateway_address = (gateway_host, gateway_port)
         self._alarm_interval_s = alarm_interval_s
+        self._read_timeouts = (header_timeout_s, body_timeout_s)
         self._watchdog_interval_s = watchdog_interval_s
         self._sqs_wait_time_s = sqs_wait_time_s
         self._run_threads = run_threads
@@ -217,7 +225,13 @@ class LocalRuntime:
             log=self._log,
         )
         if stack.routes:
-            self.server = ApiServer(self.gateway, *self._gateway_address)
+            header_timeout_s, body_timeout_s = self._read_timeouts
+            self.server = ApiServer(
+                self.gateway,
+                *self._gateway_address,
+                header_timeout_s=header_timeout_s,
+                body_timeout_s=body_timeout_s,
+            )
             self.server.start()
         sqs = aws_client("sqs", self.endpoint_url)
         self.pollers = [
