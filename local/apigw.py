@@ -22,11 +22,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from local.api_keys import ApiKeyCheck, KeyLookupError, StaticKeys
 from local.apigw_event import (
     FORBIDDEN,
     INTERNAL_SERVER_ERROR,
+    KEY_CHECK_FAILED,
     MISSING_AUTHENTICATION_TOKEN,
     REQUEST_TOO_LARGE,
+    SERVICE_UNAVAILABLE,
     HttpRequest,
     HttpResponse,
     MalformedProxyResponseError,
@@ -67,7 +70,8 @@ OPENAPI_DOCUMENT = Path(__file__).resolve().parent.parent / "openapi.yaml"
 class ApiGateway:
     """Routes a request, checks its API key, invokes the function and shapes the answer.
 
-    ``api_keys`` maps each accepted ``x-api-key`` value to its key id.
+    ``api_keys`` says which ``x-api-key`` values are accepted and their key ids: a mapping of
+    value to id, or a lookup such as :class:`~local.api_keys.UsagePlanKeys`.
     """
 
     def __init__(
@@ -75,16 +79,18 @@ class ApiGateway:
         routes: Iterable[ApiRoute],
         invoker: FunctionInvoker,
         *,
-        api_keys: Mapping[str, str],
+        api_keys: Mapping[str, str] | ApiKeyCheck,
         account_id: str,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         log: Callable[[str], None] = print,
         openapi_document: Path | None = OPENAPI_DOCUMENT,
+        unavailable: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.routes = list(routes)
+        self._unavailable = unavailable
         self._openapi_document = openapi_document
         self._invoker = invoker
-        self._api_keys = dict(api_keys)
+        self._api_keys = StaticKeys(api_keys) if isinstance(api_keys, Mapping) else api_keys
         self._account_id = account_id
         self._now = now
         self._log = log
@@ -100,7 +106,10 @@ class ApiGateway:
         """Answer one request; ``too_large`` when the server refused to read a huge body."""
         started = time.monotonic()
         request_id = str(uuid.uuid4())
-        if too_large or len(request.body) > MAX_PAYLOAD_BYTES:
+        reason = self._unavailable()
+        if reason:
+            response, note = gateway_error(SERVICE_UNAVAILABLE, request_id), reason
+        elif too_large or len(request.body) > MAX_PAYLOAD_BYTES:
             response, note = gateway_error(REQUEST_TOO_LARGE, request_id), "payload over 10 MB"
         else:
             response, note = self._answer(request, request_id, domain_name)
@@ -148,9 +157,14 @@ class ApiGateway:
             return gateway_error(MISSING_AUTHENTICATION_TOKEN, request_id), "no such route"
         route, params, path = found
         presented = next((v for k, v in request.headers if k.lower() == "x-api-key"), None)
-        key_id = self._api_keys.get(presented) if presented is not None else None
-        if route.api_key_required and key_id is None:
-            return gateway_error(FORBIDDEN, request_id), "missing or wrong x-api-key"
+        key_id = None
+        if route.api_key_required:
+            try:
+                key_id = self._api_keys.key_id(presented) if presented is not None else None
+            except KeyLookupError as error:
+                return gateway_error(KEY_CHECK_FAILED, request_id), f"x-api-key unchecked: {error}"
+            if key_id is None:
+                return gateway_error(FORBIDDEN, request_id), "missing, wrong or disabled x-api-key"
         routed = dataclasses.replace(request, path=path)
         event = proxy_event(
             routed,

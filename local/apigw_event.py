@@ -38,8 +38,10 @@ from local.stack import ApiRoute
 __all__ = [
     "FORBIDDEN",
     "INTERNAL_SERVER_ERROR",
+    "KEY_CHECK_FAILED",
     "MISSING_AUTHENTICATION_TOKEN",
     "REQUEST_TOO_LARGE",
+    "SERVICE_UNAVAILABLE",
     "GatewayError",
     "HttpRequest",
     "HttpResponse",
@@ -92,7 +94,11 @@ MISSING_AUTHENTICATION_TOKEN = GatewayError(
 )
 FORBIDDEN = GatewayError(403, "Forbidden", "ForbiddenException")
 INTERNAL_SERVER_ERROR = GatewayError(502, "Internal server error", "InternalServerErrorException")
+# The key could not be checked (the embedded AWS is down): API Gateway's DEFAULT_5XX answer.
+KEY_CHECK_FAILED = GatewayError(500, "Internal server error", "InternalServerErrorException")
 REQUEST_TOO_LARGE = GatewayError(413, "Request Too Long", "RequestTooLargeException")
+# Local only: the stack is being provisioned again (moto lost it), so nothing is routed yet.
+SERVICE_UNAVAILABLE = GatewayError(503, "Service Unavailable", "ServiceUnavailableException")
 
 
 def gateway_error(error: GatewayError, request_id: str) -> HttpResponse:

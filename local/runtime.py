@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from local.alarms import AlarmEvaluator
+from local.api_keys import DEFAULT_TTL_S, UsagePlanKeys
 from local.apigw import (
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S,
@@ -85,6 +86,7 @@ class LocalRuntime:
         secret_values: Mapping[str, str] | None = None,
         env_overrides: Mapping[str, str] | None = None,
         api_key: str = DEFAULT_API_KEY,
+        api_key_cache_s: float = DEFAULT_TTL_S,
         gateway_host: str = "127.0.0.1",
         gateway_port: int = 3000,
         alarm_interval_s: float = 10.0,
@@ -124,12 +126,19 @@ class LocalRuntime:
         self.alarms: AlarmEvaluator | None = None
         self.emf: EmfTee | None = None
         self._marker = ProvisionMarker(endpoint_url, stack_name)
+        # Keys of the stack's usage plans, looked up in moto's API Gateway when presented.
+        self.api_key_check = UsagePlanKeys(
+            aws_client("apigateway", endpoint_url), ttl_s=api_key_cache_s
+        )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._saved_env: dict[str, str | None] = {}
         self._added_paths: list[str] = []
         self._started = False
         self._lock = threading.Lock()
+        # Set while the stack is provisioned again: the API answers 503 meanwhile, rather than
+        # serve callers from a half-built stack (or under a key id about to change).
+        self._reprovisioning = threading.Event()
 
     # provisioning -------------------------------------------------------------------------
     def provision(self) -> Stack:
@@ -140,9 +149,11 @@ class LocalRuntime:
             stack_name=self.stack_name,
             parameters=self._parameters,
             secret_values=self._secret_values,
+            api_key_value=self.api_key or None,
         )
         self._marker.mark()
         self.stack = stack
+        self.api_key_check.configure(stack.usage_plans, self._static_keys(stack))
         self._prepare_process(stack)
         self._log(format_report(stack, self.template))
         return stack
@@ -156,7 +167,11 @@ class LocalRuntime:
                 f"embedded AWS at {self.endpoint_url} lost stack {self.stack_name}: "
                 "provisioning again (handlers keep configuration they cached)"
             )
-            self.provision()
+            self._reprovisioning.set()
+            try:
+                self.provision()
+            finally:
+                self._reprovisioning.clear()
             return True
 
     def _set_env(self, name: str, value: str) -> None:
@@ -219,10 +234,11 @@ class LocalRuntime:
         self.gateway = ApiGateway(
             stack.routes,
             self.invoker,
-            api_keys=self._api_keys(stack),
+            api_keys=self.api_key_check,
             account_id=stack.account_id,
             now=self._now,
             log=self._log,
+            unavailable=self._unavailable,
         )
         if stack.routes:
             header_timeout_s, body_timeout_s = self._read_timeouts
@@ -278,11 +294,17 @@ class LocalRuntime:
             self._spawn("watchdog", self._watch)
         return self
 
-    def _api_keys(self, stack: Stack) -> dict[str, str]:
-        key_id = stack.api_keys[0].key_id if stack.api_keys else "local-api-key"
-        keys = {self.api_key: key_id} if self.api_key else {}
-        keys.update({key.value: key.key_id for key in stack.api_keys if key.value})
-        return keys
+    def _unavailable(self) -> str | None:
+        if self._reprovisioning.is_set():
+            return "the stack is being provisioned again"
+        return None
+
+    def _static_keys(self, stack: Stack) -> dict[str, str]:
+        """The runtime's own key, accepted as the stack's key without asking moto."""
+        if not self.api_key:
+            return {}
+        runtime = [key for key in stack.api_keys if key.runtime_key] or stack.api_keys
+        return {self.api_key: runtime[0].key_id if runtime else "local-api-key"}
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, name=f"local-{name}", daemon=True)
