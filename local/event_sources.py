@@ -130,6 +130,11 @@ class SqsPoller:
         self._log = log
         self._clock = clock
         self._wait_time_s = wait_time_s
+        # Receipt handles of the batch being handled, and of the last one with when it was
+        # settled: what to give back if the embedded AWS died meanwhile (release_held).
+        self._held: list[str] = []
+        self._last: tuple[list[str], float] = ([], float("-inf"))
+        self._held_lock = threading.Lock()
 
     def _receive(self, count: int, wait_s: int) -> list[dict[str, Any]]:
         reply = self._sqs.receive_message(
@@ -140,7 +145,10 @@ class SqsPoller:
             MaxNumberOfMessages=max(1, min(10, count)),
             WaitTimeSeconds=wait_s,
         )
-        return list(reply.get("Messages") or [])
+        messages = list(reply.get("Messages") or [])
+        with self._held_lock:  # held from the moment moto hid them, even if a later call fails
+            self._held.extend(m["ReceiptHandle"] for m in messages)
+        return messages
 
     def _batch(self, wait_s: int) -> list[dict[str, Any]]:
         batch = self._receive(self.mapping.batch_size, wait_s)
@@ -160,9 +168,48 @@ class SqsPoller:
 
     def poll_once(self, wait_time_s: int | None = None) -> BatchOutcome:
         """Receive one batch (waiting up to ``wait_time_s``), invoke, and settle it."""
-        messages = self._batch(self._wait_time_s if wait_time_s is None else wait_time_s)
-        if not messages:
-            return BatchOutcome(0, 0)
+        with self._held_lock:
+            self._held = []
+        try:
+            messages = self._batch(self._wait_time_s if wait_time_s is None else wait_time_s)
+            if not messages:
+                return BatchOutcome(0, 0)
+            return self._handle(messages)
+        finally:
+            # Settled, or abandoned when a call failed (moto died within the batching window,
+            # say): either way remembered with when, for release_held.
+            with self._held_lock:
+                if self._held:
+                    self._last = (self._held, self._clock())
+                self._held = []
+
+    def release_held(self, since: float) -> int:
+        """Make the messages of a batch handled since ``since`` visible again; how many.
+
+        For a restart of the embedded AWS: a batch whose settling (delete, visibility change)
+        met a dead moto would otherwise stay hidden for the queue's whole visibility timeout.
+        A handle the restored moto does not know (the receive was not saved, or the message
+        was deleted) is skipped. Handing a message back early is safe: the worker hides a
+        message delivered before its time again.
+        Pass ``since=math.inf`` for the batch in hand only (at shutdown).
+        """
+        with self._held_lock:
+            handles = list(self._held)
+            if self._last[1] >= since:
+                handles += self._last[0]
+        released = 0
+        for start in range(0, len(handles), 10):  # ChangeMessageVisibilityBatch takes 10
+            entries = [
+                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0}
+                for i, handle in enumerate(handles[start : start + 10])
+            ]
+            reply = self._sqs.change_message_visibility_batch(
+                QueueUrl=self.mapping.queue_url, Entries=entries
+            )
+            released += len(reply.get("Successful") or [])
+        return released
+
+    def _handle(self, messages: list[dict[str, Any]]) -> BatchOutcome:
         event = {"Records": [sqs_record(m, self.mapping.queue_arn, self._region) for m in messages]}
         invocation = self._invoker.invoke(self.mapping.function, event)
         ids = {m["MessageId"] for m in messages}

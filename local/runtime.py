@@ -3,7 +3,9 @@
 It provisions the template into the embedded AWS (moto), prepares this process the way
 Lambda prepares a function's (environment, sys.path with code and layers), and runs the
 emulators: the API server, one SQS poller per mapping, the scheduler, SNS delivery, the alarm
-evaluator, and a watchdog that provisions again if moto was restarted or reset.
+evaluator, and a watchdog that starts moto again if it died (when the runtime was given the
+process, ``aws=``), hands back the messages the SQS pollers held when it died, and provisions
+again if moto lost the stack (a reset, or a restart without saved state).
 
     with LocalRuntime("template.yaml", moto.endpoint_url, api_key="local-dev-key") as rt:
         print(rt.gateway_url)
@@ -14,14 +16,16 @@ functions set differently is reported (the first value wins).
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from local.alarms import AlarmEvaluator
 from local.api_keys import DEFAULT_TTL_S, UsagePlanKeys
@@ -38,10 +42,30 @@ from local.moto_server import ProvisionMarker, aws_client
 from local.provision import provision
 from local.stack import Stack
 
-__all__ = ["DEFAULT_API_KEY", "LocalRuntime", "format_report", "merged_environment"]
+__all__ = [
+    "DEFAULT_API_KEY",
+    "LocalRuntime",
+    "RestartableAws",
+    "format_report",
+    "merged_environment",
+]
 
 DEFAULT_API_KEY = "local-dev-key"
 _REPORT_ORDER = ("created", "emulated", "skipped", "unsupported", "failed")
+
+
+class RestartableAws(Protocol):
+    """The embedded AWS as a process the watchdog can check and start again."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def exit_code(self) -> int | None: ...
+
+    def alive(self) -> bool: ...
+
+    def restart(self) -> None: ...
 
 
 def merged_environment(stack: Stack) -> tuple[dict[str, str], list[str]]:
@@ -93,6 +117,8 @@ class LocalRuntime:
         header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
         body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
         watchdog_interval_s: float = 5.0,
+        aws: RestartableAws | None = None,
+        aws_check_s: float = 1.0,
         sqs_wait_time_s: int = 1,
         run_threads: bool = True,
         echo_emf: bool = False,
@@ -110,6 +136,8 @@ class LocalRuntime:
         self._alarm_interval_s = alarm_interval_s
         self._read_timeouts = (header_timeout_s, body_timeout_s)
         self._watchdog_interval_s = watchdog_interval_s
+        self._aws = aws
+        self._aws_check_s = aws_check_s
         self._sqs_wait_time_s = sqs_wait_time_s
         self._run_threads = run_threads
         self._echo_emf = echo_emf
@@ -312,11 +340,64 @@ class LocalRuntime:
         self._threads.append(thread)
 
     def _watch(self) -> None:
-        while not self._stop.wait(self._watchdog_interval_s):
+        """Every ``aws_check_s``: is moto alive (start it again if not); every
+        ``watchdog_interval_s``: does it still hold the stack (provision again if not)."""
+        last_alive = time.monotonic()
+        next_marker_check = last_alive + self._watchdog_interval_s
+        next_restart, restart_wait_s = 0.0, self._aws_check_s
+        while not self._stop.wait(self._aws_check_s if self._aws else self._watchdog_interval_s):
             try:
-                self.ensure_provisioned()
+                if self._aws is not None:
+                    if self._aws.alive():
+                        last_alive = time.monotonic()
+                    elif time.monotonic() >= next_restart:
+                        # A moto that cannot start (its state unreadable, say) is tried again
+                        # less and less often, up to every 30 s, not every second.
+                        next_restart = time.monotonic() + restart_wait_s
+                        restart_wait_s = min(30.0, restart_wait_s * 2)
+                        self._restart_aws(last_alive)
+                        last_alive = time.monotonic()
+                        next_restart, restart_wait_s = 0.0, self._aws_check_s
+                    else:
+                        continue
+                if time.monotonic() >= next_marker_check or self._aws is None:
+                    next_marker_check = time.monotonic() + self._watchdog_interval_s
+                    self.ensure_provisioned()
             except Exception as error:  # moto down for now: try again next round
                 self._log(f"watchdog: {type(error).__name__}: {error}")
+
+    def _restart_aws(self, last_alive: float) -> None:
+        """Start the embedded AWS again (its state is restored from disk), then hand back
+        what the pollers held when it died and provision again if it lost the stack."""
+        assert self._aws is not None
+        self._log(
+            f"watchdog: moto (pid {self._aws.pid}) exited with code {self._aws.exit_code}: "
+            "starting it again"
+        )
+        self._aws.restart()
+        self._log(f"moto: started again on {self.endpoint_url} (pid {self._aws.pid})")
+        released = 0
+        for poller in self.pollers:
+            try:
+                released += poller.release_held(since=last_alive)
+            except Exception as error:
+                self._log(f"watchdog: {poller.mapping.logical_id}: {type(error).__name__}: {error}")
+        if released:
+            self._log(f"watchdog: {released} message(s) held by workers when moto died handed back")
+        self.ensure_provisioned()
+
+    def _release_unsettled(self) -> None:
+        """A batch a poller still holds at shutdown (its handler outlived the join) is made
+        visible again now, before moto saves its last state: otherwise the next ``make run``
+        would find it hidden for the queue's whole visibility timeout."""
+        for poller in self.pollers:
+            try:
+                released = poller.release_held(since=math.inf)
+            except Exception as error:  # moto already gone: it comes back after the timeout
+                self._log(f"stop: {poller.mapping.logical_id}: {type(error).__name__}: {error}")
+                continue
+            if released:
+                self._log(f"stop: {released} unsettled message(s) made visible again")
 
     @property
     def threads(self) -> tuple[threading.Thread, ...]:
@@ -336,6 +417,7 @@ class LocalRuntime:
         for thread in self._threads:
             thread.join(timeout=timeout_s)
         self._threads = []
+        self._release_unsettled()
         if self.emf is not None:
             self.emf.uninstall()
             self.emf = None
