@@ -367,8 +367,8 @@ class LocalRuntime:
                 self._log(f"watchdog: {type(error).__name__}: {error}")
 
     def _restart_aws(self, last_alive: float) -> None:
-        """Start the embedded AWS again (its state is restored from disk), then hand back
-        what the pollers held when it died and provision again if it lost the stack."""
+        """Start the embedded AWS again (its state is restored from disk), have the pollers
+        hand back what they held when it died, and provision again if it lost the stack."""
         assert self._aws is not None
         self._log(
             f"watchdog: moto (pid {self._aws.pid}) exited with code {self._aws.exit_code}: "
@@ -376,14 +376,8 @@ class LocalRuntime:
         )
         self._aws.restart()
         self._log(f"moto: started again on {self.endpoint_url} (pid {self._aws.pid})")
-        released = 0
         for poller in self.pollers:
-            try:
-                released += poller.release_held(since=last_alive)
-            except Exception as error:
-                self._log(f"watchdog: {poller.mapping.logical_id}: {type(error).__name__}: {error}")
-        if released:
-            self._log(f"watchdog: {released} message(s) held by workers when moto died handed back")
+            poller.aws_restarted(since=last_alive)
         self.ensure_provisioned()
 
     def _release_unsettled(self) -> None:

@@ -28,6 +28,7 @@ pytestmark = [
 ]
 
 DEFERRED = 8
+OWN_KEY = "durability-caller-login"  # a Kisi user's own login: sealed with KMS when deferred
 # Reads retried every 1-2 s for up to 12 attempts (24 h deadline): long enough to outlast the
 # fault, short enough delays that the tests end soon after Kisi recovers.
 POLICIES = {"policies": {"read": {"max_attempts": 12, "base_s": 1, "cap_s": 2}}}
@@ -35,33 +36,44 @@ ENDED = ("succeeded", "failed", "expired")
 
 
 def new_stack(tmp_path: Path) -> StackProcess:
-    env = stack_env(sim_keys={DEMO_KEY: 1}, parameters={"RoutePolicies": json.dumps(POLICIES)})
+    env = stack_env(
+        sim_keys={DEMO_KEY: 1, OWN_KEY: 2},
+        parameters={"RoutePolicies": json.dumps(POLICIES)},
+    )
     return StackProcess(tmp_path / "make-run.log", env=env)
 
 
-def defer_while_kisi_fails(stack: StackProcess) -> list[str]:
-    """Kisi down until told otherwise; DEFERRED reads answered 202 and queued."""
+def defer_while_kisi_fails(stack: StackProcess) -> dict[str, dict[str, str]]:
+    """Kisi down until told otherwise; DEFERRED reads answered 202 and queued.
+
+    Every other one carries the caller's own Kisi login, which the gateway keeps sealed with
+    the stack's KMS key for the retries: the restored key must still open it. Returns each
+    request's location with the headers that may read it (a record belongs to its identity).
+    """
     stack.sim.update_faults({"outage_seconds": 3600})
-    locations = []
+    locations: dict[str, dict[str, str]] = {}
     for offset in range(DEFERRED):
+        own = {"Authorization": f"KISI-LOGIN {OWN_KEY}"} if offset % 2 else {}
         answer = stack.request("GET", f"/kisi/locks?limit=1&offset={offset}",
-                               headers={"Prefer": "respond-async"})
+                               headers={"Prefer": "respond-async", **own})
         assert answer.status_code == 202, answer.text
-        locations.append(answer.headers["Location"].removeprefix("/Prod"))
-    for location in locations:
-        assert stack.request("GET", location).json()["status"] == "queued"
+        locations[answer.headers["Location"].removeprefix("/Prod")] = own
+    for location, own in locations.items():
+        assert stack.request("GET", location, headers=own).json()["status"] == "queued"
     return locations
 
 
-def outcomes(stack: StackProcess, locations: list[str], timeout_s: float) -> dict[str, Any]:
+def outcomes(
+    stack: StackProcess, locations: dict[str, dict[str, str]], timeout_s: float
+) -> dict[str, Any]:
     """Each request's final status (bounded wait); a request with no record is "lost"."""
     ended: dict[str, Any] = {}
 
     def all_ended() -> bool:
-        for location in locations:
+        for location, own in locations.items():
             if location in ended:
                 continue
-            answer = stack.request("GET", location)
+            answer = stack.request("GET", location, headers=own)
             if answer.status_code == 404:
                 ended[location] = "lost"
             elif answer.status_code == 200 and answer.json()["status"] in ENDED:
@@ -123,6 +135,7 @@ def test_deferred_requests_survive_a_restart_of_make_run_and_fresh_forgets_them(
         log = stack.current_log()
         assert f"FRESH=1: {first_state} emptied (moto-state.pickle, " in log
         assert f"moto state: none in {first_state}, starting empty" in log
-        assert stack.request("GET", locations[0]).status_code == 404
+        first = next(iter(locations))
+        assert stack.request("GET", first, headers=locations[first]).status_code == 404
     finally:
         stack.stop()

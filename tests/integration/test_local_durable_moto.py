@@ -9,9 +9,11 @@ can be handed back with its receipt handle.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import pickle
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +171,8 @@ class _Invoker:
 
 
 class _FailingSecondReceive:
-    """An SQS client whose second ReceiveMessage fails, as when moto dies mid-window."""
+    """An SQS client whose second ReceiveMessage fails, as when moto dies mid-window (and
+    whose receives do not long-poll: the tests' queues are empty when they should be)."""
 
     def __init__(self, sqs: Any) -> None:
         self._sqs = sqs
@@ -179,7 +182,7 @@ class _FailingSecondReceive:
         self.receives += 1
         if self.receives == 2:
             raise ConnectionError("moto went away")
-        return self._sqs.receive_message(**request)
+        return self._sqs.receive_message(**{**request, "WaitTimeSeconds": 0})
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sqs, name)
@@ -208,3 +211,33 @@ def test_a_batch_abandoned_mid_window_is_handed_back() -> None:
     bodies = sorted(m["Body"] for m in sqs.receive_message(
         QueueUrl=url, MaxNumberOfMessages=10)["Messages"])
     assert bodies == ["x", "y"]
+
+
+def test_after_a_restart_the_polling_thread_hands_back_before_it_receives() -> None:
+    sqs = aws_client("sqs", shared_moto().endpoint_url)
+    url = sqs.create_queue(QueueName="held-run", Attributes={"VisibilityTimeout": "600"})[
+        "QueueUrl"
+    ]
+    sqs.send_message(QueueUrl=url, MessageBody="z")
+    mapping = SqsMapping("HeldRun", "Worker", "arn:aws:sqs:us-east-1:123456789012:held-run",
+                         url, batch_size=10, max_batching_window_s=5,
+                         report_batch_item_failures=True)
+    lines: list[str] = []
+    stop = threading.Event()
+
+    class StopAfterOne(_Invoker):
+        def invoke(self, function: str, event: Any) -> Invocation:
+            stop.set()
+            return super().invoke(function, event)
+
+    invoker = StopAfterOne()
+    ticks = itertools.count(100.0)  # a second per look: the batching window ends
+    poller = SqsPoller(mapping, invoker, _FailingSecondReceive(sqs), "us-east-1",  # type: ignore[arg-type]
+                       log=lines.append, clock=ticks.__next__)
+    with pytest.raises(ConnectionError):
+        poller.poll_once(wait_time_s=0)  # "moto died" while the batch was gathered
+    poller.aws_restarted(since=99.0)
+    poller.run(stop)  # hands back first, then receives the message again and handles it
+    assert [r["body"] for event in invoker.events for r in event["Records"]] == ["z"]
+    assert "SQS held-run: 1 message(s) held when moto died handed back" in lines
+    assert sqs.receive_message(QueueUrl=url, VisibilityTimeout=0).get("Messages") is None
