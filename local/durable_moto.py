@@ -560,4 +560,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run from the imported module, not from __main__: the snapshot refers to this module's
+    # helpers (_load_private_key, _new_defaultdict) by name, and must name them the same way
+    # whoever reads it.
+    from local.durable_moto import main as _main
+
+    raise SystemExit(_main())

@@ -24,7 +24,7 @@ from tests.e2e.conftest import eventually
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.xdist_group("e2e-durability"),
-    pytest.mark.timeout(360),
+    pytest.mark.timeout(600),
 ]
 
 DEFERRED = 8
@@ -84,6 +84,16 @@ def outcomes(
     return {location: ended.get(location, "still queued") for location in locations}
 
 
+def settle_bound_s(stack: StackProcess) -> float:
+    """How long deferred requests may take to end once Kisi is back: the retry queue's
+    visibility timeout plus slack. An attempt cut off by the fault holds its claim, and its
+    message comes back only after that timeout, as it would on AWS after a crashed worker."""
+    attributes = stack.client("sqs").get_queue_attributes(
+        QueueUrl=stack.queue_url("RetryQueue"), AttributeNames=["VisibilityTimeout"]
+    )["Attributes"]
+    return int(attributes["VisibilityTimeout"]) + 120.0
+
+
 def tally(ended: dict[str, Any]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for status in ended.values():
@@ -106,7 +116,7 @@ def test_deferred_requests_survive_a_kill_of_moto(tmp_path: Path, record_propert
         assert "moto state: restored sqs: 3 queues" in log
 
         stack.sim.update_faults({"outage_until": None})  # Kisi recovers
-        ended = outcomes(stack, locations, timeout_s=120)
+        ended = outcomes(stack, locations, timeout_s=settle_bound_s(stack))
         record_property("kill_moto", {"deferred": DEFERRED, **tally(ended)})
         assert tally(ended) == {"succeeded": DEFERRED}, ended
 
@@ -125,7 +135,7 @@ def test_deferred_requests_survive_a_restart_of_make_run_and_fresh_forgets_them(
                              stack.current_log())
         assert restored, stack.current_log()
         assert int(restored.group(1)) >= DEFERRED
-        ended = outcomes(stack, locations, timeout_s=120)
+        ended = outcomes(stack, locations, timeout_s=settle_bound_s(stack))
         record_property("restart_make_run", {"deferred": DEFERRED, **tally(ended)})
         assert tally(ended) == {"succeeded": DEFERRED}, ended
 

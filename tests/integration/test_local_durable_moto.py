@@ -105,8 +105,14 @@ def test_a_stop_saves_and_a_second_moto_may_not_share_the_directory(
     other = MotoProcess(port=free_port(), state_dir=durable.state_dir)
     with pytest.raises(MotoServerError):  # it exits: "another moto is using ..."
         other.start(timeout_s=20)
+    aws_client("kms", durable.endpoint_url).create_key(KeyUsage="ENCRYPT_DECRYPT")
     durable.stop()
     assert durable.exit_code == 0  # SIGTERM: last snapshot written, clean exit
+    # The snapshot names the launcher's helpers by module, not as __main__: any reader can
+    # rebuild every service from it.
+    document = pickle.loads((durable.state_dir / STATE_FILE).read_bytes())  # noqa: S301
+    services = {key[1]: pickle.loads(blob) for key, blob in document["services"].items()}  # noqa: S301
+    assert {"sqs", "kms"} <= set(services)
     durable.start()
     assert aws_client("sqs", durable.endpoint_url).list_queues()["QueueUrls"][0].endswith("/kept")
 
