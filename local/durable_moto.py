@@ -511,12 +511,33 @@ def _locked(state_dir: Path) -> Iterator[IO[str]]:
         handle.close()
 
 
+def _watch_parent(
+    parent_pid: int,
+    stop: threading.Event,
+    shut_down: Callable[[int, object], None],
+    log: Callable[[str], None],
+) -> None:
+    """Once a second until ``stop``: if ``parent_pid`` is no longer our parent (it died and
+    we were handed to another), stop as on SIGTERM, saving the state first.
+
+    Polled rather than Linux's parent-death signal, which follows the thread that started the
+    child: moto restarted by the runtime's watchdog thread would be stopped with that thread.
+    """
+    while not stop.wait(1.0):
+        if os.getppid() != parent_pid:
+            log(f"moto state: make run (pid {parent_pid}) is gone: saving and stopping")
+            shut_down(int(signal.SIGTERM), None)
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve moto on ``host:port`` with its state in ``--state-dir``."""
     parser = argparse.ArgumentParser(description="moto with its state kept on disk")
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, default=5000)
     parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="save and stop once this process is no longer our parent")
     args = parser.parse_args(argv)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     os.environ.setdefault("MOTO_PORT", str(args.port))
@@ -546,6 +567,11 @@ def main(argv: list[str] | None = None) -> int:
 
             signal.signal(signal.SIGTERM, shut_down)
             signal.signal(signal.SIGINT, shut_down)
+            if args.parent_pid is not None:
+                threading.Thread(
+                    target=_watch_parent, args=(args.parent_pid, stop, shut_down, log),
+                    name="moto-parent", daemon=True,
+                ).start()
             try:
                 server.serve_forever()
             finally:

@@ -12,11 +12,8 @@ moto keeps everything in memory, so a restart or a ``/moto-api/reset`` empties i
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -110,25 +107,6 @@ def wait_until_ready(
     raise MotoServerError(f"moto did not answer on {endpoint_url} within {timeout_s:.0f}s")
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A function for the child to run before exec: SIGTERM when the parent dies.
-
-    Linux's ``PR_SET_PDEATHSIG``: a ``kill -9`` of ``make run`` then still stops moto, which
-    saves its state on SIGTERM, instead of leaving it holding the port. Everything is looked
-    up here, in the parent; the child only makes the one call. None elsewhere.
-    """
-    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
-    if name is None:
-        return None
-    prctl = ctypes.CDLL(name, use_errno=True).prctl
-    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
-
-    def set_death_signal() -> None:
-        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
-
-    return set_death_signal
-
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -141,13 +119,15 @@ class MotoProcess:
         port: int = DEFAULT_PORT,
         python: str = sys.executable,
         state_dir: Path | None = None,
+        parent_pid: int | None = None,
     ) -> None:
         self.port = port
         self.state_dir = state_dir
+        # The process whose end stops a durable moto (this one unless told otherwise).
+        self.parent_pid = os.getpid() if parent_pid is None else parent_pid
         self._python = python
         self._process: subprocess.Popen[bytes] | None = None
         self._last: subprocess.Popen[bytes] | None = None  # the last one started
-        self._death_signal = _parent_death_signal()
 
     @property
     def endpoint_url(self) -> str:
@@ -170,8 +150,10 @@ class MotoProcess:
     def _argv(self) -> list[str]:
         if self.state_dir is None:
             return [self._python, "-m", "moto.server", "-H", HOST, "-p", str(self.port)]
+        # --parent-pid: a kill -9 of make run then still stops moto, which saves its state,
+        # instead of leaving it holding the port and the state directory.
         return [self._python, "-m", "local.durable_moto", "-H", HOST, "-p", str(self.port),
-                "--state-dir", str(self.state_dir)]
+                "--state-dir", str(self.state_dir), "--parent-pid", str(self.parent_pid)]
 
     def start(self, timeout_s: float = 30.0) -> None:
         """Start moto and return once it answers; fail if the port is taken or moto dies."""
@@ -193,7 +175,6 @@ class MotoProcess:
             # Its own session: a Ctrl-C in the terminal reaches make run, which stops its
             # emulators first and then this process by PID, instead of moto dying first.
             start_new_session=True,
-            preexec_fn=self._death_signal,  # noqa: PLW1509 - one prctl call, nothing else
             env=env,
         )
         process = self._last = self._process
@@ -202,6 +183,16 @@ class MotoProcess:
         except MotoServerError:
             self.stop()
             raise
+
+    def wait(self, timeout_s: float) -> int | None:
+        """Wait up to ``timeout_s`` for the moto last started to exit; its exit code, or None
+        if it still runs."""
+        if self._last is None:
+            return None
+        try:
+            return self._last.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
 
     def restart(self, timeout_s: float = 30.0) -> None:
         """Start moto again after it died (it restores its state directory, if it has one)."""

@@ -247,3 +247,17 @@ def test_after_a_restart_the_polling_thread_hands_back_before_it_receives() -> N
     assert [r["body"] for event in invoker.events for r in event["Records"]] == ["z"]
     assert "SQS held-run: 1 message(s) held when moto died handed back" in lines
     assert sqs.receive_message(QueueUrl=url, VisibilityTimeout=0).get("Messages") is None
+
+
+def test_moto_saves_and_stops_once_make_run_is_gone(tmp_path: Path) -> None:
+    # Told to watch a PID that is not its parent: as if make run had died (kill -9) and moto
+    # had been handed to another parent. It checks once a second.
+    process = MotoProcess(
+        port=free_port(), state_dir=tmp_path / "state", parent_pid=os.getpid() + 1_000_000
+    )
+    process.start()
+    try:
+        assert process.wait(timeout_s=60) == 0  # saved, then a clean exit
+    finally:
+        process.stop()
+    assert (tmp_path / "state" / STATE_FILE).exists()
