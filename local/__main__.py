@@ -9,10 +9,16 @@ unchanged handlers. Configuration (DESIGN.md "Local stack"; defaults in brackets
 demo key; required with a real ``KISI_BASE_URL``], ``GATEWAY_API_KEY`` [``local-dev-key``,
 sent by callers as ``x-api-key``]. Ctrl-C stops everything it started, by PID.
 
+State: moto's state (queues and their messages, tables, keys) is kept in ``LOCAL_STATE_DIR``
+[``.local-state/`` in the repository], so queued requests survive a crash of moto (the
+watchdog starts it again) and a restart of ``make run``; ``FRESH=1`` empties it first.
+
 For tests and experiments: ``STACK_PARAMETERS`` [none: a JSON object of template parameter
 overrides, e.g. ``{"BadRequestVolume": 5}``], ``FUNCTION_ENV`` [none: a JSON object of extra
 function environment, e.g. ``{"GUARD_COOLDOWN_S": "2"}``], ``ALARM_INTERVAL_S`` [10: how often
-the local alarm evaluator runs].
+the local alarm evaluator runs], ``GATEWAY_HEADER_TIMEOUT_S`` [10] and ``GATEWAY_BODY_TIMEOUT_S``
+[30]: how long a caller may take to send a request's line and headers, then its body, before
+the local API answers 408 and closes the connection.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from kisi_sim import DEMO_KEY, KisiSimulator, SimConfig
+from local.apigw import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S
+from local.durable_moto import STATE_FILE
 from local.moto_server import MotoProcess
 from local.runtime import LocalRuntime
 from ops.stack import LOCAL_OUTPUTS, write_local
@@ -48,6 +56,10 @@ class RunConfig:
     stack_parameters: dict[str, Any]
     function_env: dict[str, str]
     alarm_interval_s: float
+    header_timeout_s: float
+    body_timeout_s: float
+    state_dir: Path
+    fresh: bool
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> RunConfig:
@@ -71,11 +83,22 @@ class RunConfig:
                 raise SystemExit(f"{name} must be a JSON object")
             return value
 
-        interval = environ.get("ALARM_INTERVAL_S") or "10"
-        try:
-            alarm_interval_s = float(interval)
-        except ValueError:
-            raise SystemExit(f"ALARM_INTERVAL_S must be a number, not {interval!r}") from None
+        def flag(name: str) -> bool:
+            raw = (environ.get(name) or "0").strip().lower()
+            if raw not in ("0", "1", "false", "true", "no", "yes"):
+                raise SystemExit(f"{name} must be 1 or 0, not {raw!r}")
+            return raw in ("1", "true", "yes")
+
+        def seconds(name: str, default: float) -> float:
+            raw = environ.get(name) or str(default)
+            try:
+                value = float(raw)
+            except ValueError:
+                raise SystemExit(f"{name} must be a number of seconds, not {raw!r}") from None
+            if not value > 0:
+                raise SystemExit(f"{name} must be more than 0 seconds, not {raw!r}")
+            return value
+
         return cls(
             gateway_port=port("GATEWAY_PORT", 3000),
             moto_port=port("MOTO_PORT", 5000),
@@ -85,8 +108,23 @@ class RunConfig:
             gateway_api_key=environ.get("GATEWAY_API_KEY") or "local-dev-key",
             stack_parameters=json_object("STACK_PARAMETERS"),
             function_env={k: str(v) for k, v in json_object("FUNCTION_ENV").items()},
-            alarm_interval_s=alarm_interval_s,
+            alarm_interval_s=seconds("ALARM_INTERVAL_S", 10),
+            header_timeout_s=seconds("GATEWAY_HEADER_TIMEOUT_S", DEFAULT_HEADER_TIMEOUT_S),
+            body_timeout_s=seconds("GATEWAY_BODY_TIMEOUT_S", DEFAULT_BODY_TIMEOUT_S),
+            state_dir=Path(environ.get("LOCAL_STATE_DIR") or ROOT / ".local-state").resolve(),
+            fresh=flag("FRESH"),
         )
+
+
+def forget_state(state_dir: Path) -> str:
+    """Delete the saved state (only the files ``make run`` writes there); what was removed."""
+    removed = []
+    for name in (STATE_FILE, STATE_FILE + ".tmp"):
+        path = state_dir / name
+        if path.exists():
+            removed.append(f"{name}, {path.stat().st_size:,} bytes")
+            path.unlink()
+    return "; ".join(removed)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -100,7 +138,10 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     config = RunConfig.from_env(environ)
     sim: KisiSimulator | None = None
-    moto = MotoProcess(port=config.moto_port)
+    if config.fresh:
+        removed = forget_state(config.state_dir)
+        print(f"FRESH=1: {config.state_dir} emptied ({removed or 'it held nothing'})")
+    moto = MotoProcess(port=config.moto_port, state_dir=config.state_dir)
     runtime: LocalRuntime | None = None
     try:
         base_url = config.kisi_base_url
@@ -110,7 +151,11 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
             base_url = sim.url
             print(f"kisi-sim: the Kisi simulator on {base_url} (demo key accepted)")
         moto.start()
-        print(f"moto: the embedded AWS on {moto.endpoint_url} (pid {moto.pid})")
+        print(
+            f"moto: the embedded AWS on {moto.endpoint_url} (pid {moto.pid}), "
+            f"state in {config.state_dir}",
+            flush=True,
+        )
         runtime = LocalRuntime(
             ROOT / "template.yaml",
             moto.endpoint_url,
@@ -124,6 +169,9 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
             api_key=config.gateway_api_key,
             gateway_port=config.gateway_port,
             alarm_interval_s=config.alarm_interval_s,
+            header_timeout_s=config.header_timeout_s,
+            body_timeout_s=config.body_timeout_s,
+            aws=moto,
         )
         runtime.start()
         if runtime.stack is not None:  # for `python -m ops --local tenant|caller ...`

@@ -8,7 +8,11 @@ without an API key (the deployed API does not serve it).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import email.errors
+import io
+import socket
 import threading
 import time
 import uuid
@@ -18,11 +22,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from local.api_keys import ApiKeyCheck, KeyLookupError, StaticKeys
 from local.apigw_event import (
     FORBIDDEN,
     INTERNAL_SERVER_ERROR,
+    KEY_CHECK_FAILED,
     MISSING_AUTHENTICATION_TOKEN,
     REQUEST_TOO_LARGE,
+    SERVICE_UNAVAILABLE,
     HttpRequest,
     HttpResponse,
     MalformedProxyResponseError,
@@ -34,11 +41,26 @@ from local.apigw_event import (
 from local.lambda_invoke import FunctionInvoker
 from local.stack import ApiRoute
 
-__all__ = ["DEFAULT_PORT", "MAX_PAYLOAD_BYTES", "OPENAPI_DOCUMENT", "ApiGateway", "ApiServer"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT_S",
+    "DEFAULT_HEADER_TIMEOUT_S",
+    "DEFAULT_PORT",
+    "MAX_PAYLOAD_BYTES",
+    "OPENAPI_DOCUMENT",
+    "ApiGateway",
+    "ApiServer",
+]
 
 DEFAULT_PORT = 3000
 # API Gateway's REST API payload quota: 10 MB (requests above it get REQUEST_TOO_LARGE, 413).
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+# How long a client may take to send a request's line and headers, then its body, in total
+# (a client dripping a byte at a time must not hold a thread forever). AWS does not document
+# API Gateway's own limits; these are the local server's.
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_BODY_TIMEOUT_S = 30.0
+# How long writing an answer may block on a client that does not read it.
+_WRITE_TIMEOUT_S = 30.0
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 # The API description, served at GET /openapi.yaml (no API key), read on every request.
 OPENAPI_PATH = "/openapi.yaml"
@@ -48,7 +70,8 @@ OPENAPI_DOCUMENT = Path(__file__).resolve().parent.parent / "openapi.yaml"
 class ApiGateway:
     """Routes a request, checks its API key, invokes the function and shapes the answer.
 
-    ``api_keys`` maps each accepted ``x-api-key`` value to its key id.
+    ``api_keys`` says which ``x-api-key`` values are accepted and their key ids: a mapping of
+    value to id, or a lookup such as :class:`~local.api_keys.UsagePlanKeys`.
     """
 
     def __init__(
@@ -56,16 +79,18 @@ class ApiGateway:
         routes: Iterable[ApiRoute],
         invoker: FunctionInvoker,
         *,
-        api_keys: Mapping[str, str],
+        api_keys: Mapping[str, str] | ApiKeyCheck,
         account_id: str,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         log: Callable[[str], None] = print,
         openapi_document: Path | None = OPENAPI_DOCUMENT,
+        unavailable: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.routes = list(routes)
+        self._unavailable = unavailable
         self._openapi_document = openapi_document
         self._invoker = invoker
-        self._api_keys = dict(api_keys)
+        self._api_keys = StaticKeys(api_keys) if isinstance(api_keys, Mapping) else api_keys
         self._account_id = account_id
         self._now = now
         self._log = log
@@ -81,7 +106,10 @@ class ApiGateway:
         """Answer one request; ``too_large`` when the server refused to read a huge body."""
         started = time.monotonic()
         request_id = str(uuid.uuid4())
-        if too_large or len(request.body) > MAX_PAYLOAD_BYTES:
+        reason = self._unavailable()
+        if reason:
+            response, note = gateway_error(SERVICE_UNAVAILABLE, request_id), reason
+        elif too_large or len(request.body) > MAX_PAYLOAD_BYTES:
             response, note = gateway_error(REQUEST_TOO_LARGE, request_id), "payload over 10 MB"
         else:
             response, note = self._answer(request, request_id, domain_name)
@@ -129,12 +157,15 @@ class ApiGateway:
             return gateway_error(MISSING_AUTHENTICATION_TOKEN, request_id), "no such route"
         route, params, path = found
         presented = next((v for k, v in request.headers if k.lower() == "x-api-key"), None)
-        key_id = self._api_keys.get(presented) if presented is not None else None
-        if route.api_key_required and key_id is None:
-            return gateway_error(FORBIDDEN, request_id), "missing or wrong x-api-key"
-        routed = HttpRequest(
-            request.method, path, request.query, request.headers, request.body, request.source_ip
-        )
+        key_id = None
+        if route.api_key_required:
+            try:
+                key_id = self._api_keys.key_id(presented) if presented is not None else None
+            except KeyLookupError as error:
+                return gateway_error(KEY_CHECK_FAILED, request_id), f"x-api-key unchecked: {error}"
+            if key_id is None:
+                return gateway_error(FORBIDDEN, request_id), "missing, wrong or disabled x-api-key"
+        routed = dataclasses.replace(request, path=path)
         event = proxy_event(
             routed,
             route,
@@ -224,6 +255,57 @@ def _discard(stream: Any, length: int) -> None:
         length -= len(chunk)
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The request socket, read against one deadline per phase (headers, then body).
+
+    A per-read socket timeout alone would let a client drip a byte every few seconds forever;
+    this sets the socket's timeout to what is left of the phase before every read.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._deadline: float | None = None
+        self.phase = ""
+        self.limit_s = 0.0
+        self.received = 0
+        self.timed_out = False
+
+    def begin(self, phase: str, limit_s: float) -> None:
+        """Start a phase that must be read within ``limit_s`` seconds from now."""
+        self.phase, self.limit_s = phase, limit_s
+        self._deadline = time.monotonic() + limit_s
+        self.received = 0
+        self.timed_out = False
+
+    def end(self) -> None:
+        """The request is read: no deadline until the next one begins."""
+        self._deadline = None
+        self.phase = ""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._deadline is not None:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                self.timed_out = True
+                raise TimeoutError(f"{self.phase} not received within {self.limit_s:g}s")
+            self._sock.settimeout(remaining)
+        try:
+            count = self._sock.recv_into(buffer)
+        except TimeoutError:
+            self.timed_out = True
+            raise
+        finally:
+            self._sock.settimeout(_WRITE_TIMEOUT_S)  # answers are written with this one
+        self.received += count
+        return count
+
+
+_REQUEST_TIMEOUT_BODY = b'{"message":"Request Timeout"}'
+
+
 class _Server(ThreadingHTTPServer):
     # socketserver's default listen backlog is 5: a burst of callers would see resets.
     request_queue_size = 128
@@ -233,10 +315,16 @@ class ApiServer:
     """A ThreadingHTTPServer on ``host:port`` (port 0: any free port) serving an ApiGateway."""
 
     def __init__(
-        self, gateway: ApiGateway, host: str = "127.0.0.1", port: int = DEFAULT_PORT
+        self,
+        gateway: ApiGateway,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     ) -> None:
         self.gateway = gateway
-        handler = self._handler_class(gateway)
+        handler = self._handler_class(gateway, header_timeout_s, body_timeout_s)
         self._host = host
         self._server = _Server((host, port), handler)
         self._server.daemon_threads = True
@@ -265,12 +353,47 @@ class ApiServer:
         self._server.server_close()
 
     @staticmethod
-    def _handler_class(gateway: ApiGateway) -> type[BaseHTTPRequestHandler]:
+    def _handler_class(
+        gateway: ApiGateway, header_timeout_s: float, body_timeout_s: float
+    ) -> type[BaseHTTPRequestHandler]:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            _reader: _DeadlineReader
 
             def log_message(self, format: str, *args: Any) -> None:
                 """The gateway logs one line per request itself."""
+
+            def setup(self) -> None:
+                super().setup()
+                self.rfile.close()
+                self._reader = _DeadlineReader(self.connection)
+                self.rfile = io.BufferedReader(self._reader)
+
+            def handle_one_request(self) -> None:
+                """One request, its line and headers, then its body, each within its limit.
+
+                http.server drops a connection whose read timed out without a word; a client
+                that sent part of a request gets a 408 first. An idle keep-alive connection
+                (nothing sent) is just closed.
+                """
+                self._reader.begin("request line and headers", header_timeout_s)
+                super().handle_one_request()
+                reader = self._reader
+                if not reader.timed_out:
+                    return
+                self.close_connection = True
+                if reader.phase != "body" and reader.received == 0:
+                    return
+                with contextlib.suppress(OSError):  # the client may be gone already
+                    self.wfile.write(
+                        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                        % (len(_REQUEST_TIMEOUT_BODY), _REQUEST_TIMEOUT_BODY)
+                    )
+                gateway.log_line(
+                    f"{reader.phase} not received within {reader.limit_s:g}s -> 408 "
+                    "(connection closed)"
+                )
 
             def parse_request(self) -> bool:
                 """http.server's parser, plus the strictness of a real front door.
@@ -293,6 +416,7 @@ class ApiServer:
                 if problem:
                     self._bad_framing(problem)
                     return False
+                self._reader.begin("body", body_timeout_s)
                 return True
 
             def _bad_framing(self, why: str) -> None:
@@ -341,6 +465,11 @@ class ApiServer:
                         return
                 else:
                     body = self.rfile.read(length) if length else b""
+                if len(body) < length and not too_large:
+                    # The client closed its side early: nothing to answer.
+                    self.close_connection = True
+                    return
+                self._reader.end()
                 request = HttpRequest(
                     method=self.command,
                     path=raw_path or "/",
@@ -348,6 +477,7 @@ class ApiServer:
                     headers=list(self.headers.items()),
                     body=body,
                     source_ip=self.client_address[0],
+                    local_port=int(self.connection.getsockname()[1]),
                 )
                 host = self.headers.get("Host") or "127.0.0.1"
                 response = gateway.handle(request, host, too_large=too_large)

@@ -3,6 +3,21 @@
 Pure functions: :func:`match_route` picks a route as API Gateway does, :func:`proxy_event`
 builds the event API Gateway sends to the function, and :func:`proxy_response` turns what the
 function returned into an HTTP answer, rejecting what API Gateway rejects (502).
+
+What the event holds, as a deployed REST API builds it (sources: the input format in AWS's
+"Lambda proxy integrations in API Gateway" guide, and events captured from live REST APIs):
+
+- ``path``, ``requestContext.path`` and ``pathParameters`` keep the percent-encoding the
+  client sent (``/users/space%20value`` stays so); an encoded ``%2F`` is not a separator.
+- the query string is form-decoded: ``+`` is a space, ``%2B`` a plus;
+  ``queryStringParameters`` keeps the last value of a repeated name,
+  ``multiValueQueryStringParameters`` every value in order; ``name=`` and a bare ``name``
+  give ``""``.
+- header names keep the case the client sent, except the ones API Gateway writes itself
+  (``Host``, ``User-Agent``, ``Authorization``, ``X-Forwarded-*``, ``X-Amzn-Trace-Id``);
+  ``headers`` keeps the last value of a repeated header, ``multiValueHeaders`` all of them;
+  ``Content-Length`` and the hop-by-hop headers (``Connection``, ``Transfer-Encoding``, ...)
+  are not passed; ``X-Forwarded-For`` gets the client's address appended.
 """
 
 from __future__ import annotations
@@ -16,19 +31,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_plus
 
 from local.stack import ApiRoute
 
 __all__ = [
     "FORBIDDEN",
     "INTERNAL_SERVER_ERROR",
+    "KEY_CHECK_FAILED",
     "MISSING_AUTHENTICATION_TOKEN",
     "REQUEST_TOO_LARGE",
+    "SERVICE_UNAVAILABLE",
     "GatewayError",
     "HttpRequest",
     "HttpResponse",
     "MalformedProxyResponseError",
+    "event_headers",
+    "event_query",
     "gateway_error",
     "match_route",
     "proxy_event",
@@ -49,6 +68,8 @@ class HttpRequest:
     headers: Sequence[tuple[str, str]]
     body: bytes
     source_ip: str = "127.0.0.1"
+    # The port the client connected to (X-Forwarded-Port); 0 when unknown.
+    local_port: int = 0
 
 
 @dataclass
@@ -73,7 +94,11 @@ MISSING_AUTHENTICATION_TOKEN = GatewayError(
 )
 FORBIDDEN = GatewayError(403, "Forbidden", "ForbiddenException")
 INTERNAL_SERVER_ERROR = GatewayError(502, "Internal server error", "InternalServerErrorException")
+# The key could not be checked (the embedded AWS is down): API Gateway's DEFAULT_5XX answer.
+KEY_CHECK_FAILED = GatewayError(500, "Internal server error", "InternalServerErrorException")
 REQUEST_TOO_LARGE = GatewayError(413, "Request Too Long", "RequestTooLargeException")
+# Local only: the stack is being provisioned again (moto lost it), so nothing is routed yet.
+SERVICE_UNAVAILABLE = GatewayError(503, "Service Unavailable", "ServiceUnavailableException")
 
 
 def gateway_error(error: GatewayError, request_id: str) -> HttpResponse:
@@ -103,12 +128,13 @@ def _match(template: str, segments: list[str]) -> dict[str, str] | None:
             rest = segments[index:]
             if not rest:
                 return None
-            params[param.group(1)] = unquote("/".join(rest))
+            # Kept percent-encoded, as a REST API passes them (an encoded %2F stays one).
+            params[param.group(1)] = "/".join(rest)
             return params
         if index >= len(segments):
             return None
         if param:
-            params[param.group(1)] = unquote(segments[index])
+            params[param.group(1)] = segments[index]
         elif part != segments[index]:
             return None
     return params if len(parts) == len(segments) else None
@@ -148,18 +174,86 @@ def match_route(
 
 
 # request -> event -----------------------------------------------------------------------
-def _query(query: str) -> tuple[dict[str, str] | None, dict[str, list[str]] | None]:
-    if not query:
-        return None, None
+def event_query(query: str) -> tuple[dict[str, str] | None, dict[str, list[str]] | None]:
+    """``queryStringParameters`` and ``multiValueQueryStringParameters`` for a raw query.
+
+    Form decoding, as API Gateway does it: ``+`` is a space (clients encode a space so),
+    ``%2B`` a plus; the single-value map keeps the last value of a repeated name.
+
+    >>> event_query("q=a+b&tag=x%2By&ids[]=1&ids[]=2")
+    ({'q': 'a b', 'tag': 'x+y', 'ids[]': '2'}, {'q': ['a b'], 'tag': ['x+y'], 'ids[]': ['1', '2']})
+    """
     multi: dict[str, list[str]] = {}
     for pair in query.split("&"):
         if not pair:
             continue
         key, _, value = pair.partition("=")
-        multi.setdefault(unquote(key), []).append(unquote(value))
+        multi.setdefault(unquote_plus(key), []).append(unquote_plus(value))
     if not multi:
         return None, None
     return {key: values[-1] for key, values in multi.items()}, multi
+
+
+# Names API Gateway writes in this case whatever case the client used (it sets or rewrites
+# these itself); every other name keeps the client's case.
+_CANONICAL_NAMES = {
+    name.lower(): name
+    for name in (
+        "Authorization",
+        "Host",
+        "User-Agent",
+        "X-Amzn-Trace-Id",
+        "X-Forwarded-For",
+        "X-Forwarded-Port",
+        "X-Forwarded-Proto",
+    )
+}
+# Not passed to the function: the body's framing, and hop-by-hop headers, which end at the
+# first proxy (RFC 9110, section 7.6.1).
+_NOT_PASSED = frozenset(
+    {"connection", "content-length", "keep-alive", "proxy-connection", "te", "trailer",
+     "transfer-encoding", "upgrade"}
+)
+
+
+def event_headers(
+    request_headers: Iterable[tuple[str, str]],
+    *,
+    source_ip: str,
+    local_port: int,
+    trace_id: str,
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """``headers`` (last value of each name) and ``multiValueHeaders`` (all values, in order).
+
+    >>> event_headers([("x-a", "1"), ("x-a", "2"), ("host", "h")], source_ip="10.0.0.1",
+    ...               local_port=0, trace_id="Root=1")[0]  # doctest: +NORMALIZE_WHITESPACE
+    {'x-a': '2', 'Host': 'h', 'X-Amzn-Trace-Id': 'Root=1', 'X-Forwarded-For': '10.0.0.1',
+     'X-Forwarded-Proto': 'http'}
+    """
+    multi: dict[str, list[str]] = {}
+    forwarded_for: list[str] = []
+    for raw_name, value in request_headers:
+        lowered = raw_name.lower()
+        if lowered in _NOT_PASSED:
+            continue
+        if lowered == "x-forwarded-for":
+            forwarded_for.append(value)
+            continue
+        multi.setdefault(_CANONICAL_NAMES.get(lowered, raw_name), []).append(value)
+    # API Gateway's own view of the connection: the client's address appended to any chain
+    # the client sent, the port and scheme it connected on.
+    own = {
+        "X-Amzn-Trace-Id": trace_id,
+        "X-Forwarded-For": ", ".join([*forwarded_for, source_ip]),
+        "X-Forwarded-Proto": "http",
+    }
+    if local_port:
+        own["X-Forwarded-Port"] = str(local_port)
+    for name, value in own.items():
+        if name == "X-Amzn-Trace-Id" and name in multi:
+            continue  # a caller's trace header is continued, not replaced
+        multi[name] = [value]
+    return {name: values[-1] for name, values in multi.items()}, multi
 
 
 def _body(raw: bytes) -> tuple[str | None, bool]:
@@ -184,23 +278,16 @@ def proxy_event(
     domain_name: str,
 ) -> dict[str, Any]:
     """The event API Gateway sends to a Lambda proxy integration for this request."""
-    headers: dict[str, str] = {}
-    multi_headers: dict[str, list[str]] = {}
-    for name, value in request.headers:
-        headers[name] = value
-        multi_headers.setdefault(name, []).append(value)
     trace_id = f"Root=1-{int(now.timestamp()):08x}-{uuid.uuid4().hex[:24]}"
-    for name, value in (
-        ("X-Amzn-Trace-Id", trace_id),
-        ("X-Forwarded-For", request.source_ip),
-        ("X-Forwarded-Proto", "http"),
-    ):
-        if name not in headers:
-            headers[name] = value
-            multi_headers[name] = [value]
-    query, multi_query = _query(request.query)
+    headers, multi_headers = event_headers(
+        request.headers,
+        source_ip=request.source_ip,
+        local_port=request.local_port,
+        trace_id=trace_id,
+    )
+    query, multi_query = event_query(request.query)
     body, is_base64 = _body(request.body)
-    user_agent = next((v for k, v in request.headers if k.lower() == "user-agent"), None)
+    user_agent = headers.get("User-Agent")
     stage_path = f"/{route.stage}{request.path}"
     return {
         "resource": route.resource,

@@ -26,8 +26,10 @@ from botocore.exceptions import ClientError
 
 from local.moto_cfn import MotoCloudFormation
 from local.moto_server import aws_client
+from local.stack import ApiKey
 
 __all__ = [
+    "API_KEY_VALUE_LENGTH",
     "BOTO3",
     "BOTO3_TYPES",
     "MOTO_CFN",
@@ -57,8 +59,13 @@ BOTO3_TYPES: Final[Mapping[str, str]] = {
     "AWS::SecretsManager::Secret": "not implemented: skipped",
     "AWS::CloudWatch::Alarm": "not implemented: skipped",
     "AWS::SNS::Subscription": "not implemented: skipped",
+    "AWS::ApiGateway::ApiKey": "not implemented: skipped",
+    "AWS::ApiGateway::UsagePlan": "not implemented: skipped",
+    "AWS::ApiGateway::UsagePlanKey": "not implemented: skipped",
     "AWS::KMS::Key": "keeps KeyPolicy as an object: DescribeKey on the key then fails (500)",
 }
+# API Gateway's bounds on an API key's value (CreateApiKey refuses others).
+API_KEY_VALUE_LENGTH: Final = range(20, 129)
 
 
 class VerificationError(RuntimeError):
@@ -172,12 +179,18 @@ class AwsResources:
         region: str,
         account_id: str,
         secret_values: Mapping[str, str] | None = None,
+        api_key_value: str | None = None,
     ) -> None:
         self.endpoint_url = endpoint_url
         self.stack_name = stack_name
         self.region = region
         self.account_id = account_id
         self._secret_values = dict(secret_values or {})
+        # The runtime's key: the value of the first API key the template leaves to AWS.
+        self._runtime_key_value = api_key_value
+        # What the API Gateway creators made, for the Stack.
+        self.api_keys: list[ApiKey] = []
+        self.usage_plans: list[str] = []
         self._clients: dict[str, Any] = {}
         self.cloudformation = MotoCloudFormation(self.client("cloudformation"), stack_name)
         # After moto's CloudFormation created it: (logical id, physical name, properties).
@@ -193,6 +206,9 @@ class AwsResources:
             "AWS::DynamoDB::Table": self.table,
             "AWS::SecretsManager::Secret": self.secret,
             "AWS::CloudWatch::Alarm": self.alarm,
+            "AWS::ApiGateway::ApiKey": self.api_key,
+            "AWS::ApiGateway::UsagePlan": self.usage_plan,
+            "AWS::ApiGateway::UsagePlanKey": self.usage_plan_key,
             "AWS::KMS::Key": self.kms_key,
         }
 
@@ -424,6 +440,121 @@ class AwsResources:
             return json.dumps(document)
         return password
 
+    # API Gateway keys and usage plans ------------------------------------------------------
+    # The REST API itself is served by the local API server (moto's CloudFormation cannot
+    # create SAM's); keys and usage plans live in moto's API Gateway, so callers can be added
+    # at run time with create_api_key + create_usage_plan_key, as on AWS.
+    def api_key(self, logical_id: str, p: dict[str, Any]) -> Outcome:
+        apigw = self.client("apigateway")
+        name = str(p.get("Name") or self.name(logical_id, 128))
+        runtime_key = "Value" not in p and not any(key.runtime_key for key in self.api_keys)
+        wanted, notes = self._api_key_value(p, runtime_key)
+        enabled = _bool(p.get("Enabled", False))  # CloudFormation's default: disabled
+        existing = next(
+            (key for key in apigw.get_api_keys(nameQuery=name, includeValues=True)["items"]
+             if key.get("name") == name),
+            None,
+        )
+        if existing is not None and wanted is not None and existing["value"] != wanted:
+            apigw.delete_api_key(apiKey=existing["id"])  # a value cannot be changed in place
+            existing, notes = None, [*notes, "value changed: key replaced"]
+        if existing is None:
+            key_id = str(apigw.create_api_key(**_api_key_request(name, enabled, wanted, p))["id"])
+        else:
+            key_id = str(existing["id"])
+            if bool(existing.get("enabled")) != enabled:
+                flip = {"op": "replace", "path": "/enabled", "value": str(enabled).lower()}
+                apigw.update_api_key(apiKey=key_id, patchOperations=[flip])
+        stored = apigw.get_api_key(apiKey=key_id, includeValue=True)
+        if bool(stored.get("enabled")) != enabled or (wanted and stored["value"] != wanted):
+            raise VerificationError(f"API key {name} not stored as defined")
+        self.api_keys.append(ApiKey(logical_id, key_id, str(stored["value"]), runtime_key))
+        state = "enabled" if enabled else "disabled"
+        detail = "; ".join([f"verified; {state}", *notes])
+        known = {"CustomerId", "Description", "Enabled", "GenerateDistinctId", "Name",
+                 "StageKeys", "Tags", "Value"}
+        return Outcome(key_id, key_id, {"APIKeyId": key_id}, detail, _unknown(p, known))
+
+    def _api_key_value(
+        self, p: Mapping[str, Any], runtime_key: bool
+    ) -> tuple[str | None, list[str]]:
+        """The value to store (None: let API Gateway generate one) and what to report."""
+        if "Value" in p:
+            return str(p["Value"]), ["value from the template"]
+        if not runtime_key or self._runtime_key_value is None:
+            return None, ["value generated"]
+        if len(self._runtime_key_value) in API_KEY_VALUE_LENGTH:
+            return self._runtime_key_value, ["value supplied by the runtime"]
+        return None, [
+            "value generated",
+            f"the runtime's key is {len(self._runtime_key_value)} characters and API Gateway takes "
+            "20 to 128, so it is accepted as this key by the local API only",
+        ]
+
+    def usage_plan(self, logical_id: str, p: dict[str, Any]) -> Outcome:
+        apigw = self.client("apigateway")
+        name = str(p.get("UsagePlanName") or self.name(logical_id, 255))
+        existing = next(
+            (plan for plan in apigw.get_usage_plans(limit=500)["items"]
+             if plan.get("name") == name),
+            None,
+        )
+        stages = [
+            {"apiId": str(stage["ApiId"]), "stage": str(stage["Stage"])}
+            for stage in p.get("ApiStages") or []
+        ]
+        if existing is None:
+            request: dict[str, Any] = {"name": name, "apiStages": stages}
+            if p.get("Description"):
+                request["description"] = str(p["Description"])
+            if p.get("Throttle"):
+                throttle = p["Throttle"]
+                request["throttle"] = {
+                    key: (float(throttle[cfn]) if key == "rateLimit" else int(throttle[cfn]))
+                    for key, cfn in (("burstLimit", "BurstLimit"), ("rateLimit", "RateLimit"))
+                    if cfn in throttle
+                }
+            if p.get("Quota"):
+                quota = p["Quota"]
+                request["quota"] = {
+                    key: (str(quota[cfn]) if key == "period" else int(quota[cfn]))
+                    for key, cfn in (("limit", "Limit"), ("offset", "Offset"),
+                                     ("period", "Period"))
+                    if cfn in quota
+                }
+            plan_id = str(apigw.create_usage_plan(**request)["id"])
+            action = "created"
+        else:
+            plan_id, action = str(existing["id"]), "already there, kept"
+        stored = apigw.get_usage_plan(usagePlanId=plan_id)
+        if stored.get("name") != name:
+            raise VerificationError(f"usage plan {name} not stored")
+        self.usage_plans.append(plan_id)
+        staged = ", ".join(f"{s['apiId']}/{s['stage']}" for s in stages) or "no stage"
+        detail = (
+            f"verified ({action}): stages {staged}; its enabled keys may call the API; "
+            "throttle and quota are not enforced locally"
+        )
+        known = {"ApiStages", "Description", "Quota", "Tags", "Throttle", "UsagePlanName"}
+        return Outcome(plan_id, plan_id, {"Id": plan_id}, detail, _unknown(p, known))
+
+    def usage_plan_key(self, logical_id: str, p: dict[str, Any]) -> Outcome:
+        apigw = self.client("apigateway")
+        plan_id, key_id = str(p["UsagePlanId"]), str(p["KeyId"])
+        if str(p.get("KeyType", "API_KEY")) != "API_KEY":
+            raise ValueError(f"KeyType {p.get('KeyType')} (API Gateway takes API_KEY only)")
+        try:
+            apigw.get_usage_plan_key(usagePlanId=plan_id, keyId=key_id)
+            action = "already there, kept"
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "NotFoundException":
+                raise
+            apigw.create_usage_plan_key(usagePlanId=plan_id, keyId=key_id, keyType="API_KEY")
+            action = "created"
+        apigw.get_usage_plan_key(usagePlanId=plan_id, keyId=key_id)  # raises if it is not
+        detail = f"verified ({action}): key {key_id} in usage plan {plan_id}"
+        return Outcome(key_id, key_id, {}, detail, _unknown(p, {"KeyId", "KeyType", "UsagePlanId"}))
+
     # KMS ----------------------------------------------------------------------------------
     def kms_key(self, logical_id: str, p: dict[str, Any]) -> Outcome:
         """A symmetric key, found again by an alias of its own on a later provisioning."""
@@ -590,6 +721,27 @@ def _table_request(name: str, p: Mapping[str, Any]) -> dict[str, Any]:
         request["Tags"] = _tags(p)
     if p.get("TableClass"):
         request["TableClass"] = p["TableClass"]
+    return request
+
+
+def _api_key_request(
+    name: str, enabled: bool, value: str | None, p: Mapping[str, Any]
+) -> dict[str, Any]:
+    """CreateApiKey arguments from AWS::ApiGateway::ApiKey properties."""
+    request: dict[str, Any] = {"name": name, "enabled": enabled}
+    if value is not None:
+        request["value"] = value
+    if p.get("Description"):
+        request["description"] = str(p["Description"])
+    if p.get("CustomerId"):
+        request["customerId"] = str(p["CustomerId"])
+    if p.get("StageKeys"):
+        request["stageKeys"] = [
+            {"restApiId": str(stage["RestApiId"]), "stageName": str(stage["StageName"])}
+            for stage in p["StageKeys"]
+        ]
+    if p.get("Tags"):
+        request["tags"] = {tag["Key"]: tag["Value"] for tag in _tags(p)}
     return request
 
 

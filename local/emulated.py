@@ -21,7 +21,6 @@ from local.aws_resources import AwsResources, _bool
 from local.intrinsics import placeholder
 from local.sam import LOCAL_CODE_BUCKET, CodeSource
 from local.stack import (
-    ApiKey,
     ApiRoute,
     FunctionSpec,
     LayerSpec,
@@ -72,9 +71,6 @@ class Emulator:
             "AWS::ApiGateway::RestApi": self.rest_api,
             "AWS::ApiGateway::Deployment": self.deployment,
             "AWS::ApiGateway::Stage": self.stage,
-            "AWS::ApiGateway::ApiKey": self.api_key,
-            "AWS::ApiGateway::UsagePlan": self.usage_plan,
-            "AWS::ApiGateway::UsagePlanKey": self.usage_plan_key,
             "AWS::IAM::Role": self.role,
             "AWS::IAM::Policy": self.policy,
             "AWS::IAM::ManagedPolicy": self.policy,
@@ -263,22 +259,6 @@ class Emulator:
             self.stack.warnings.append(f"{logical_id}: stage variables are not passed locally")
         return Emulated(name, {}, f"stage {name}")
 
-    def api_key(self, logical_id: str, p: dict[str, Any]) -> Emulated:
-        key_id = short_id(f"{self.stack.name}/{logical_id}")
-        value = p.get("Value")
-        self.stack.api_keys.append(
-            ApiKey(logical_id, key_id, None if value is None else str(value))
-        )
-        where = "its template value" if value is not None else "the runtime's configured key"
-        return Emulated(key_id, {"APIKeyId": key_id}, f"checked against {where}")
-
-    def usage_plan(self, logical_id: str, p: dict[str, Any]) -> Emulated:
-        plan_id = short_id(f"{self.stack.name}/{logical_id}")
-        return Emulated(plan_id, {"Id": plan_id}, "throttle and quota are not enforced locally")
-
-    def usage_plan_key(self, logical_id: str, p: dict[str, Any]) -> Emulated:
-        return Emulated(short_id(f"{self.stack.name}/{logical_id}"), {}, "recorded")
-
     def routes(self) -> list[ApiRoute]:
         """All aws_proxy routes of the inline API bodies (call once every resource exists)."""
         routes: list[ApiRoute] = []
@@ -431,9 +411,6 @@ EMULATED_TYPES = (
     "AWS::ApiGateway::RestApi",
     "AWS::ApiGateway::Deployment",
     "AWS::ApiGateway::Stage",
-    "AWS::ApiGateway::ApiKey",
-    "AWS::ApiGateway::UsagePlan",
-    "AWS::ApiGateway::UsagePlanKey",
     "AWS::IAM::Role",
     "AWS::IAM::Policy",
     "AWS::IAM::ManagedPolicy",

@@ -12,6 +12,7 @@ import json
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +35,8 @@ __all__ = [
 
 # Lambda retries a failed asynchronous invocation (SNS, EventBridge) twice.
 ASYNC_ATTEMPTS = 3
+# Batches a poller remembers for a hand-back after a restart of moto (a few seconds of them).
+_RECENT_BATCHES = 16
 
 
 # SQS ------------------------------------------------------------------------------------
@@ -130,6 +133,12 @@ class SqsPoller:
         self._log = log
         self._clock = clock
         self._wait_time_s = wait_time_s
+        # Receipt handles of the batch being handled, and of the last few with when each was
+        # settled or abandoned: what to give back if the embedded AWS died (release_held).
+        self._held: list[str] = []
+        self._recent: deque[tuple[list[str], float]] = deque(maxlen=_RECENT_BATCHES)
+        self._held_lock = threading.Lock()
+        self._hand_back_since: float | None = None  # set by aws_restarted, done by run
 
     def _receive(self, count: int, wait_s: int) -> list[dict[str, Any]]:
         reply = self._sqs.receive_message(
@@ -140,7 +149,10 @@ class SqsPoller:
             MaxNumberOfMessages=max(1, min(10, count)),
             WaitTimeSeconds=wait_s,
         )
-        return list(reply.get("Messages") or [])
+        messages = list(reply.get("Messages") or [])
+        with self._held_lock:  # held from the moment moto hid them, even if a later call fails
+            self._held.extend(m["ReceiptHandle"] for m in messages)
+        return messages
 
     def _batch(self, wait_s: int) -> list[dict[str, Any]]:
         batch = self._receive(self.mapping.batch_size, wait_s)
@@ -160,9 +172,74 @@ class SqsPoller:
 
     def poll_once(self, wait_time_s: int | None = None) -> BatchOutcome:
         """Receive one batch (waiting up to ``wait_time_s``), invoke, and settle it."""
-        messages = self._batch(self._wait_time_s if wait_time_s is None else wait_time_s)
-        if not messages:
-            return BatchOutcome(0, 0)
+        with self._held_lock:
+            self._held = []
+        try:
+            messages = self._batch(self._wait_time_s if wait_time_s is None else wait_time_s)
+            if not messages:
+                return BatchOutcome(0, 0)
+            return self._handle(messages)
+        finally:
+            # Settled, or abandoned when a call failed (moto died within the batching window,
+            # say): either way remembered with when, for release_held.
+            with self._held_lock:
+                if self._held:
+                    self._recent.append((self._held, self._clock()))
+                self._held = []
+
+    def release_held(self, since: float) -> int:
+        """Make the messages of the batches handled since ``since`` visible again; how many.
+
+        For a restart of the embedded AWS: a batch whose settling (delete, visibility change)
+        met a dead moto would otherwise stay hidden for the queue's whole visibility timeout.
+        A handle the restored moto does not know (the receive was not saved, or the message
+        was deleted) is skipped. Handing a message back early is safe: the worker hides a
+        message delivered before its time again.
+        Pass ``since=math.inf`` for the batch in hand only (at shutdown).
+        """
+        with self._held_lock:
+            handles = list(self._held)
+            for batch, when in self._recent:
+                if when >= since:
+                    handles += batch
+        released = 0
+        for start in range(0, len(handles), 10):  # ChangeMessageVisibilityBatch takes 10
+            entries = [
+                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": 0}
+                for i, handle in enumerate(handles[start : start + 10])
+            ]
+            reply = self._sqs.change_message_visibility_batch(
+                QueueUrl=self.mapping.queue_url, Entries=entries
+            )
+            released += len(reply.get("Successful") or [])
+        return released
+
+    def aws_restarted(self, since: float) -> None:
+        """moto was started again after it was last seen alive at ``since``: the polling
+        thread hands back what it held (:meth:`release_held`) before it receives again.
+
+        Done by that thread, not the caller's: moto accepts a message's older receipt handles,
+        so a hand-back racing a new receive could show a message being handled to a second
+        batch, whose settling would then delete the copy the first one postponed.
+        """
+        with self._held_lock:
+            if self._hand_back_since is None or since < self._hand_back_since:
+                self._hand_back_since = since
+
+    def _hand_back(self) -> None:
+        with self._held_lock:
+            since = self._hand_back_since
+        if since is None:
+            return
+        released = self.release_held(since)  # raises while moto is still down: tried again
+        with self._held_lock:
+            self._hand_back_since = None
+        if released:
+            self._log(
+                f"SQS {self._queue_name}: {released} message(s) held when moto died handed back"
+            )
+
+    def _handle(self, messages: list[dict[str, Any]]) -> BatchOutcome:
         event = {"Records": [sqs_record(m, self.mapping.queue_arn, self._region) for m in messages]}
         invocation = self._invoker.invoke(self.mapping.function, event)
         ids = {m["MessageId"] for m in messages}
@@ -213,6 +290,7 @@ class SqsPoller:
                 stop.wait(1.0)
                 continue
             try:
+                self._hand_back()
                 self.poll_once()
             except Exception as error:  # moto restarting, queue re-provisioning: keep going
                 self._log(f"SQS {self._queue_name}: poll failed: {type(error).__name__}: {error}")

@@ -1,8 +1,9 @@
 """moto in server mode, the embedded AWS of the local stack.
 
-Two ways to run it: :class:`MotoProcess` starts ``python -m moto.server`` as a child process
-(what ``make run`` uses: its state survives a crash of the runtime, and it is stopped by its
-own PID only), and :class:`MotoThread` runs ``moto.server.ThreadedMotoServer`` inside this
+Two ways to run it: :class:`MotoProcess` starts moto as a child process (what ``make run``
+uses: ``python -m local.durable_moto``, which keeps moto's state in a directory so it
+survives a crash of moto and a restart of ``make run``; it is stopped and restarted by its own
+PID only), and :class:`MotoThread` runs ``moto.server.ThreadedMotoServer`` inside this
 process (what the tests use: no process to leak). Both answer on 127.0.0.1 only.
 
 :class:`ProvisionMarker` tells whether the embedded AWS still holds what was provisioned:
@@ -21,6 +22,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import boto3
@@ -105,13 +107,27 @@ def wait_until_ready(
     raise MotoServerError(f"moto did not answer on {endpoint_url} within {timeout_s:.0f}s")
 
 
-class MotoProcess:
-    """``python -m moto.server -H 127.0.0.1 -p PORT`` as a child process."""
+ROOT = Path(__file__).resolve().parent.parent
 
-    def __init__(self, port: int = DEFAULT_PORT, python: str = sys.executable) -> None:
+
+class MotoProcess:
+    """moto in a child process: ``python -m local.durable_moto`` with a state directory, or
+    plain ``python -m moto.server`` (memory only) without one."""
+
+    def __init__(
+        self,
+        port: int = DEFAULT_PORT,
+        python: str = sys.executable,
+        state_dir: Path | None = None,
+        parent_pid: int | None = None,
+    ) -> None:
         self.port = port
+        self.state_dir = state_dir
+        # The process whose end stops a durable moto (this one unless told otherwise).
+        self.parent_pid = os.getpid() if parent_pid is None else parent_pid
         self._python = python
         self._process: subprocess.Popen[bytes] | None = None
+        self._last: subprocess.Popen[bytes] | None = None  # the last one started
 
     @property
     def endpoint_url(self) -> str:
@@ -119,9 +135,27 @@ class MotoProcess:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process else None
+        """The PID of the moto last started (also once it has exited)."""
+        return self._last.pid if self._last else None
 
-    def start(self, timeout_s: float = 15.0) -> None:
+    def alive(self) -> bool:
+        """True while our child runs (a crash or a ``kill -9`` makes it False)."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        """How the moto last started ended (negative: killed by that signal); None if it runs."""
+        return self._last.poll() if self._last is not None else None
+
+    def _argv(self) -> list[str]:
+        if self.state_dir is None:
+            return [self._python, "-m", "moto.server", "-H", HOST, "-p", str(self.port)]
+        # --parent-pid: a kill -9 of make run then still stops moto, which saves its state,
+        # instead of leaving it holding the port and the state directory.
+        return [self._python, "-m", "local.durable_moto", "-H", HOST, "-p", str(self.port),
+                "--state-dir", str(self.state_dir), "--parent-pid", str(self.parent_pid)]
+
+    def start(self, timeout_s: float = 30.0) -> None:
         """Start moto and return once it answers; fail if the port is taken or moto dies."""
         if self._process is not None:
             return
@@ -130,24 +164,46 @@ class MotoProcess:
                 f"something already answers on {self.endpoint_url}; set MOTO_PORT to a free port"
             )
         env = {**os.environ, "MOTO_PORT": str(self.port)}
+        # The durable launcher prints a line or two (what it restored, what it saved) to our
+        # console; plain moto.server would log every request, so it stays quiet.
+        output = None if self.state_dir is not None else subprocess.DEVNULL
         self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            [self._python, "-m", "moto.server", "-H", HOST, "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            self._argv(),
+            cwd=ROOT,
+            stdout=output,
+            stderr=output,
             # Its own session: a Ctrl-C in the terminal reaches make run, which stops its
             # emulators first and then this process by PID, instead of moto dying first.
             start_new_session=True,
             env=env,
         )
-        process = self._process
+        process = self._last = self._process
         try:
             wait_until_ready(self.endpoint_url, timeout_s, alive=lambda: process.poll() is None)
         except MotoServerError:
             self.stop()
             raise
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Terminate our own child (by its PID, never by name); kill it if it lingers."""
+    def wait(self, timeout_s: float) -> int | None:
+        """Wait up to ``timeout_s`` for the moto last started to exit; its exit code, or None
+        if it still runs."""
+        if self._last is None:
+            return None
+        try:
+            return self._last.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def restart(self, timeout_s: float = 30.0) -> None:
+        """Start moto again after it died (it restores its state directory, if it has one)."""
+        self.stop()
+        self.start(timeout_s)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Terminate our own child (by its PID, never by name); kill it if it lingers.
+
+        The durable launcher writes its last snapshot on SIGTERM, hence the longer wait.
+        """
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return

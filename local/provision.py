@@ -41,6 +41,10 @@ AWS::DynamoDB::Table            our boto3 code         keys, attributes, GSIs an
                                                        SSESpecification is dropped
 AWS::SecretsManager::Secret     our boto3 code         not implemented: skipped, stack
                                                        CREATE_COMPLETE, no secret
+AWS::ApiGateway::ApiKey         our boto3 code         not implemented: skipped; created in
+AWS::ApiGateway::UsagePlan      our boto3 code         moto's API Gateway so that callers can be
+AWS::ApiGateway::UsagePlanKey   our boto3 code         added at run time (the local API looks
+                                                       each presented key up there)
 AWS::CloudWatch::Alarm          our boto3 code         not implemented: skipped (and a GetAtt on
                                                        one fails create_stack with a 500)
 AWS::SNS::Subscription          our boto3 code; lambda not implemented: skipped; a lambda
@@ -66,8 +70,6 @@ AWS::ApiGateway::RestApi        emulated: local API    SAM's RestApi (Body, no N
                                                        Body's paths are ignored
 AWS::ApiGateway::Deployment,    emulated               the Deployment fails: "The REST API
 AWS::ApiGateway::Stage                                 doesn't contain any methods"
-AWS::ApiGateway::ApiKey,        emulated (the key is   not implemented: skipped
-UsagePlan, UsagePlanKey         checked)
 any other type                  unsupported, reported
 ==============================  =====================  ==========================================
 """
@@ -107,6 +109,7 @@ def provision(
     stack_name: str = "local",
     parameters: Mapping[str, Any] | None = None,
     secret_values: Mapping[str, str] | None = None,
+    api_key_value: str | None = None,
     region: str = LOCAL_REGION,
     account_id: str = LOCAL_ACCOUNT_ID,
     strict: bool = True,
@@ -115,7 +118,9 @@ def provision(
 
     ``parameters`` override template parameter defaults; ``secret_values`` give the
     SecretString of ``AWS::SecretsManager::Secret`` resources by logical id or name (for
-    example a Kisi key from the environment). With ``strict`` a failed resource raises
+    example a Kisi key from the environment); ``api_key_value`` is the value of the first
+    ``AWS::ApiGateway::ApiKey`` whose value the template leaves to AWS (the key callers send
+    locally). With ``strict`` a failed resource raises
     :class:`ProvisioningError` once every resource has been tried.
     """
     path = Path(template_path)
@@ -133,7 +138,9 @@ def provision(
         conditions=template.get("Conditions") or {},
         mappings=template.get("Mappings") or {},
     )
-    aws = AwsResources(endpoint_url, stack_name, region, account_id, secret_values)
+    aws = AwsResources(
+        endpoint_url, stack_name, region, account_id, secret_values, api_key_value
+    )
     emulator = Emulator(stack, aws, translation.code)
     resources: dict[str, dict[str, Any]] = template.get("Resources") or {}
 
@@ -145,6 +152,8 @@ def provision(
         )
 
     stack.routes = emulator.routes()
+    stack.api_keys = list(aws.api_keys)
+    stack.usage_plans = list(aws.usage_plans)
     stack.alarms = [
         r.physical_id
         for r in stack.resources.values()

@@ -3,7 +3,9 @@
 It provisions the template into the embedded AWS (moto), prepares this process the way
 Lambda prepares a function's (environment, sys.path with code and layers), and runs the
 emulators: the API server, one SQS poller per mapping, the scheduler, SNS delivery, the alarm
-evaluator, and a watchdog that provisions again if moto was restarted or reset.
+evaluator, and a watchdog that starts moto again if it died (when the runtime was given the
+process, ``aws=``), hands back the messages the SQS pollers held when it died, and provisions
+again if moto lost the stack (a reset, or a restart without saved state).
 
     with LocalRuntime("template.yaml", moto.endpoint_url, api_key="local-dev-key") as rt:
         print(rt.gateway_url)
@@ -14,17 +16,25 @@ functions set differently is reported (the first value wins).
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from local.alarms import AlarmEvaluator
-from local.apigw import ApiGateway, ApiServer
+from local.api_keys import DEFAULT_TTL_S, UsagePlanKeys
+from local.apigw import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    ApiGateway,
+    ApiServer,
+)
 from local.emf import EmfTee
 from local.event_sources import Scheduler, SnsDelivery, SqsPoller
 from local.lambda_invoke import FunctionInvoker
@@ -32,10 +42,30 @@ from local.moto_server import ProvisionMarker, aws_client
 from local.provision import provision
 from local.stack import Stack
 
-__all__ = ["DEFAULT_API_KEY", "LocalRuntime", "format_report", "merged_environment"]
+__all__ = [
+    "DEFAULT_API_KEY",
+    "LocalRuntime",
+    "RestartableAws",
+    "format_report",
+    "merged_environment",
+]
 
 DEFAULT_API_KEY = "local-dev-key"
 _REPORT_ORDER = ("created", "emulated", "skipped", "unsupported", "failed")
+
+
+class RestartableAws(Protocol):
+    """The embedded AWS as a process the watchdog can check and start again."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def exit_code(self) -> int | None: ...
+
+    def alive(self) -> bool: ...
+
+    def restart(self) -> None: ...
 
 
 def merged_environment(stack: Stack) -> tuple[dict[str, str], list[str]]:
@@ -80,10 +110,15 @@ class LocalRuntime:
         secret_values: Mapping[str, str] | None = None,
         env_overrides: Mapping[str, str] | None = None,
         api_key: str = DEFAULT_API_KEY,
+        api_key_cache_s: float = DEFAULT_TTL_S,
         gateway_host: str = "127.0.0.1",
         gateway_port: int = 3000,
         alarm_interval_s: float = 10.0,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
         watchdog_interval_s: float = 5.0,
+        aws: RestartableAws | None = None,
+        aws_check_s: float = 1.0,
         sqs_wait_time_s: int = 1,
         run_threads: bool = True,
         echo_emf: bool = False,
@@ -99,7 +134,10 @@ class LocalRuntime:
         self.api_key = api_key
         self._gateway_address = (gateway_host, gateway_port)
         self._alarm_interval_s = alarm_interval_s
+        self._read_timeouts = (header_timeout_s, body_timeout_s)
         self._watchdog_interval_s = watchdog_interval_s
+        self._aws = aws
+        self._aws_check_s = aws_check_s
         self._sqs_wait_time_s = sqs_wait_time_s
         self._run_threads = run_threads
         self._echo_emf = echo_emf
@@ -116,12 +154,19 @@ class LocalRuntime:
         self.alarms: AlarmEvaluator | None = None
         self.emf: EmfTee | None = None
         self._marker = ProvisionMarker(endpoint_url, stack_name)
+        # Keys of the stack's usage plans, looked up in moto's API Gateway when presented.
+        self.api_key_check = UsagePlanKeys(
+            aws_client("apigateway", endpoint_url), ttl_s=api_key_cache_s
+        )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._saved_env: dict[str, str | None] = {}
         self._added_paths: list[str] = []
         self._started = False
         self._lock = threading.Lock()
+        # Set while the stack is provisioned again: the API answers 503 meanwhile, rather than
+        # serve callers from a half-built stack (or under a key id about to change).
+        self._reprovisioning = threading.Event()
 
     # provisioning -------------------------------------------------------------------------
     def provision(self) -> Stack:
@@ -132,9 +177,11 @@ class LocalRuntime:
             stack_name=self.stack_name,
             parameters=self._parameters,
             secret_values=self._secret_values,
+            api_key_value=self.api_key or None,
         )
         self._marker.mark()
         self.stack = stack
+        self.api_key_check.configure(stack.usage_plans, self._static_keys(stack))
         self._prepare_process(stack)
         self._log(format_report(stack, self.template))
         return stack
@@ -148,7 +195,11 @@ class LocalRuntime:
                 f"embedded AWS at {self.endpoint_url} lost stack {self.stack_name}: "
                 "provisioning again (handlers keep configuration they cached)"
             )
-            self.provision()
+            self._reprovisioning.set()
+            try:
+                self.provision()
+            finally:
+                self._reprovisioning.clear()
             return True
 
     def _set_env(self, name: str, value: str) -> None:
@@ -211,13 +262,20 @@ class LocalRuntime:
         self.gateway = ApiGateway(
             stack.routes,
             self.invoker,
-            api_keys=self._api_keys(stack),
+            api_keys=self.api_key_check,
             account_id=stack.account_id,
             now=self._now,
             log=self._log,
+            unavailable=self._unavailable,
         )
         if stack.routes:
-            self.server = ApiServer(self.gateway, *self._gateway_address)
+            header_timeout_s, body_timeout_s = self._read_timeouts
+            self.server = ApiServer(
+                self.gateway,
+                *self._gateway_address,
+                header_timeout_s=header_timeout_s,
+                body_timeout_s=body_timeout_s,
+            )
             self.server.start()
         sqs = aws_client("sqs", self.endpoint_url)
         self.pollers = [
@@ -264,11 +322,17 @@ class LocalRuntime:
             self._spawn("watchdog", self._watch)
         return self
 
-    def _api_keys(self, stack: Stack) -> dict[str, str]:
-        key_id = stack.api_keys[0].key_id if stack.api_keys else "local-api-key"
-        keys = {self.api_key: key_id} if self.api_key else {}
-        keys.update({key.value: key.key_id for key in stack.api_keys if key.value})
-        return keys
+    def _unavailable(self) -> str | None:
+        if self._reprovisioning.is_set():
+            return "the stack is being provisioned again"
+        return None
+
+    def _static_keys(self, stack: Stack) -> dict[str, str]:
+        """The runtime's own key, accepted as the stack's key without asking moto."""
+        if not self.api_key:
+            return {}
+        runtime = [key for key in stack.api_keys if key.runtime_key] or stack.api_keys
+        return {self.api_key: runtime[0].key_id if runtime else "local-api-key"}
 
     def _spawn(self, name: str, target: Callable[..., None], *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, name=f"local-{name}", daemon=True)
@@ -276,11 +340,58 @@ class LocalRuntime:
         self._threads.append(thread)
 
     def _watch(self) -> None:
-        while not self._stop.wait(self._watchdog_interval_s):
+        """Every ``aws_check_s``: is moto alive (start it again if not); every
+        ``watchdog_interval_s``: does it still hold the stack (provision again if not)."""
+        last_alive = time.monotonic()
+        next_marker_check = last_alive + self._watchdog_interval_s
+        next_restart, restart_wait_s = 0.0, self._aws_check_s
+        while not self._stop.wait(self._aws_check_s if self._aws else self._watchdog_interval_s):
             try:
-                self.ensure_provisioned()
+                if self._aws is not None:
+                    if self._aws.alive():
+                        last_alive = time.monotonic()
+                    elif time.monotonic() >= next_restart:
+                        # A moto that cannot start (its state unreadable, say) is tried again
+                        # less and less often, up to every 30 s, not every second.
+                        next_restart = time.monotonic() + restart_wait_s
+                        restart_wait_s = min(30.0, restart_wait_s * 2)
+                        self._restart_aws(last_alive)
+                        last_alive = time.monotonic()
+                        next_restart, restart_wait_s = 0.0, self._aws_check_s
+                    else:
+                        continue
+                if time.monotonic() >= next_marker_check or self._aws is None:
+                    next_marker_check = time.monotonic() + self._watchdog_interval_s
+                    self.ensure_provisioned()
             except Exception as error:  # moto down for now: try again next round
                 self._log(f"watchdog: {type(error).__name__}: {error}")
+
+    def _restart_aws(self, last_alive: float) -> None:
+        """Start the embedded AWS again (its state is restored from disk), have the pollers
+        hand back what they held when it died, and provision again if it lost the stack."""
+        assert self._aws is not None
+        self._log(
+            f"watchdog: moto (pid {self._aws.pid}) exited with code {self._aws.exit_code}: "
+            "starting it again"
+        )
+        self._aws.restart()
+        self._log(f"moto: started again on {self.endpoint_url} (pid {self._aws.pid})")
+        for poller in self.pollers:
+            poller.aws_restarted(since=last_alive)
+        self.ensure_provisioned()
+
+    def _release_unsettled(self) -> None:
+        """A batch a poller still holds at shutdown (its handler outlived the join) is made
+        visible again now, before moto saves its last state: otherwise the next ``make run``
+        would find it hidden for the queue's whole visibility timeout."""
+        for poller in self.pollers:
+            try:
+                released = poller.release_held(since=math.inf)
+            except Exception as error:  # moto already gone: it comes back after the timeout
+                self._log(f"stop: {poller.mapping.logical_id}: {type(error).__name__}: {error}")
+                continue
+            if released:
+                self._log(f"stop: {released} unsettled message(s) made visible again")
 
     @property
     def threads(self) -> tuple[threading.Thread, ...]:
@@ -300,6 +411,7 @@ class LocalRuntime:
         for thread in self._threads:
             thread.join(timeout=timeout_s)
         self._threads = []
+        self._release_unsettled()
         if self.emf is not None:
             self.emf.uninstall()
             self.emf = None

@@ -140,9 +140,16 @@ class ApiRoute:
 
 @dataclass(frozen=True)
 class ApiKey:
+    """An ``AWS::ApiGateway::ApiKey`` as created in the embedded AWS.
+
+    ``runtime_key``: this key stands for the key the runtime was started with (the first key
+    whose value the template leaves to AWS).
+    """
+
     logical_id: str
     key_id: str
     value: str | None
+    runtime_key: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,6 +180,8 @@ class Stack:
     schedules: list[Schedule] = field(default_factory=list)
     routes: list[ApiRoute] = field(default_factory=list)
     api_keys: list[ApiKey] = field(default_factory=list)
+    # Ids of the usage plans created in the embedded AWS: their keys may call the API.
+    usage_plans: list[str] = field(default_factory=list)
     subscriptions: list[Subscription] = field(default_factory=list)
     alarms: list[str] = field(default_factory=list)
     sns_taps: dict[str, str] = field(default_factory=dict)

@@ -4,12 +4,17 @@
 127.0.0.1. :class:`StackProcess` waits for its ready line and stops it with SIGINT (as
 Ctrl-C would), killing it only if it does not stop in time. Clients talk to it over HTTP:
 the gateway as a caller, the simulator through its admin API, moto through boto3.
+
+Its state lives in ``state_dir`` (by default a ``state`` directory next to the log, so every
+StackProcess starts empty); :meth:`StackProcess.restart` stops and starts it again on the
+same state, and :meth:`StackProcess.moto_pid` names moto's process, for durability tests.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +32,8 @@ from local.moto_server import aws_client, free_port
 ROOT = Path(__file__).resolve().parent.parent
 STACK_NAME = "kisi-gateway"  # what local/__main__.py provisions
 READY_LINE = "kisi-gateway ready on"
+# What make run prints when it starts moto, and when the watchdog starts it again.
+_MOTO_PID = re.compile(r"^moto: .*\(pid (\d+)\)", re.MULTILINE)
 
 
 @dataclass
@@ -61,21 +68,31 @@ class StackProcess:
     api_key: str = "local-dev-key"
     env: Mapping[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 90.0
+    state_dir: Path | None = None
     url: str = ""
     sim: SimAdmin = field(init=False)
     endpoint_url: str = ""
     _process: subprocess.Popen[bytes] | None = None
+    _log_start: int = 0  # where the current run's lines begin in the log
 
-    def start(self) -> StackProcess:
+    def start(self, *, keep_log: bool = False) -> StackProcess:
+        """Start ``python -m local`` and wait for its ready line; ``keep_log`` appends."""
         ports = {name: free_port() for name in ("GATEWAY_PORT", "MOTO_PORT", "KISI_SIM_PORT")}
-        env = {**os.environ, **self.env, **{k: str(v) for k, v in ports.items()}}
+        inherited = {k: v for k, v in os.environ.items() if k not in ("FRESH", "LOCAL_STATE_DIR")}
+        env = {**inherited, **self.env, **{k: str(v) for k, v in ports.items()}}
         env["GATEWAY_API_KEY"] = self.api_key
         env.pop("KISI_BASE_URL", None)
         env.pop("KISI_API_KEY", None)
+        if self.state_dir is None:
+            self.state_dir = self.log_path.parent / "state"
+        env["LOCAL_STATE_DIR"] = str(self.state_dir)
         self.url = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
         self.sim = SimAdmin(f"http://127.0.0.1:{ports['KISI_SIM_PORT']}")
         self.endpoint_url = f"http://127.0.0.1:{ports['MOTO_PORT']}"
-        with self.log_path.open("wb") as log:
+        self._log_start = (
+            self.log_path.stat().st_size if keep_log and self.log_path.exists() else 0
+        )
+        with self.log_path.open("ab" if keep_log else "wb") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=log,
                 stderr=subprocess.STDOUT,
@@ -85,10 +102,24 @@ class StackProcess:
             raise RuntimeError("make run did not get ready:\n" + self.log())
         return self
 
+    def restart(self) -> StackProcess:
+        """Ctrl-C, then start again on the same state directory (new ports, log appended)."""
+        self.stop()
+        return self.start(keep_log=True)
+
+    def current_log(self) -> str:
+        """The log of the current run only (after a restart)."""
+        return self.log_path.read_bytes()[self._log_start :].decode(errors="replace")
+
+    def moto_pid(self) -> int | None:
+        """The PID of the moto process now running, from make run's own lines."""
+        found = _MOTO_PID.findall(self.current_log())
+        return int(found[-1]) if found else None
+
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
-            if READY_LINE in self.log():
+            if READY_LINE in self.current_log():
                 return True
             if self._process is None or self._process.poll() is not None:
                 return False

@@ -115,6 +115,33 @@ def test_exhaustion_ends_expired_in_the_dead_letter_queue(stack: LocalStack) -> 
     assert found[0]["MessageAttributes"]["reason"]["StringValue"] == "attempts_exhausted"
 
 
+def test_a_caller_added_at_run_time_is_its_own_caller(stack: LocalStack) -> None:
+    """A tenant's key added to the stack's usage plan in moto (no restart) calls the API
+    within seconds; its records are its own; disabled, it is refused within seconds."""
+    apigw = stack.client("apigateway")
+    (plan,) = [p for p in apigw.get_usage_plans()["items"]
+               if p["name"] == "kisi-gateway-GatewayApiUsagePlan"]
+    key = apigw.create_api_key(name="e2e-tenant", enabled=True)
+    apigw.create_usage_plan_key(usagePlanId=plan["id"], keyId=key["id"], keyType="API_KEY")
+    tenant = {"x-api-key": key["value"]}
+
+    def status(headers: dict, path: str = "/kisi/locks?limit=1", **kwargs) -> int:
+        return stack.request("GET", path, headers=headers, **kwargs).status_code
+
+    assert eventually(lambda: status(tenant) == 200, timeout_s=15)
+    stack.sim.update_faults({"outage_seconds": 1.5})
+    accepted = stack.request("GET", "/kisi/places/3", headers={**tenant, **ASYNC})
+    assert accepted.status_code == 202
+    location = accepted.headers["Location"].removeprefix("/Prod")
+    assert status({}, location) == 404  # the default caller cannot read the tenant's record
+    assert status(tenant, location) == 200
+
+    apigw.update_api_key(apiKey=key["id"], patchOperations=[
+        {"op": "replace", "path": "/enabled", "value": "false"}])
+    assert eventually(lambda: status(tenant) == 403, timeout_s=15)
+    assert status({}) == 200
+
+
 def test_the_gateway_recovers_when_the_embedded_aws_restarts(stack: LocalStack) -> None:
     """Last in the module: it empties moto. The runtime's watchdog provisions the stack
     again; the running handlers keep working without a restart of make run."""

@@ -228,7 +228,8 @@ def test_subscription_is_skipped(cfn, endpoint):
 
 
 def test_policies_and_usage_plans_are_skipped(cfn, endpoint):
-    """Emulated types the table calls "not implemented" (recorded locally, not enforced)."""
+    """Types the table calls "not implemented": policies are recorded locally, keys and usage
+    plans created with API Gateway's own API."""
     sqs = aws_client("sqs", endpoint)
     url = sqs.create_queue(QueueName="fidelity-Policied")["QueueUrl"]
     statement = {"Effect": "Allow", "Principal": "*", "Action": "sqs:SendMessage",

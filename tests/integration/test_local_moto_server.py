@@ -67,6 +67,7 @@ def test_stop_ends_the_child_process():
     assert pid is not None
     process.stop()
     process.stop()  # idempotent
-    assert process.pid is None
+    assert process.pid == pid
+    assert not process.alive()
     with pytest.raises(ProcessLookupError):  # gone and reaped, not a zombie
         os.kill(pid, 0)

@@ -33,7 +33,7 @@ def test_every_resource_gets_a_report_line(stack):
         line.split(": ", 1)[1].split()[0] for line in report if not line.startswith("warning")
     ]
     assert sorted(logical_ids) == sorted(stack.resources)
-    assert stack.summary() == "created 12, emulated 21, unsupported 1"
+    assert stack.summary() == "created 15, emulated 18, unsupported 1"
     assert stack.resources["WorkQueue"].status == "created"
     assert stack.resources["ApiFunction"].status == "emulated"
     assert stack.resources["Api"].status == "emulated"
@@ -43,7 +43,8 @@ def test_every_resource_gets_a_report_line(stack):
 def test_the_report_says_who_created_each_resource(stack):
     by_moto = {"WorkQueue", "WorkDeadLetterQueue", "AlarmTopic", "ApiLogGroup", "Dashboard",
                "MetricsFunctionTick"}
-    by_boto3 = {"RecordsTable", "KisiSecret", "ErrorsAlarm", "AlarmEmailSubscription"}
+    by_boto3 = {"RecordsTable", "KisiSecret", "ErrorsAlarm", "AlarmEmailSubscription",
+                "ApiApiKey", "ApiUsagePlan", "ApiUsagePlanKey"}
     for logical_id in by_moto:
         resource = stack.resources[logical_id]
         assert resource.created_by == f"{MOTO_CFN}, stack {STACK}-{logical_id}", logical_id

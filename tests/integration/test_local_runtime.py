@@ -83,7 +83,7 @@ def test_threads_carry_work_end_to_end_and_stop_cleanly():
     assert "RECORDS_TABLE" not in os.environ
     assert "AWS_ENDPOINT_URL" not in os.environ
     report = lines[0]
-    assert report.startswith(f"stack threads from {TEMPLATE} in {endpoint}: created 12,")
+    assert report.startswith(f"stack threads from {TEMPLATE} in {endpoint}: created 15,")
     assert "  unsupported: Workflow AWS::StepFunctions::StateMachine" in report.splitlines()
     assert "  warning: environment KISI_BASE_URL" not in report
 
