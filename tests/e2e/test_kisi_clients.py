@@ -7,9 +7,7 @@ is added.
 The tests assert what the integrator's code sees (what the client returns, throws, prints or
 logs) and, through the simulator's request log, what reached Kisi.
 
-The ``xfail(strict=True)`` one is issue 12's local-fidelity target and fails
-against today's gateway; each flips to XPASS (and so fails, being strict) once the gateway
-does what its reason says, at which point the marker goes. The contract they pin: a caller
+The contract they pin (issue 12): a caller
 may send its own Kisi credential in ``Authorization`` (any of Kisi's schemes) and the gateway
 sends exactly that credential to Kisi; without one the gateway uses its service key.
 """
@@ -336,9 +334,6 @@ def test_without_respond_async_an_outage_ends_in_kisis_503(stack: StackProcess, 
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-@pytest.mark.xfail(strict=True, reason=ISSUE + "a '+' in a query (a space, as both "
-                   "clients encode it) must reach Kisi as a space; needs the local API to decode "
-                   "'+' in queryStringParameters as API Gateway does")
 def test_a_plus_in_a_query_reaches_kisi_as_a_space(stack: StackProcess, client: str) -> None:
     search = {"op": "list", "resource": "users", "query": {"query": "Ada Lovelace", "limit": 1,
                                                           "offset": 41}}
