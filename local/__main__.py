@@ -37,7 +37,7 @@ from local.apigw import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S
 from local.durable_moto import STATE_FILE
 from local.moto_server import MotoProcess
 from local.runtime import LocalRuntime
-from ops.stack import LOCAL_OUTPUTS, write_local
+from ops.stack import OUTPUTS_FILE, write_local
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK_NAME = "kisi-gateway"
@@ -175,8 +175,9 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
         )
         runtime.start()
         if runtime.stack is not None:  # for `python -m ops --local tenant|caller ...`
-            write_local(LOCAL_OUTPUTS, stack_name=STACK_NAME, outputs=runtime.stack.outputs,
-                        endpoint_url=moto.endpoint_url, region=runtime.stack.region)
+            write_local(config.state_dir / OUTPUTS_FILE, stack_name=STACK_NAME,
+                        outputs=runtime.stack.outputs, endpoint_url=moto.endpoint_url,
+                        region=runtime.stack.region)
         print(
             f"kisi-gateway ready on {runtime.gateway_url} "
             f"(send x-api-key: {config.gateway_api_key}; Kisi: {base_url}); Ctrl-C stops",

@@ -1,19 +1,27 @@
 """Where a deployed (or local) stack keeps what the operator commands change.
 
 A deployed stack is found by name through CloudFormation's outputs; ``make run`` writes the
-same outputs, with the embedded AWS's endpoint, to ``.local-state/stack-outputs.json``, so
-``--local`` finds the local stack the same way.
+same outputs, with the embedded AWS's endpoint, to ``stack-outputs.json`` in its state
+directory (``LOCAL_STATE_DIR``, default ``.local-state``), so ``--local`` finds the local stack
+the same way.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-LOCAL_OUTPUTS = Path(__file__).resolve().parent.parent / ".local-state" / "stack-outputs.json"
+OUTPUTS_FILE = "stack-outputs.json"
+DEFAULT_STATE_DIR = Path(__file__).resolve().parent.parent / ".local-state"
+
+
+def local_outputs(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where ``make run`` (with this environment) writes its stack's outputs."""
+    return Path(environ.get("LOCAL_STATE_DIR") or DEFAULT_STATE_DIR) / OUTPUTS_FILE
 
 
 class StackError(Exception):
@@ -52,8 +60,9 @@ def from_cloudformation(name: str, cloudformation: Any) -> StackRefs:
     return StackRefs(name, outputs)
 
 
-def from_local(path: Path = LOCAL_OUTPUTS) -> StackRefs:
+def from_local(path: Path | None = None) -> StackRefs:
     """The stack ``make run`` is running (or last ran)."""
+    path = path if path is not None else local_outputs()
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
