@@ -10,6 +10,12 @@
         ``POST /locks/{id}/unlock``) or, without --scope, every scope; prints the scopes that
         were open or half-open. Fix the cause first (rotate the key, correct the ids): a reset
         with the cause still there only lets the next storm through.
+    python -m ops gate status --table BUDGET_TABLE
+        every send-budget bucket whose gate Kisi's Retry-After closed: until when, seconds left
+    python -m ops gate reopen [--bucket BUCKET] --table BUDGET_TABLE
+        reopen one bucket's gate (``user-42``, or ``user-42#POST /event_sets``) or, without
+        --bucket, every closed one; prints the buckets reopened. The gate closes for at most
+        MAX_GATE_S (15 minutes by default) whatever Kisi asks; the GateCapped alarm says so.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from typing import Any
 
 from kisi_gateway.core.breaker import parse_scope
 from kisi_gateway.stores.guard import DynamoGuard
-from kisi_gateway.stores.ports import GuardStoreError
+from kisi_gateway.stores.ports import BudgetUnavailableError, GuardStoreError
+from kisi_gateway.stores.send_gate import SendGateAdmin
 
 
 def _scope_argument(text: str) -> str:
@@ -34,7 +41,7 @@ def _scope_argument(text: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line: ``guard status|reset``."""
+    """The command line: ``guard status|reset`` and ``gate status|reopen``."""
     top = argparse.ArgumentParser(prog="python -m ops", description="Operate kisi-gateway.")
     areas = top.add_subparsers(dest="area", required=True)
     guard = areas.add_parser(
@@ -48,6 +55,16 @@ def parser() -> argparse.ArgumentParser:
                        help="'account', 'route:PATCH /users/{id}' or 'PATCH /users/{id}'; "
                             "every scope when omitted")
     reset.add_argument("--table", required=True, help="the guard's DynamoDB table")
+    gate = areas.add_parser(
+        "gate", help="inspect or reopen the send gate (closed by Kisi's Retry-After)"
+    )
+    gate_commands = gate.add_subparsers(dest="command", required=True)
+    gate_status = gate_commands.add_parser("status", help="print every closed gate as JSON")
+    gate_status.add_argument("--table", required=True, help="the send budget's DynamoDB table")
+    reopen = gate_commands.add_parser("reopen", help="reopen one bucket's gate, or all")
+    reopen.add_argument("--bucket", default=None,
+                        help="'user-42' or 'user-42#POST /event_sets'; every one when omitted")
+    reopen.add_argument("--table", required=True, help="the send budget's DynamoDB table")
     return top
 
 
@@ -65,8 +82,11 @@ def main(
 ) -> int:
     """Run one command; returns the exit status (1 when AWS cannot be reached)."""
     args = parser().parse_args(argv)
-    guard = DynamoGuard(client if client is not None else _dynamodb(), args.table)
+    dynamodb = client if client is not None else _dynamodb()
     now = clock()
+    if args.area == "gate":
+        return _gate(SendGateAdmin(dynamodb, args.table), args, now)
+    guard = DynamoGuard(dynamodb, args.table)
     try:
         if args.command == "status":
             print(json.dumps(guard.states(now), indent=2))
@@ -74,5 +94,17 @@ def main(
             print(json.dumps({"closed": guard.reset(args.scope, now)}))
     except GuardStoreError as exc:  # no table, no credentials, no network
         print(f"error: the guard's table could not be used ({exc})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _gate(admin: SendGateAdmin, args: argparse.Namespace, now: float) -> int:
+    try:
+        if args.command == "status":
+            print(json.dumps(admin.status(now), indent=2))
+        else:
+            print(json.dumps({"reopened": admin.reopen(args.bucket, now)}))
+    except BudgetUnavailableError as exc:  # no table, no credentials, no network
+        print(f"error: the send budget's table could not be used ({exc})", file=sys.stderr)
         return 1
     return 0

@@ -34,8 +34,10 @@ from kisi_gateway.core.outcome import Outcome
 from kisi_gateway.core.policy import Route
 from kisi_gateway.core.ratelimit import Grant
 from kisi_gateway.core.records import AttemptEntry, StoredResponse
+from kisi_gateway.core.send_gate import DEFAULT_MAX_GATE_S, gate_wait
 from kisi_gateway.pipeline.callers import Who
 from kisi_gateway.pipeline.kisi_http import AttemptResult, KisiCall, KisiResponse
+from kisi_gateway.pipeline.known_bad import KnownBadGate
 from kisi_gateway.pipeline.telemetry import Telemetry
 from kisi_gateway.stores.ports import Clock, Directory, Guard, SendBudget
 
@@ -110,6 +112,8 @@ class Sender:
     clock: Clock
     rng: RandomSource
     directory: Directory | None = None
+    known_bad: KnownBadGate | None = None  # remembers Kisi's final refusals (both Lambdas)
+    max_gate_s: float = DEFAULT_MAX_GATE_S  # the longest a Retry-After closes the send gate
     _kisi: KisiSender | None = None
     _logins: dict[str, tuple[KisiLogin | None, float]] = field(default_factory=dict)
 
@@ -222,7 +226,12 @@ class Sender:
         self.telemetry.attempt(route.key, outcome, kisi_code, who.tenant, who.kind.value)
         if route.key not in CREDENTIAL_CHECKS:  # a wrong password never trips the guard
             self.guard.observe(acting.identity, route.key, outcome, now)
-        self.budget.observe(acting.bucket, route.key, outcome, retry_after, now)
+        gate = gate_wait(retry_after, self.max_gate_s)
+        if gate != retry_after:
+            self.telemetry.gate_capped()
+        self.budget.observe(acting.bucket, route.key, outcome, gate, now)
+        if self.known_bad is not None:
+            self.known_bad.observe(acting.identity, call, result, now)
         LOG.info(
             "kisi attempt",
             extra={
