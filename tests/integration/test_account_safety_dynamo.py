@@ -14,12 +14,13 @@ from moto import mock_aws
 from kisi_gateway.core.known_bad import MAX_ENTRIES_PER_PATH, KnownAnswer
 from kisi_gateway.core.outcome import classify_status
 from kisi_gateway.stores.budget import DynamoSendBudget
+from kisi_gateway.stores.guard import DynamoGuard
 from kisi_gateway.stores.known_bad import DynamoKnownBad
 from kisi_gateway.stores.ports import KnownBadStoreError
 from ops.cli import main
 from tests.harness import aws_env, create_hash_table
 
-REQUESTS, BUDGET = "requests", "budget"
+REQUESTS, BUDGET, GUARD = "requests", "budget", "guard"
 NOW = 1_700_000_000.0
 ME, THEM = "id-0a1b2c3d", "id-99887766"
 
@@ -31,6 +32,7 @@ def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         client = boto3.client("dynamodb")
         create_hash_table(client, REQUESTS, "request_id")
         create_hash_table(client, BUDGET, "pk")
+        create_hash_table(client, GUARD, "scope")
         yield client
 
 
@@ -99,3 +101,16 @@ def test_gate_status_and_reopen(dynamodb: Any, capsys: pytest.CaptureFixture[str
     assert main(["gate", "status", "--table", BUDGET], client=dynamodb, clock=clock) == 0
     assert json.loads(capsys.readouterr().out) == []
     assert main(["gate", "status", "--table", "no-such-table"], client=dynamodb) == 1
+
+
+def test_the_lambda_that_wins_the_probe_election_knows_it(dynamodb: Any) -> None:
+    mine, other = DynamoGuard(dynamodb, GUARD), DynamoGuard(boto3.client("dynamodb"), GUARD)
+    for _ in range(5):
+        mine.observe(ME, "GET /locks", classify_status(401), NOW)
+    assert mine.check(ME, "GET /locks", NOW + 61) is None  # elected: the probe is its to send
+    assert mine.probing(ME, "GET /locks") == [ME]
+    assert other.check(ME, "GET /locks", NOW + 61) is not None
+    assert other.probing(ME, "GET /locks") == []
+    mine.observe(ME, "GET /login", classify_status(200), NOW + 62)  # the probe's answer
+    assert mine.probing(ME, "GET /locks") == []
+    assert other.check(ME, "GET /locks", NOW + 62) is None

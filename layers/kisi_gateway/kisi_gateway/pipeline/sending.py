@@ -38,6 +38,7 @@ from kisi_gateway.core.send_gate import DEFAULT_MAX_GATE_S, gate_wait
 from kisi_gateway.pipeline.callers import Who
 from kisi_gateway.pipeline.kisi_http import AttemptResult, KisiCall, KisiResponse
 from kisi_gateway.pipeline.known_bad import KnownBadGate
+from kisi_gateway.pipeline.probing import probe_elected
 from kisi_gateway.pipeline.telemetry import Telemetry
 from kisi_gateway.stores.ports import Clock, Directory, Guard, SendBudget
 
@@ -165,6 +166,8 @@ class Sender:
         if route.key in CREDENTIAL_CHECKS:
             return None
         pause = self.guard.check(acting.identity, route.key, self.clock.now())
+        if pause is None:  # elected as a half-open probe? the gateway sends its own read
+            pause = probe_elected(self, route.key, acting)
         if pause is not None:
             self.telemetry.paused()
         return pause

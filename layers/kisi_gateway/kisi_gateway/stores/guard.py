@@ -135,6 +135,15 @@ class DynamoGuard:
                 logger.warning("guard: could not record %s for %s", outcome.status, scope,
                                exc_info=True)
 
+    def probing(self, identity: str, route_key: str) -> list[str]:
+        """Scopes whose half-open probe lease this Lambda holds (its last check won them)."""
+        held = []
+        for scope in scopes_of(identity, route_key):
+            lease, known = self._local.probes.get(scope), self._known(scope)
+            if lease is not None and known is not None and known.probe_until == lease:
+                held.append(scope)
+        return held
+
     # -- alarm path and operators ------------------------------------------------------------
 
     def open(self, scope: str, reason: str, now: float, cooldown_s: float | None = None) -> None:

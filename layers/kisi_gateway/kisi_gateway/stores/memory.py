@@ -294,6 +294,12 @@ class MemoryGuard:
                 self.trips.append((now, scope))
             self._items[scope] = apply_transition(item, change, now)
 
+    def probing(self, identity: str, route_key: str) -> list[str]:
+        """Scopes whose probe lease this process holds (elected by its last check)."""
+        return [scope for scope in scopes_of(identity, route_key)
+                if scope in self._probes
+                and self._item(scope).probe_until == self._probes[scope]]
+
     def _item(self, scope: str) -> ScopeItem:
         return self._items.get(scope) or ScopeItem(scope)
 

@@ -147,6 +147,11 @@ class Guard(Protocol):
         """Record Kisi's answer to a request ``identity`` sent."""
         ...
 
+    def probing(self, identity: str, route_key: str) -> list[str]:
+        """The scopes of ``identity`` on ``route_key`` whose half-open probe the last
+        ``check`` here was elected to send (the gateway then sends its own safe read)."""
+        ...
+
 
 class Directory(Protocol):
     """Tenants, their callers, and the Kisi login behind each identity (:mod:`.directory`)."""
