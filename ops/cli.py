@@ -47,25 +47,33 @@ def parser() -> argparse.ArgumentParser:
     guard = areas.add_parser(
         "guard", help="inspect or reset the guard (pauses on bad-request storms)"
     )
-    commands = guard.add_subparsers(dest="command", required=True)
-    status = commands.add_parser("status", help="print every scope's state as JSON")
-    status.add_argument("--table", required=True, help="the guard's DynamoDB table")
-    reset = commands.add_parser("reset", help="close one scope, or all of them")
+    _, reset = _commands(guard, "the guard's DynamoDB table",
+                              ("status", "print every scope's state as JSON"),
+                              ("reset", "close one scope, or all of them"))
     reset.add_argument("--scope", type=_scope_argument, default=None,
-                       help="'account', 'route:PATCH /users/{id}' or 'PATCH /users/{id}'; "
+                       help="'id-0a1b2c3d' or 'id-0a1b2c3d|PATCH /users/{id}'; "
                             "every scope when omitted")
-    reset.add_argument("--table", required=True, help="the guard's DynamoDB table")
     gate = areas.add_parser(
         "gate", help="inspect or reopen the send gate (closed by Kisi's Retry-After)"
     )
-    gate_commands = gate.add_subparsers(dest="command", required=True)
-    gate_status = gate_commands.add_parser("status", help="print every closed gate as JSON")
-    gate_status.add_argument("--table", required=True, help="the send budget's DynamoDB table")
-    reopen = gate_commands.add_parser("reopen", help="reopen one bucket's gate, or all")
+    _, reopen = _commands(gate, "the send budget's DynamoDB table",
+                          ("status", "print every closed gate as JSON"),
+                          ("reopen", "reopen one bucket's gate, or all"))
     reopen.add_argument("--bucket", default=None,
                         help="'user-42' or 'user-42#POST /event_sets'; every one when omitted")
-    reopen.add_argument("--table", required=True, help="the send budget's DynamoDB table")
     return top
+
+
+def _commands(area: argparse.ArgumentParser, table: str,
+              *commands: tuple[str, str]) -> list[argparse.ArgumentParser]:
+    """The area's sub-commands, each with its required ``--table``."""
+    subparsers = area.add_subparsers(dest="command", required=True)
+    made = []
+    for name, text in commands:
+        command = subparsers.add_parser(name, help=text)
+        command.add_argument("--table", required=True, help=table)
+        made.append(command)
+    return made
 
 
 def _dynamodb() -> Any:

@@ -8,21 +8,11 @@ import json
 
 import pytest
 
-from kisi_gateway.config import Settings
-from kisi_gateway.wiring import build_in_memory
-from tests.functional.test_pipeline_in_memory import START, ScriptedKisi, World
-from tests.harness import FakeClock
+from tests.functional.test_pipeline_in_memory import START, World, world_with
 
 BAD_USER = '{"user": {"name": "Ada", "email": "not-an-address"}}'
 GOOD_USER = '{"user": {"name": "Ada", "email": "ada@example.com"}}'
 REPLAYED = "X-Kisi-Gateway-Replayed"
-
-
-def world_with(environ: dict[str, str]) -> World:
-    clock = FakeClock(START)
-    kisi = ScriptedKisi(clock)
-    settings = Settings.from_env(environ)
-    return World(clock, kisi, build_in_memory(settings, kisi, clock, lambda: 1.0), settings)
 
 
 @pytest.fixture

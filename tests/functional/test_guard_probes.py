@@ -7,11 +7,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from kisi_gateway.config import Settings
 from kisi_gateway.pipeline.kisi_http import AttemptResult, KisiCall, KisiResponse
-from kisi_gateway.wiring import IN_MEMORY_SERVICE_SECRET, build_in_memory
-from tests.functional.test_pipeline_in_memory import START, ScriptedKisi, World
-from tests.harness import FakeClock
+from kisi_gateway.wiring import IN_MEMORY_SERVICE_SECRET
+from tests.functional.test_pipeline_in_memory import ScriptedKisi, World, world_with
 
 JSON = {"content-type": "application/json"}
 HOSTILE = "KISI-LOGIN hostile-caller-key"
@@ -44,10 +42,7 @@ class KeyAwareKisi(ScriptedKisi):
 
 @pytest.fixture
 def world() -> World:
-    clock = FakeClock(START)
-    kisi = KeyAwareKisi(clock)
-    settings = Settings.from_env({})
-    return World(clock, kisi, build_in_memory(settings, kisi, clock, lambda: 1.0), settings)
+    return world_with(kisi=KeyAwareKisi)
 
 
 def kisi_of(world: World) -> KeyAwareKisi:

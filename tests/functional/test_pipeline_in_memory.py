@@ -9,6 +9,7 @@ ends the request inline and in the queue, the deadline is never passed.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import pytest
@@ -87,12 +88,19 @@ class World:
         return stored.status if stored else None
 
 
+def world_with(environ: Mapping[str, str] | None = None,
+               kisi: Callable[[FakeClock], ScriptedKisi] = ScriptedKisi) -> World:
+    """A fresh world: settings from ``environ``, a scripted Kisi of type ``kisi``."""
+    clock = FakeClock(START)
+    scripted = kisi(clock)
+    settings = Settings.from_env(environ or {})
+    return World(clock, scripted, build_in_memory(settings, scripted, clock, lambda: 1.0),
+                 settings)
+
+
 @pytest.fixture
 def world() -> World:
-    clock = FakeClock(START)
-    kisi = ScriptedKisi(clock)
-    settings = Settings.from_env({})
-    return World(clock, kisi, build_in_memory(settings, kisi, clock, lambda: 1.0), settings)
+    return world_with()
 
 
 def test_a_success_is_answered_inline_and_writes_nothing(world: World) -> None:
