@@ -1,4 +1,4 @@
-"""The operator CLI: the guard, tenants and callers.
+"""The operator CLI: the guard, the send gate, tenants and callers.
 
 ::
 
@@ -13,6 +13,12 @@
     python -m ops (--stack NAME | --local) tenant add|remove|list ...
     python -m ops (--stack NAME | --local) caller add|remove ...
         see ops/tenants.py; --local is the stack ``make run`` is running
+    python -m ops gate status --table BUDGET_TABLE
+        every send-budget bucket whose gate Kisi's Retry-After closed: until when, seconds left
+    python -m ops gate reopen [--bucket BUCKET] --table BUDGET_TABLE
+        reopen one bucket's gate (``user-42``, or ``user-42#POST /event_sets``) or, without
+        --bucket, every closed one; prints the buckets reopened. The gate closes for at most
+        MAX_GATE_S (15 minutes by default) whatever Kisi asks; the GateCapped alarm says so.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from typing import Any
 
 from kisi_gateway.core.breaker import parse_scope
 from kisi_gateway.stores.guard import DynamoGuard
-from kisi_gateway.stores.ports import DirectoryError, GuardStoreError
+from kisi_gateway.stores.ports import BudgetUnavailableError, DirectoryError, GuardStoreError
+from kisi_gateway.stores.send_gate import SendGateAdmin
 from ops import stack, tenants
 
 
@@ -38,7 +45,7 @@ def _scope_argument(text: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line: ``guard status|reset``."""
+    """The command line: ``guard status|reset`` and ``gate status|reopen``."""
     top = argparse.ArgumentParser(prog="python -m ops", description="Operate kisi-gateway.")
     where = top.add_mutually_exclusive_group()
     where.add_argument("--stack", help="a deployed stack's name (tenant and caller commands)")
@@ -47,16 +54,34 @@ def parser() -> argparse.ArgumentParser:
     guard = areas.add_parser(
         "guard", help="inspect or reset the guard (pauses on bad-request storms)"
     )
-    commands = guard.add_subparsers(dest="command", required=True)
-    status = commands.add_parser("status", help="print every scope's state as JSON")
-    status.add_argument("--table", required=True, help="the guard's DynamoDB table")
-    reset = commands.add_parser("reset", help="close one scope, or all of them")
+    _, reset = _commands(guard, "the guard's DynamoDB table",
+                              ("status", "print every scope's state as JSON"),
+                              ("reset", "close one scope, or all of them"))
     reset.add_argument("--scope", type=_scope_argument, default=None,
-                       help="'account', 'route:PATCH /users/{id}' or 'PATCH /users/{id}'; "
+                       help="'id-0a1b2c3d' or 'id-0a1b2c3d|PATCH /users/{id}'; "
                             "every scope when omitted")
-    reset.add_argument("--table", required=True, help="the guard's DynamoDB table")
+    gate = areas.add_parser(
+        "gate", help="inspect or reopen the send gate (closed by Kisi's Retry-After)"
+    )
+    _, reopen = _commands(gate, "the send budget's DynamoDB table",
+                          ("status", "print every closed gate as JSON"),
+                          ("reopen", "reopen one bucket's gate, or all"))
+    reopen.add_argument("--bucket", default=None,
+                        help="'user-42' or 'user-42#POST /event_sets'; every one when omitted")
     tenants.register(areas)
     return top
+
+
+def _commands(area: argparse.ArgumentParser, table: str,
+              *commands: tuple[str, str]) -> list[argparse.ArgumentParser]:
+    """The area's sub-commands, each with its required ``--table``."""
+    subparsers = area.add_subparsers(dest="command", required=True)
+    made = []
+    for name, text in commands:
+        command = subparsers.add_parser(name, help=text)
+        command.add_argument("--table", required=True, help=table)
+        made.append(command)
+    return made
 
 
 def _dynamodb() -> Any:
@@ -76,8 +101,11 @@ def main(
     args = parser().parse_args(argv)
     if args.area in {"tenant", "caller"}:
         return _directory_command(args)
-    guard = DynamoGuard(client if client is not None else _dynamodb(), args.table)
+    dynamodb = client if client is not None else _dynamodb()
     now = clock()
+    if args.area == "gate":
+        return _gate(SendGateAdmin(dynamodb, args.table), args, now)
+    guard = DynamoGuard(dynamodb, args.table)
     try:
         if args.command == "status":
             print(json.dumps(guard.states(now), indent=2))
@@ -105,5 +133,17 @@ def _directory_command(args: argparse.Namespace) -> int:
         return 2
     except DirectoryError as exc:
         print(f"error: the tenants table could not be used ({exc})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _gate(admin: SendGateAdmin, args: argparse.Namespace, now: float) -> int:
+    try:
+        if args.command == "status":
+            print(json.dumps(admin.status(now), indent=2))
+        else:
+            print(json.dumps({"reopened": admin.reopen(args.bucket, now)}))
+    except BudgetUnavailableError as exc:  # no table, no credentials, no network
+        print(f"error: the send budget's table could not be used ({exc})", file=sys.stderr)
         return 1
     return 0

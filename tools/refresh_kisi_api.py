@@ -1,13 +1,14 @@
-"""Rebuild ``kisi_gateway/core/kisi_api_data.py`` from the facts about Kisi's documented API.
+"""Rebuild ``kisi_gateway/core/kisi_api_data.json`` from the facts about Kisi's documented API.
 
 Inputs: ``kisi-routes.tsv`` and ``kisi-request-bodies.tsv`` (read from Kisi's public OpenAPI
 document; by default in ``../shared`` beside the repository) and the hand-written
-``tools/kisi_api_additions.tsv``. The output is a Python module holding the rows as JSON text
-(one row a line): the Lambdas read no file and parse no TSV at cold start, and a string
-constant compiles far faster than the same rows as literals where no .pyc can be cached.
+``tools/kisi_api_additions.tsv``. The output is one JSON file inside the package (one row a
+line, so a refresh reads as a small diff), which ``kisi_gateway.core.kisi_api_data`` loads once
+per process: the Lambdas parse no TSV at cold start, json.loads reads the rows at C speed, and
+no module of the layer carries hundreds of lines of data.
 
-    python tools/refresh_kisi_api.py            # rewrite the module
-    python tools/refresh_kisi_api.py --check    # exit 1 when the module is out of date
+    python tools/refresh_kisi_api.py            # rewrite the JSON file
+    python tools/refresh_kisi_api.py --check    # exit 1 when the file is out of date
 
 Every input row is checked (a route a body names must exist, a nested field needs its parent,
 templates of one shape must name their placeholders alike); a bad row stops the run with its
@@ -29,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 ADDITIONS = REPO / "tools" / "kisi_api_additions.tsv"
-OUTPUT = REPO / "layers" / "kisi_gateway" / "kisi_gateway" / "core" / "kisi_api_data.py"
+OUTPUT = REPO / "layers" / "kisi_gateway" / "kisi_gateway" / "core" / "kisi_api_data.json"
 ROUTES_TSV = "kisi-routes.tsv"
 BODIES_TSV = "kisi-request-bodies.tsv"
 
@@ -244,47 +245,8 @@ def _digest(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-_PREAMBLE = '''"""Kisi's documented API as data. GENERATED: do not edit.
-
-Rebuild it with ``python tools/refresh_kisi_api.py`` (docs/kisi-api-table.md). The rows travel
-as JSON text, one row a line: a string constant compiles in well under a millisecond and
-json.loads reads it at C speed, where the same rows as Python literals take some 20 ms to
-compile at every cold start that finds no .pyc (a Lambda layer is read-only, and its build
-removes __pycache__).
-"""
-# ruff: noqa: E501
-
-import json
-from typing import Final, TypeAlias
-
-# method, Kisi path template, operationId, tag ('?': not read), declared statuses
-# (None: not read), source id (a key of SOURCES)
-RouteRow: TypeAlias = tuple[str, str, str, str, tuple[int, ...] | None, str]
-# path (wrapper, wrapper.field, wrapper.parent.child, wrapper.list[].child), JSON types,
-# required, enum, minimum, maximum, min length, max length, pattern, source id
-FieldRow: TypeAlias = tuple[
-    str, tuple[str, ...], bool, tuple[str, ...], float | None, float | None, int | None,
-    int | None, str | None, str,
-]
-'''
-
-_LOADERS = '''
-ROUTES: Final[tuple[RouteRow, ...]] = tuple(
-    (method, template, operation_id, tag, None if statuses is None else tuple(statuses), source)
-    for method, template, operation_id, tag, statuses, source in json.loads(_ROUTES)
-)
-BODIES: Final[dict[str, tuple[FieldRow, ...]]] = {
-    key: tuple(
-        (path, tuple(kinds), required, tuple(enum), low, high, shortest, longest, pattern, source)
-        for path, kinds, required, enum, low, high, shortest, longest, pattern, source in rows
-    )
-    for key, rows in json.loads(_BODIES).items()
-}
-'''
-
-
 def render(shared: Path, additions: Path) -> str:
-    """The generated module's source text (deterministic: same inputs, same text)."""
+    """The generated JSON text (deterministic: same inputs, same text)."""
     table = read_table(shared, additions)
     inputs = {ROUTES_TSV: shared / ROUTES_TSV, BODIES_TSV: shared / BODIES_TSV,
               additions.name: additions}
@@ -294,30 +256,21 @@ def render(shared: Path, additions: Path) -> str:
         + "\n]"
         for key, fields in table.fields.items()
     )
-    out = [
-        _PREAMBLE,
-        "INPUTS: Final[dict[str, str]] = {",
-        *(f"    {_json(name)}: {_json(_digest(path))}," for name, path in inputs.items()),
-        "}",
-        "",
-        "SOURCES: Final[dict[str, str]] = {",
-        *(f"    {_json(key)}: {_json(text)}," for key, text in table.sources.items()),
-        "}",
-        "",
-        f'_ROUTES = r"""[\n{routes}\n]"""',
-        "",
-        f'_BODIES = r"""{{\n{bodies}\n}}"""',
-        _LOADERS,
-    ]
-    text = "\n".join(out)
-    # ensure_ascii JSON in a raw triple-quoted string: no escape is lost, nothing closes early
-    if text.count('"""') != 6:
-        raise TableError("a value would end a JSON block early")
-    return text
+    header = {"generated": "by tools/refresh_kisi_api.py from the inputs below: do not edit",
+              "inputs": {name: _digest(path) for name, path in inputs.items()}}
+    sources = ",\n".join(f"  {_json(key)}: {_json(text)}" for key, text in table.sources.items())
+    return (
+        "{\n"
+        f'"header": {_json(header)},\n'
+        f'"sources": {{\n{sources}\n}},\n'
+        f'"routes": [\n{routes}\n],\n'
+        f'"bodies": {{\n{bodies}\n}}\n'
+        "}\n"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Write (or with ``--check`` compare) the generated module; 0 when it is up to date."""
+    """Write (or with ``--check`` compare) the generated file; 0 when it is up to date."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=SHARED, help="folder with the two TSVs")
     parser.add_argument("--additions", type=Path, default=ADDITIONS)

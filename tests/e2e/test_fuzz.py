@@ -345,10 +345,19 @@ def kisi_shaped_own_errors(answer: schemathesis.Response, reached: int) -> str |
         return None
     if "x-amzn-errortype" in headers or "idempotent-replayed" in headers:
         return None  # API Gateway's own answer, or a replay of a stored answer
+    if headers.get("x-kisi-gateway-replayed") == "known-bad":
+        return None  # Kisi's own refusal of this very request, answered from memory
     try:
         document = json.loads(answer.content)
     except ValueError:
         return f"{answer.status_code}: not JSON"
+    if headers.get("x-kisi-gateway-refused") == "invalid-body":
+        # A body Kisi documents as invalid: Kisi's own 422 shape, {"errors": {field: [text]}}.
+        errors = document.get("errors") if isinstance(document, dict) else None
+        shaped = answer.status_code == 422 and set(document) == {"errors"} and isinstance(
+            errors, dict) and errors and all(
+            isinstance(v, list) and all(isinstance(m, str) for m in v) for v in errors.values())
+        return None if shaped else f"422 refusal not in Kisi's errors shape: {document!r}"[:300]
     if not (isinstance(document, dict) and set(document) == {"error", "code"}
             and document["code"] in GATEWAY_CODES):
         return f"{answer.status_code}: not Kisi-shaped: {document!r}"[:300]

@@ -9,6 +9,7 @@ ends the request inline and in the queue, the deadline is never passed.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import pytest
@@ -58,14 +59,14 @@ class World:
 
     def call(self, method: str, path: str, *, prefer: str | None = None,
              key: str | None = None, caller: str = "me",
-             authorization: str | None = None) -> Reply:
+             authorization: str | None = None, body: str | None = None) -> Reply:
         headers = {}
         if prefer:
             headers["Prefer"] = prefer
         if key:
             headers["Idempotency-Key"] = key
         incoming: IncomingCall = parse_call(
-            method=method, path=path, query=[], body=None, is_base64=False, headers=headers,
+            method=method, path=path, query=[], body=body, is_base64=False, headers=headers,
             policies=self.settings.policies, max_body_bytes=200_000, default_wait_s=5,
             max_wait_s=25,
         )
@@ -87,12 +88,19 @@ class World:
         return stored.status if stored else None
 
 
+def world_with(environ: Mapping[str, str] | None = None,
+               kisi: Callable[[FakeClock], ScriptedKisi] = ScriptedKisi) -> World:
+    """A fresh world: settings from ``environ``, a scripted Kisi of type ``kisi``."""
+    clock = FakeClock(START)
+    scripted = kisi(clock)
+    settings = Settings.from_env(environ or {})
+    return World(clock, scripted, build_in_memory(settings, scripted, clock, lambda: 1.0),
+                 settings)
+
+
 @pytest.fixture
 def world() -> World:
-    clock = FakeClock(START)
-    kisi = ScriptedKisi(clock)
-    settings = Settings.from_env({})
-    return World(clock, kisi, build_in_memory(settings, kisi, clock, lambda: 1.0), settings)
+    return world_with()
 
 
 def test_a_success_is_answered_inline_and_writes_nothing(world: World) -> None:
@@ -191,8 +199,9 @@ def test_a_duplicate_of_an_ended_request_never_reaches_kisi(world: World) -> Non
 
 
 def test_a_repeated_idempotency_key_replays_without_calling_kisi(world: World) -> None:
-    first = world.call("POST", "/groups", key="k1")
-    again = world.call("POST", "/groups", key="k1")
+    group = '{"group": {"name": "Staff"}}'
+    first = world.call("POST", "/groups", key="k1", body=group)
+    again = world.call("POST", "/groups", key="k1", body=group)
     assert (first.status, again.status) == (200, 200)
     assert again.headers["Idempotent-Replayed"] == "true"
     assert len(world.kisi.sent) == 1

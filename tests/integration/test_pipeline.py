@@ -38,7 +38,7 @@ def test_success_passes_through_unchanged_without_a_record(monkeypatch) -> None:
     ("method", "path", "body", "status", "shape"),
     [
         ("GET", "/locks/99999", None, 403, "error"),  # Kisi answers 403 for unknown ids
-        ("POST", "/users", {"user": {"name": "No Email"}}, 422, "errors"),
+        ("POST", "/users", {"user": {"name": "Bad", "email": "not-an-address"}}, 422, "errors"),
         ("PATCH", "/groups/424242", {"group": {"name": "x"}}, 403, "error"),
     ],
 )

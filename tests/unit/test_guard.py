@@ -28,7 +28,8 @@ from kisi_gateway.core.breaker import (
     transition,
 )
 from kisi_gateway.core.outcome import Outcome, Transport, classify_status, classify_transport
-from kisi_gateway.stores.guard import DynamoGuard, scope_item
+from kisi_gateway.stores.guard import DynamoGuard
+from kisi_gateway.stores.guard_state import scope_item
 
 IDENTITY = "id-0a1b2c3d4e5f6a7b"  # one identity's scopes
 ACCOUNT = account_scope(IDENTITY)

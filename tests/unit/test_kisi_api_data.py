@@ -13,15 +13,15 @@ ROUTES_HEADER = "method\tpath_template\ttag\toperationId\tdeclared_statuses\n"
 BODIES_HEADER = "method\tpath_template\twrapper_key\tfield\ttype\trequired\tenum_or_format\n"
 
 
-def test_the_committed_module_is_what_the_facts_generate() -> None:
+def test_the_committed_table_is_what_the_facts_generate() -> None:
     assert (SHARED / refresh.ROUTES_TSV).exists(), f"the shared facts are missing: {SHARED}"
     expected = refresh.render(SHARED, refresh.ADDITIONS)
     assert refresh.OUTPUT.read_text(encoding="utf-8") == expected, (
-        "kisi_api_data.py is stale: run python tools/refresh_kisi_api.py")
+        "kisi_api_data.json is stale: run python tools/refresh_kisi_api.py")
 
 
 def test_check_mode_reports_a_stale_module(tmp_path: Path) -> None:
-    output = tmp_path / "kisi_api_data.py"
+    output = tmp_path / "kisi_api_data.json"
     assert refresh.main(["--shared", str(SHARED), "--output", str(output), "--check"]) == 1
     assert refresh.main(["--shared", str(SHARED), "--output", str(output)]) == 0
     assert refresh.main(["--shared", str(SHARED), "--output", str(output), "--check"]) == 0

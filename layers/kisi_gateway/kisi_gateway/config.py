@@ -13,7 +13,10 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from kisi_gateway.core.identity import CallerCredentials
+from kisi_gateway.core.kisi_api import KisiApi, KisiApiConfigError, default_table, from_config
+from kisi_gateway.core.known_bad import DEFAULT_WINDOW_S
 from kisi_gateway.core.policy import PolicyConfigError, PolicyTable
+from kisi_gateway.core.send_gate import DEFAULT_MAX_GATE_S
 
 T = TypeVar("T")
 
@@ -37,6 +40,13 @@ def _positive_float(raw: str) -> float:
     value = float(raw)
     if not value > 0:
         raise ValueError("must be a positive number")
+    return value
+
+
+def _seconds_or_zero(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 86_400:
+        raise ValueError("must be a number of seconds from 0 (off) to 86400")
     return value
 
 
@@ -108,7 +118,10 @@ class Settings:
     guard_cache_s: float = _env("GUARD_CACHE_S", _positive_float, 2.0)
     bad_rate_min_volume: int = _env("BAD_RATE_MIN_VOLUME", _positive_int, 20)
     route_bad_volume_threshold: int = _env("ROUTE_BAD_VOLUME_THRESHOLD", _positive_int, 20)
+    known_bad_window_s: float = _env("KNOWN_BAD_WINDOW_S", _seconds_or_zero, DEFAULT_WINDOW_S)
+    max_gate_s: float = _env("MAX_GATE_S", _positive_float, DEFAULT_MAX_GATE_S)
     policies: PolicyTable = field(default_factory=PolicyTable.default, metadata={})
+    kisi_api: KisiApi = field(default_factory=default_table, metadata={})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -129,6 +142,11 @@ class Settings:
             values["policies"] = PolicyTable.from_config(environ.get("ROUTE_POLICIES"))
         except PolicyConfigError as exc:
             raise ConfigError(str(exc)) from exc
+        try:
+            values["kisi_api"] = from_config(environ.get("KISI_API_OVERRIDES"),
+                                             setting="KISI_API_OVERRIDES")
+        except KisiApiConfigError as exc:
+            raise ConfigError(str(exc)) from exc
         settings = cls(**values)
         if settings.default_wait_s > settings.max_wait_s:
             raise ConfigError("DEFAULT_WAIT_S must not exceed MAX_WAIT_S")
@@ -138,7 +156,7 @@ class Settings:
     def variables() -> set[str]:
         """Every environment variable the settings read."""
         names = {f.metadata["env"] for f in fields(Settings) if "env" in f.metadata}
-        return names | {"ROUTE_POLICIES"}
+        return names | {"ROUTE_POLICIES", "KISI_API_OVERRIDES"}
 
     def rates(self) -> dict[str, float]:
         """Per-route send rates: Kisi's documented limits, then configuration."""

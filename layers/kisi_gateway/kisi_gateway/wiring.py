@@ -20,13 +20,16 @@ from kisi_gateway.core.identity import DEFAULT_TENANT
 from kisi_gateway.pipeline.callers import Callers
 from kisi_gateway.pipeline.forwarding import Forwarder
 from kisi_gateway.pipeline.kisi_http import KisiClient, Timeouts, build_session
+from kisi_gateway.pipeline.known_bad import KnownBadGate
 from kisi_gateway.pipeline.monitoring import Monitor
+from kisi_gateway.pipeline.preflight import Screen
 from kisi_gateway.pipeline.retrying import RetryWorker
 from kisi_gateway.pipeline.sending import KisiSender, Sender, SystemClock
 from kisi_gateway.pipeline.telemetry import MemorySink, PowertoolsEmfSink, Telemetry
 from kisi_gateway.stores.memory import (
     MemoryDirectory,
     MemoryGuard,
+    MemoryKnownBad,
     MemoryQueue,
     MemoryRecordStore,
     MemorySendBudget,
@@ -99,6 +102,7 @@ def build_pipeline(
     from kisi_gateway.stores.budget import DynamoSendBudget  # noqa: PLC0415
     from kisi_gateway.stores.directory import DynamoDirectory  # noqa: PLC0415
     from kisi_gateway.stores.guard import DynamoGuard  # noqa: PLC0415
+    from kisi_gateway.stores.known_bad import DynamoKnownBad  # noqa: PLC0415
     from kisi_gateway.stores.queue import SqsRetryQueue  # noqa: PLC0415
     from kisi_gateway.stores.records import DynamoRecordStore  # noqa: PLC0415
     from kisi_gateway.stores.vault import KmsVault  # noqa: PLC0415
@@ -106,6 +110,8 @@ def build_pipeline(
     clock = clock or SystemClock()
     dynamodb = aws("dynamodb")
     directory = DynamoDirectory(dynamodb, settings.need(settings.tenants_table, "TENANTS_TABLE"))
+    requests_table = settings.need(settings.requests_table, "REQUESTS_TABLE")
+    telemetry = telemetry or Telemetry(PowertoolsEmfSink(settings.metrics_namespace))
     sender = Sender(
         kisi_factory=kisi or kisi_client(settings),
         budget=DynamoSendBudget(
@@ -117,13 +123,15 @@ def build_pipeline(
             consecutive_401_threshold=settings.guard_401_threshold,
             cooldown_s=settings.guard_cooldown_s, cache_s=settings.guard_cache_s,
         ),
-        telemetry=telemetry or Telemetry(PowertoolsEmfSink(settings.metrics_namespace)),
+        telemetry=telemetry,
         clock=clock,
         rng=rng or random.SystemRandom().random,
         directory=directory,
+        known_bad=KnownBadGate(DynamoKnownBad(dynamodb, requests_table), telemetry,
+                               settings.known_bad_window_s),
+        max_gate_s=settings.max_gate_s,
     )
-    records = DynamoRecordStore(
-        dynamodb, settings.need(settings.requests_table, "REQUESTS_TABLE"))
+    records = DynamoRecordStore(dynamodb, requests_table)
     queue = SqsRetryQueue(
         aws("sqs"), settings.need(settings.retry_queue_url, "RETRY_QUEUE_URL"),
         settings.need(settings.dlq_url, "DLQ_URL"))
@@ -138,10 +146,16 @@ def build_pipeline(
         sender=sender, records=records, queue=queue, callers=callers, vault=vault,
         record_ttl_s=settings.record_ttl_days * 86_400, read_timeout_s=settings.read_timeout_s,
         connect_timeout_s=settings.connect_timeout_s, client_wait_s=settings.client_wait_s,
+        screen=screen_for(settings, sender),
     )
     worker = RetryWorker(sender=sender, records=records, queue=queue, policies=settings.policies,
                          callers=callers, vault=vault)
     return Pipeline(sender, forwarder, worker, callers)
+
+
+def screen_for(settings: Settings, sender: Sender) -> Screen:
+    """The preflight and known-bad screen over ``sender``'s telemetry and memory."""
+    return Screen(sender.telemetry, sender.login, settings.kisi_api, sender.known_bad)
 
 
 def build_forwarder(settings: Settings) -> Forwarder:
@@ -199,6 +213,7 @@ class InMemoryGateway:
     vault: MemoryVault
     sink: MemorySink
     secrets: dict[str, str]
+    known_bad: MemoryKnownBad
 
 
 IN_MEMORY_SERVICE_SECRET = "service-login"  # noqa: S105 - the name of a secret, not one
@@ -235,20 +250,24 @@ def build_in_memory(
     records = records if records is not None else MemoryRecordStore()
     queue = queue if queue is not None else MemoryQueue(clock.now)
     vault = MemoryVault()
+    telemetry = telemetry if telemetry is not None else Telemetry(sink)
+    known_bad = MemoryKnownBad()
     sender = Sender(
-        kisi_factory=lambda: kisi, budget=budget, guard=guard,
-        telemetry=telemetry if telemetry is not None else Telemetry(sink),
+        kisi_factory=lambda: kisi, budget=budget, guard=guard, telemetry=telemetry,
         clock=clock, rng=rng, directory=directory,
+        known_bad=KnownBadGate(known_bad, telemetry, settings.known_bad_window_s),
+        max_gate_s=settings.max_gate_s,
     )
     forwarder = Forwarder(
         sender=sender, records=records, queue=queue, callers=callers, vault=vault,
         record_ttl_s=settings.record_ttl_days * 86_400, read_timeout_s=settings.read_timeout_s,
         connect_timeout_s=settings.connect_timeout_s, client_wait_s=settings.client_wait_s,
+        screen=screen_for(settings, sender),
     )
     worker = RetryWorker(sender=sender, records=records, queue=queue, policies=settings.policies,
                          callers=callers, vault=vault)
     return InMemoryGateway(forwarder, worker, sender, records, queue, budget, guard, directory,
-                           vault, sink, secrets)
+                           vault, sink, secrets, known_bad)
 
 
 __all__ = ["DEFAULT_TENANT", "InMemoryGateway", "build_forwarder", "build_in_memory",

@@ -27,6 +27,8 @@ MIN_DELAY_S = 1.0
 # A Retry-After further away than this is treated as this: nobody waits a week for Kisi, and
 # the deadline decides anyway.
 MAX_RETRY_AFTER_S = 7 * 24 * 3600.0
+# Why a request ended when Kisi's Retry-After (or the gate it closed) outlasts its deadline.
+RETRY_AFTER_PAST_DEADLINE = "retry_after_past_deadline"
 
 RandomSource = Callable[[], float]  # returns a float in [0, 1), like random.random
 
@@ -132,7 +134,7 @@ def schedule_retry(
         delay = max(delay, retry_after_s)
     whole = math.ceil(delay)
     if now + whole > deadline:
-        reason = "retry_after_past_deadline" if honours_retry_after else "deadline"
+        reason = RETRY_AFTER_PAST_DEADLINE if honours_retry_after else "deadline"
         return Expire(reason=reason)
     limit = SQS_MAX_DELAY_S if first else SQS_MAX_VISIBILITY_S
     whole = min(whole, limit)

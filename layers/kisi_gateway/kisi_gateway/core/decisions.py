@@ -27,12 +27,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from kisi_gateway.core.backoff import RETRY_AFTER_PAST_DEADLINE, RandomSource, schedule_retry
 from kisi_gateway.core.backoff import Expire as ScheduleExpire
-from kisi_gateway.core.backoff import RandomSource, schedule_retry
 from kisi_gateway.core.breaker import Pause
 from kisi_gateway.core.outcome import Outcome, OutcomeClass
 from kisi_gateway.core.policy import RoutePolicy
-from kisi_gateway.core.ratelimit import REASON_RATE, Grant
+from kisi_gateway.core.ratelimit import REASON_GATE, REASON_RATE, Grant
 from kisi_gateway.core.records import RecordStatus, RequestRecord
 
 # API Gateway gives a Lambda integration 29 s; the function's Timeout is 29 s too. Every
@@ -107,11 +107,14 @@ class Window:
         return min(self.remaining(now, deadline), self.book_ahead_s)
 
 
-def defer_or_expire(delay_s: float, now: float, deadline: float) -> Defer | Expire:
-    """Come back in ``delay_s`` (whole seconds, at least 1), unless that passes the deadline."""
+def defer_or_expire(
+    delay_s: float, now: float, deadline: float, reason: str = "deadline"
+) -> Defer | Expire:
+    """Come back in ``delay_s`` (whole seconds, at least 1), unless that passes the deadline
+    (then expire with ``reason``)."""
     whole = math.ceil(max(delay_s, 1.0))
     if now + whole > deadline:
-        return Expire("deadline")
+        return Expire(reason)
     return Defer(whole)
 
 
@@ -144,7 +147,10 @@ def before_attempt(
         # The slot is further ahead than this route may book: wait until it is close.
         booking = window.booking(now, deadline)
         return AskAgain(max(grant.wait_s - booking, MIN_ASK_INTERVAL_S))
-    return defer_or_expire(grant.wait_s, now, deadline)
+    # A closed gate is Kisi's own Retry-After: a request it outlasts ends saying so, never as
+    # "Kisi could not be reached" (nothing was tried).
+    late = RETRY_AFTER_PAST_DEADLINE if grant.reason == REASON_GATE else "deadline"
+    return defer_or_expire(grant.wait_s, now, deadline, late)
 
 
 def at_send_time(now: float, deadline: float) -> Expire | None:

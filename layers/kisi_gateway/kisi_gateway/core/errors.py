@@ -108,6 +108,7 @@ class GatewayErrorCode(StrEnum):
     SERVICE_LOGIN_PROTECTED = "9e0432"
     TENANT_UNKNOWN = "9e0433"
     NOT_FOUND = "9e0440"
+    UNDOCUMENTED_ROUTE = "9e0441"  # Kisi documents no such path: never forwarded
     METHOD_NOT_ALLOWED = "9e0450"
     CONFLICT = "9e0490"
     TOO_LARGE = "9e0413"
@@ -117,6 +118,7 @@ class GatewayErrorCode(StrEnum):
     UNAVAILABLE = "9e0530"
     UNKNOWN_OUTCOME = "9e0504"
     EXPIRED = "9e0508"
+    RETRY_AFTER_PAST_DEADLINE = "9e0509"  # Kisi asked for a wait that ends after the deadline
     INTERNAL = "9e0500"
 
 

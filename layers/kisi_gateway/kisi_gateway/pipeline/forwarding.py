@@ -46,16 +46,13 @@ from kisi_gateway.core.decisions import (
     on_repeat,
 )
 from kisi_gateway.core.errors import GatewayError, GatewayErrorCode, unavailable
-from kisi_gateway.core.identity import (
-    SERVICE_LOGIN_BY_ID,
-    CredentialKind,
-    protects_service_login,
-)
+from kisi_gateway.core.identity import CredentialKind
 from kisi_gateway.core.lifecycle import Change, Event
 from kisi_gateway.core.records import AttemptEntry, RecordStatus, RequestRecord, RetryMessage
 from kisi_gateway.pipeline.callers import Callers, Who
 from kisi_gateway.pipeline.calls import IncomingCall
 from kisi_gateway.pipeline.kisi_http import KisiCall
+from kisi_gateway.pipeline.preflight import Screen
 from kisi_gateway.pipeline.replies import (
     LocationRewriter,
     Reply,
@@ -126,6 +123,7 @@ class Forwarder:
     connect_timeout_s: float = 3.05
     inline_limit_s: float = INLINE_LIMIT_S
     client_wait_s: float = 4.0  # a Kisi client's answer by then: its timeout is 5 s
+    screen: Screen | None = None  # None: Kisi's documented table, no known-bad memory
 
     @property
     def attempt_s(self) -> float:
@@ -183,8 +181,10 @@ class Forwarder:
             existing = self.records.get(request_id)
             if existing is not None:
                 return self._replay(existing, call, context, who)
+        screen = self.screen or Screen(self.sender.telemetry, self.sender.login)
+        if (early := screen.before_send(call, who, started)) is not None:
+            return early.with_headers(**{"X-Gateway-Request-Id": request_id})
         acting = self.sender.acting(who)
-        self._refuse_deleting_the_service_login(call, acting)
         pause = self.sender.check(call.route, acting)
         if pause is not None and (fresh := self.callers.rotated(who)) is not None:
             # The service key was replaced while paused: the new key is a new identity.
@@ -203,20 +203,6 @@ class Forwarder:
             if existing is not None:
                 return self._replay(existing, call, context, who)
         return self._run(call, context, acting, record)
-
-    def _refuse_deleting_the_service_login(self, call: IncomingCall, acting: Acting) -> None:
-        """The service login is the stack's lifeline: it never deletes or replaces itself."""
-        if acting.who.kind is not CredentialKind.SERVICE:
-            return
-        login = self.sender.login(acting.who) if call.route.key in SERVICE_LOGIN_BY_ID else None
-        login_id = login.login_id if login is not None else None
-        unknown = call.route.key in SERVICE_LOGIN_BY_ID and login_id is None
-        if unknown or protects_service_login(call.route.key, call.path, login_id):
-            raise GatewayError(
-                403, GatewayErrorCode.SERVICE_LOGIN_PROTECTED,
-                "the gateway's own Kisi login cannot be deleted or changed through the "
-                "gateway; send your own credential in Authorization to manage your logins",
-            )
 
     def new_record(
         self, call: IncomingCall, who: Who, request_id: str, now: float

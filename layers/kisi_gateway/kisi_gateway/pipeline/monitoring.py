@@ -90,6 +90,7 @@ class Failing:
     by_route_status: dict[str, Counter[str]]
     by_code: list[tuple[str, float]]
     by_tenant: list[tuple[str, float]] = field(default_factory=list)
+    prevented: list[tuple[str, float]] = field(default_factory=list)  # by reason, never sent
 
 
 @dataclass
@@ -147,6 +148,7 @@ class Monitor:
             "alarms_updated": [a.name for a in changes.update],
             "alarms_deleted": list(changes.delete),
             "guard_open": [s.get("scope") for s in open_scopes],
+            "prevented": self.reader.total("Prevented", start, now),
         }
 
     def on_alarm(self, change: AlarmChange, now: float) -> dict[str, Any]:
@@ -185,8 +187,12 @@ class Monitor:
             if count > 0:
                 tenants[f"{dims['Tenant']} ({dims['Credential']} credential)"] += int(count)
         by_tenant = sorted(tenants.items(), key=lambda item: (-item[1], item[0]))
+        prevented = [(dims["Reason"], count) for dims in
+                     self.reader.dimension_values("PreventedByReason", ("Reason",))
+                     if (count := self.reader.total("PreventedByReason", start, end, **dims)) > 0]
         return Failing(by_route[:TOP], by_route_status, [(c, float(n)) for c, n in by_code[:TOP]],
-                       [(name, float(n)) for name, n in by_tenant[:TOP]])
+                       [(name, float(n)) for name, n in by_tenant[:TOP]],
+                       sorted(prevented, key=lambda item: (-item[1], item[0])))
 
     def _guard_action(self, change: AlarmChange, failing: Failing, now: float) -> str:
         """What the storm looks like, and what the guard is doing about it.
@@ -269,6 +275,8 @@ def compose_notification(
     lines += [f"  {name}: {count:.0f}" for name, count in failing.by_tenant] or ["  none"]
     lines.append("Kisi error codes (status code x count):")
     lines += [f"  {code} x{count:.0f}" for code, count in failing.by_code] or ["  none"]
+    lines.append("Prevented by the gateway (answered locally, never sent to Kisi):")
+    lines += [f"  {reason}: {count:.0f}" for reason, count in failing.prevented] or ["  none"]
     lines += ["", f"Guard: {guard_action}"]
     opened = [s for s in guard_states if s.get("state") != "closed"]
     for state in opened:

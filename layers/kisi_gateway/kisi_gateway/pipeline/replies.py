@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from kisi_gateway.core.backoff import RETRY_AFTER_PAST_DEADLINE
 from kisi_gateway.core.errors import GatewayError, GatewayErrorCode
 from kisi_gateway.core.records import AttemptEntry, RequestRecord, StoredResponse
 
@@ -149,7 +150,13 @@ def final_reply(record: RequestRecord, rewrite_location: LocationRewriter) -> Re
             attempts=record.attempt_count,
             rewrite_location=rewrite_location,
         )
-    if record.reason == "unknown_outcome":
+    if record.reason == RETRY_AFTER_PAST_DEADLINE:
+        error = GatewayError(
+            504, GatewayErrorCode.RETRY_AFTER_PAST_DEADLINE,
+            "Kisi asked to wait (Retry-After) until after this request's deadline; the "
+            "gateway honours it, so the request ended unsent",
+        )
+    elif record.reason == "unknown_outcome":
         error = GatewayError(
             504, GatewayErrorCode.UNKNOWN_OUTCOME,
             "Kisi did not answer after the request was sent; it may have been applied and "

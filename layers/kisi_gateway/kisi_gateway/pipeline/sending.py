@@ -35,8 +35,11 @@ from kisi_gateway.core.outcome import Outcome
 from kisi_gateway.core.policy import Route
 from kisi_gateway.core.ratelimit import Grant
 from kisi_gateway.core.records import AttemptEntry, StoredResponse
+from kisi_gateway.core.send_gate import DEFAULT_MAX_GATE_S, gate_wait
 from kisi_gateway.pipeline.callers import Who
 from kisi_gateway.pipeline.kisi_http import AttemptResult, KisiCall, KisiResponse
+from kisi_gateway.pipeline.known_bad import KnownBadGate
+from kisi_gateway.pipeline.probing import probe_elected
 from kisi_gateway.pipeline.telemetry import Telemetry
 from kisi_gateway.stores.ports import Clock, Directory, Guard, SendBudget
 
@@ -112,6 +115,8 @@ class Sender:
     clock: Clock
     rng: RandomSource
     directory: Directory | None = None
+    known_bad: KnownBadGate | None = None  # remembers Kisi's final refusals (both Lambdas)
+    max_gate_s: float = DEFAULT_MAX_GATE_S  # the longest a Retry-After closes the send gate
     _kisi: KisiSender | None = None
     _logins: dict[str, tuple[KisiLogin | None, float]] = field(default_factory=dict)
     _lookups: dict[str, threading.Lock] = field(default_factory=dict)
@@ -189,6 +194,8 @@ class Sender:
         if route.key in CREDENTIAL_CHECKS:
             return None
         pause = self.guard.check(acting.identity, route.key, self.clock.now())
+        if pause is None:  # elected as a half-open probe? the gateway sends its own read
+            pause = probe_elected(self, route.key, acting)
         if pause is not None:
             self.telemetry.paused()
         return pause
@@ -250,7 +257,12 @@ class Sender:
         self.telemetry.attempt(route.key, outcome, kisi_code, who.tenant, who.kind.value)
         if route.key not in CREDENTIAL_CHECKS:  # a wrong password never trips the guard
             self.guard.observe(acting.identity, route.key, outcome, now)
-        self.budget.observe(acting.bucket, route.key, outcome, retry_after, now)
+        gate = gate_wait(retry_after, self.max_gate_s)
+        if gate != retry_after:
+            self.telemetry.gate_capped()
+        self.budget.observe(acting.bucket, route.key, outcome, gate, now)
+        if self.known_bad is not None:
+            self.known_bad.observe(acting.identity, call, result, now)
         LOG.info(
             "kisi attempt",
             extra={

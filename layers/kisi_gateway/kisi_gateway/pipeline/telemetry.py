@@ -36,6 +36,15 @@ metric                        dimensions          meaning
 ``FinishedByReason``          ``Status, Reason``  ... with why (deadline, attempts_exhausted)
 ``GuardPaused``               (none)              calls answered 503 by the guard
 ``Deprecated``                ``Route``           Kisi answered with Deprecation/Sunset
+``Prevented``                 (none)              calls answered by the gateway that Kisi would
+                                                  surely have refused: never sent
+``PreventedByReason``         ``Reason``          ... by why: known_bad (a repeat of a refused
+                                                  request), undocumented_path,
+                                                  undocumented_method, invalid_body
+``PreventedByRoute``          ``Route``           ... by route template
+``UndocumentedPassed``        ``Route``           a route the deployment lets through unchecked
+``GateCapped``                (none)              Kisi's Retry-After was longer than the send
+                                                  gate's maximum (MAX_GATE_S): alarmed
 ============================  ==================  ==========================================
 """
 
@@ -173,6 +182,23 @@ class Telemetry:
 
     def paused(self) -> None:
         self.sink.emit("GuardPaused", 1, "Count", {})
+
+    def prevented(self, reason: str, route_key: str) -> None:
+        """Count a call the gateway answered itself because Kisi would surely refuse it.
+
+        ``reason`` is one of a fixed set (known_bad, undocumented_path, ...), never input.
+        """
+        self.sink.emit("PreventedByReason", 1, "Count", {"Reason": reason})
+        self.sink.emit("PreventedByRoute", 1, "Count", {"Route": metric_route(route_key)})
+        self.sink.emit("Prevented", 1, "Count", {})
+
+    def gate_capped(self) -> None:
+        """Kisi asked for a longer wait than the send gate may close for."""
+        self.sink.emit("GateCapped", 1, "Count", {})
+
+    def undocumented_passed(self, route_key: str) -> None:
+        """A route the deployment lists as "pass unknown" was forwarded unchecked."""
+        self.sink.emit("UndocumentedPassed", 1, "Count", {"Route": metric_route(route_key)})
 
     def deprecated(self, route_key: str) -> bool:
         """Count a Deprecation/Sunset answer once per route per container; True if new."""

@@ -8,18 +8,6 @@ spread over any number of Lambdas open the account within a handful of requests,
 The alarm path is the metrics Lambda: it watches bad-request rates and volumes per route and
 calls :meth:`DynamoGuard.open` / :meth:`DynamoGuard.close`.
 
-Item layout: one DynamoDB table, string hash key ``scope``, one item per scope::
-
-    scope            S  "account" | "route:PATCH /users/{id}"
-    state            S  "closed" | "open" | "half_open"
-    reason           S  why it is (or was last) in that state, for people and the 503 body
-    opened_at        N  epoch seconds the current opening began          (absent when closed)
-    until            N  end of the cooldown; a probe may be elected after (absent when closed)
-    cooldown_s       N  length of the current cooldown, doubled by a failed probe
-    consecutive_401  N  account only: 401s since the last answer that proved the key works
-    probe_until      N  lease of the elected half-open probe               (absent if none)
-    updated_at       N  epoch seconds of the last write
-
 Cost. The healthy path writes nothing: a success writes only when this Lambda's last view of
 the account shows a 401 streak (to reset it) or a half-open scope. Reads go through a per-scope
 cache of ``cache_s`` seconds that only serves *closed* scopes with no 401 streak: an open,
@@ -30,36 +18,17 @@ Failure policy: **fails open**. When DynamoDB is unreachable or throws, :meth:`~
 logs a warning and answers "send", and :meth:`~DynamoGuard.observe` logs and drops its write.
 The guard protects the account from suspension; it must not itself take the gateway down.
 
-Why not Powertools' circuit breaker (``aws_lambda_powertools/utilities/circuit_breaker/``,
-3.37.0, alpha)? It has the right shape and this module borrows it: state in DynamoDB read
-eventually consistent, one half-open probe elected by a conditional write with a lease that
-another worker may take over once it lapses, the election re-checking what the reader saw so a
-stale read cannot elect (its ``expected_opened_at``; here ``until <= :now``), the lease cleared
-on every exit from half-open (``persistence/dynamodb.py``, ``_build_update_query``), and a
-failed read failing open without caching the made-up "closed" (``persistence/base.py``,
-``get_state``). But it does not fit the API the pipeline needs: (1) it counts failures per
-execution environment in module-level dicts (``base.py``, ``_LOCAL_FAILURES``; ``states.py``
-says ``failure_count`` "is not a running total of failures across the fleet"), so ten Lambdas
-could each send four 401s without tripping, while Kisi counts them all; (2) it is a decorator
-that judges the wrapped call by the exceptions it raises (``config.py``,
-``counts_as_failure``), whereas the gateway checks before the budget, sends, classifies an
-:class:`~kisi_gateway.core.outcome.Outcome` and must treat 429/5xx as neither failure nor success;
-(3) it has no externally decided open with a reason and a cooldown (``save_open`` takes a
-failure count and a time) and no cooldown doubling (``recovery_timeout`` is fixed); (4) its
-clock is ``datetime.now()`` inside the handler and the store, in whole seconds, so it cannot
-be driven by an injected ``now``; (5) it closes only after ``success_threshold`` (default 3)
-probe successes, and its cache serves open records too. Wrapping it would mean fighting each
-of these, so the gateway has its own, small breaker.
+Item layout, and why not Powertools' circuit breaker: :mod:`.guard_state`.
 
 Operator CLI (boto3's default session; ``AWS_ENDPOINT_URL`` points it at moto locally)::
 
-    python -m kisi_gateway.stores.guard status --table NAME
+    python -m ops guard status --table NAME
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -87,57 +56,14 @@ from kisi_gateway.core.breaker import (
     transition,
 )
 from kisi_gateway.core.outcome import Outcome
-from kisi_gateway.stores.dynamo import Expression, Lost, conditional, n, number, read, s, string
+from kisi_gateway.stores.dynamo import Expression, Lost, conditional, n, read, s
+from kisi_gateway.stores.guard_state import key_of, scope_item, write_state
 from kisi_gateway.stores.ports import GuardStoreError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
 logger = logging.getLogger(__name__)
-
-
-def scope_item(item: Mapping[str, Any]) -> ScopeItem:
-    """Parse a low-level DynamoDB item. An unknown state reads as closed (fail open)."""
-    scope = string(item, "scope")
-    raw_state = string(item, "state", GuardState.CLOSED.value)
-    try:
-        state = GuardState(raw_state)
-    except ValueError:
-        logger.warning("guard: scope %r has unknown state %r; treating as closed",
-                       scope, raw_state)
-        state = GuardState.CLOSED
-    return ScopeItem(
-        scope=scope,
-        state=state,
-        reason=string(item, "reason"),
-        opened_at=number(item, "opened_at"),
-        until=number(item, "until"),
-        cooldown_s=number(item, "cooldown_s"),
-        consecutive_401=int(number(item, "consecutive_401") or 0),
-        probe_until=number(item, "probe_until"),
-        updated_at=number(item, "updated_at"),
-    )
-
-
-def write_state(expr: Expression, item: ScopeItem, *, counter: bool = False) -> None:
-    """SET the state fields of ``item`` and REMOVE the ones it does not have."""
-    optional = {
-        "reason": s(item.reason) if item.reason else None,
-        "opened_at": n(item.opened_at) if item.opened_at is not None else None,
-        "until": n(item.until) if item.until is not None else None,
-        "cooldown_s": n(item.cooldown_s) if item.cooldown_s is not None else None,
-        "probe_until": n(item.probe_until) if item.probe_until is not None else None,
-        "updated_at": n(item.updated_at) if item.updated_at is not None else None,
-    }
-    expr.set("state", s(item.state.value))
-    for attr, value in optional.items():
-        expr.set_or_remove(attr, value)
-    if counter:
-        expr.set("consecutive_401", n(item.consecutive_401))
-
-
-def _key(scope: str) -> dict[str, Any]:
-    return {"scope": s(scope)}
 
 
 @dataclass(slots=True)
@@ -209,6 +135,15 @@ class DynamoGuard:
                 logger.warning("guard: could not record %s for %s", outcome.status, scope,
                                exc_info=True)
 
+    def probing(self, identity: str, route_key: str) -> list[str]:
+        """Scopes whose half-open probe lease this Lambda holds (its last check won them)."""
+        held = []
+        for scope in scopes_of(identity, route_key):
+            lease, known = self._local.probes.get(scope), self._known(scope)
+            if lease is not None and known is not None and known.probe_until == lease:
+                held.append(scope)
+        return held
+
     # -- alarm path and operators ------------------------------------------------------------
 
     def open(self, scope: str, reason: str, now: float, cooldown_s: float | None = None) -> None:
@@ -221,7 +156,7 @@ class DynamoGuard:
             raise ValueError("cooldown_s must be positive")
         expr = Expression()
         write_state(expr, opened(ScopeItem(scope), reason, cooldown, now))
-        self._update(expr.update(self._table, _key(scope), None), now)
+        self._update(expr.update(self._table, key_of(scope), None), now)
         logger.warning("guard: %s opened for %gs: %s", scope, cooldown, reason)
 
     def close(self, scope: str, now: float, reason: str = "") -> None:
@@ -290,7 +225,7 @@ class DynamoGuard:
         return calm and 0 <= now - cached.read_at < self.rules.cache_s
 
     def _get(self, scopes: Sequence[str]) -> dict[str, ScopeItem]:
-        keys = [_key(scope) for scope in scopes]
+        keys = [key_of(scope) for scope in scopes]
         found: dict[str, ScopeItem] = {}
         # Eventually consistent (half the cost): a stale read at worst pauses or sends one
         # request late; elections re-check the truth in their condition.
@@ -332,7 +267,7 @@ class DynamoGuard:
             f" AND (attribute_not_exists({until}) OR {until} <= {at})"
             f" AND (attribute_not_exists({probe}) OR {probe} <= {at})"
         )
-        stored = self._update(expr.update(self._table, _key(item.scope), condition), now)
+        stored = self._update(expr.update(self._table, key_of(item.scope), condition), now)
         if isinstance(stored, ScopeItem):
             self._local.probes[item.scope] = stored.probe_until or new.probe_until or now
             logger.info("guard: %s half-open, this request is the probe", item.scope)
@@ -356,7 +291,7 @@ class DynamoGuard:
         expr.set("updated_at", n(now))
         condition = (f"{expr.name('state')} = {expr.value('is_half_open', s('half_open'))}"
                      f" AND {expr.name('probe_until')} = {expr.value('lease', n(lease))}")
-        self._update(expr.update(self._table, _key(item.scope), condition), now)
+        self._update(expr.update(self._table, key_of(item.scope), condition), now)
 
     def _observe(self, scope: str, outcome: Outcome, now: float) -> None:
         kind = evidence(scope, outcome)
@@ -384,7 +319,7 @@ class DynamoGuard:
         expr.set("updated_at", n(now))
         expr.sets.append(
             f"{state} = if_not_exists({state}, {expr.value('closed', s('closed'))})")
-        stored = self._update(expr.update(self._table, _key(scope), None), now)
+        stored = self._update(expr.update(self._table, key_of(scope), None), now)
         assert isinstance(stored, ScopeItem)  # an unconditional update cannot lose
         return stored
 
@@ -405,7 +340,7 @@ class DynamoGuard:
                              f" OR {state} = {expr.value('is_closed', s('closed'))})")
             else:
                 condition = f"{state} = {expr.value('is_half_open', s('half_open'))}"
-        stored = self._update(expr.update(self._table, _key(item.scope), condition), now)
+        stored = self._update(expr.update(self._table, key_of(item.scope), condition), now)
         if not isinstance(stored, ScopeItem):
             return  # another Lambda made this transition first
         if isinstance(change, Trip | Recover):
@@ -418,7 +353,7 @@ class DynamoGuard:
         expr = Expression()
         write_state(expr, closed(ScopeItem(scope), reason, now), counter=True)
         condition = f"attribute_exists({expr.name('scope')})"
-        request = expr.update(self._table, _key(scope), condition, return_values="ALL_OLD")
+        request = expr.update(self._table, key_of(scope), condition, return_values="ALL_OLD")
         response = conditional(self._client.update_item, request, GuardStoreError)
         if isinstance(response, Lost):
             return None

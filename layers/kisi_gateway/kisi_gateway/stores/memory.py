@@ -30,6 +30,7 @@ from kisi_gateway.core.breaker import (
     transition,
 )
 from kisi_gateway.core.identity import Caller, Credential, KisiLogin, Tenant
+from kisi_gateway.core.known_bad import MAX_ENTRIES_PER_PATH, KnownAnswer
 from kisi_gateway.core.lifecycle import Change, applied, created_by, permits
 from kisi_gateway.core.outcome import Outcome, OutcomeClass
 from kisi_gateway.core.ratelimit import (
@@ -293,6 +294,12 @@ class MemoryGuard:
                 self.trips.append((now, scope))
             self._items[scope] = apply_transition(item, change, now)
 
+    def probing(self, identity: str, route_key: str) -> list[str]:
+        """Scopes whose probe lease this process holds (elected by its last check)."""
+        return [scope for scope in scopes_of(identity, route_key)
+                if scope in self._probes
+                and self._item(scope).probe_until == self._probes[scope]]
+
     def _item(self, scope: str) -> ScopeItem:
         return self._items.get(scope) or ScopeItem(scope)
 
@@ -339,3 +346,27 @@ class MemoryVault:
         if found is None or found[1] != context:
             raise VaultError("no such sealed credential for this request")
         return found[0]
+
+
+class MemoryKnownBad:
+    """Known-bad entries in a dict: ``(identity, resource) -> {request key: answer}``."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], dict[str, KnownAnswer]] = {}
+        self._lock = threading.Lock()
+
+    def find(self, identity: str, resource: str, key: str, now: float) -> KnownAnswer | None:
+        with self._lock:
+            answer = self._entries.get((identity, resource), {}).get(key)
+        return answer if answer is not None and answer.live(now) else None
+
+    def remember(self, identity: str, resource: str, key: str, answer: KnownAnswer) -> None:
+        with self._lock:
+            entries = self._entries.setdefault((identity, resource), {})
+            if key not in entries and len(entries) >= MAX_ENTRIES_PER_PATH:
+                entries.clear()  # as the DynamoDB adapter does: the newest refusal wins
+            entries[key] = answer
+
+    def forget(self, identity: str, resource: str) -> None:
+        with self._lock:
+            self._entries.pop((identity, resource), None)

@@ -12,6 +12,7 @@ port               deployed                                   in memory (tests, 
 ``Guard``          :class:`~.guard.DynamoGuard`                :class:`~.memory.MemoryGuard`
 ``Directory``      :class:`~.directory.DynamoDirectory`        :class:`~.memory.MemoryDirectory`
 ``CredentialVault`` :class:`~.vault.KmsVault`                  :class:`~.memory.MemoryVault`
+``KnownBadStore``  :class:`~.known_bad.DynamoKnownBad`         :class:`~.memory.MemoryKnownBad`
 =================  =========================================  ======================================
 """
 
@@ -22,6 +23,7 @@ from typing import Protocol
 
 from kisi_gateway.core.breaker import Pause
 from kisi_gateway.core.identity import Caller, Credential, KisiLogin, Tenant
+from kisi_gateway.core.known_bad import KnownAnswer
 from kisi_gateway.core.lifecycle import Change
 from kisi_gateway.core.outcome import Outcome
 from kisi_gateway.core.ratelimit import Grant
@@ -56,6 +58,10 @@ class DirectoryError(Exception):
 
 class SecretUnavailableError(Exception):
     """A service login's secret could not be read, and no earlier read of it succeeded."""
+
+
+class KnownBadStoreError(Exception):
+    """The known-bad entries could not be read or written (the pipeline then just sends)."""
 
 
 class VaultError(Exception):
@@ -141,6 +147,11 @@ class Guard(Protocol):
         """Record Kisi's answer to a request ``identity`` sent."""
         ...
 
+    def probing(self, identity: str, route_key: str) -> list[str]:
+        """The scopes of ``identity`` on ``route_key`` whose half-open probe the last
+        ``check`` here was elected to send (the gateway then sends its own safe read)."""
+        ...
+
 
 class Directory(Protocol):
     """Tenants, their callers, and the Kisi login behind each identity (:mod:`.directory`)."""
@@ -159,3 +170,22 @@ class CredentialVault(Protocol):
 
     def seal(self, credential: Credential, context: str) -> bytes: ...
     def open(self, sealed: bytes, context: str) -> Credential: ...
+
+
+class KnownBadStore(Protocol):
+    """Kisi's recent refusals per identity and resource path (:mod:`kisi_gateway.core.known_bad`).
+
+    Every method may raise :class:`KnownBadStoreError`; the pipeline fails open on it.
+    """
+
+    def find(self, identity: str, resource: str, key: str, now: float) -> KnownAnswer | None:
+        """The live answer remembered for request ``key`` of ``identity`` on ``resource``."""
+        ...
+
+    def remember(self, identity: str, resource: str, key: str, answer: KnownAnswer) -> None:
+        """Keep ``answer`` for request ``key`` until ``answer.until``."""
+        ...
+
+    def forget(self, identity: str, resource: str) -> None:
+        """Drop every entry of ``identity`` on ``resource`` (a write there succeeded)."""
+        ...
