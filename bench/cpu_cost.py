@@ -8,9 +8,9 @@ The gateway side is the api_call path without the Lambda runtime: ``parse_call``
 route policy) then :meth:`~kisi_gateway.pipeline.forwarding.Forwarder.forward` (guard, budget, send,
 classification, telemetry, reply). Its collaborators come in two variants:
 
-- ``in-memory``: :class:`~kisi_gateway.stores.budget.InMemorySendBudget` and the bench's in-memory
-  guard over the library's decisions; telemetry is the deployed Powertools EMF sink (its
-  output discarded). The records and the queue are not touched by a synchronous success —
+- ``in-memory``: the library's :class:`~kisi_gateway.stores.memory.MemorySendBudget` and
+  :class:`~kisi_gateway.stores.memory.MemoryGuard`; telemetry is the deployed Powertools EMF
+  sink (its output discarded). The records and the queue are not touched by a synchronous success —
   fakes that fail loudly if that ever changes.
 - ``boto3``: the deployed adapters (``DynamoSendBudget``, ``DynamoGuard``) through a real boto3
   DynamoDB client whose HTTP answers are canned at botocore's ``before-send`` hook: boto3's
@@ -46,7 +46,6 @@ import boto3
 import requests
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HTTPHeaders
 
-from bench.memory_guard import InMemoryGuard
 from bench.realtime import LOOPBACK_ONLY, aws_client, aws_environment, create_resources
 from kisi_gateway.config import Settings
 from kisi_gateway.core.lifecycle import Change
@@ -60,7 +59,7 @@ from kisi_gateway.pipeline.sending import Sender, SystemClock
 from kisi_gateway.pipeline.telemetry import PowertoolsEmfSink, Telemetry
 from kisi_gateway.stores.budget import DynamoSendBudget
 from kisi_gateway.stores.guard import DynamoGuard
-from kisi_gateway.stores.memory import MemorySendBudget as InMemorySendBudget
+from kisi_gateway.stores.memory import MemoryGuard, MemorySendBudget
 from kisi_gateway.stores.ports import Applied, Guard, SendBudget
 from kisi_gateway.stores.queue import SqsRetryQueue
 from kisi_gateway.stores.records import DynamoRecordStore
@@ -179,7 +178,7 @@ def _sender(base_url: str, budget: SendBudget, guard: Guard) -> Sender:
 
 
 def in_memory_forwarder(base_url: str) -> Forwarder:
-    sender = _sender(base_url, InMemorySendBudget(rate=UNTHROTTLED), InMemoryGuard())
+    sender = _sender(base_url, MemorySendBudget(rate=UNTHROTTLED), MemoryGuard())
     untouched = _Untouched()
     return Forwarder(sender=sender, records=untouched, queue=untouched,
                      record_ttl_s=86_400.0, read_timeout_s=10.0)

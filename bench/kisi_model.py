@@ -25,11 +25,14 @@ DEFAULT_LATENCY_S = (0.05, 0.15)  # round trip to api.kisi.io from a Lambda, rou
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """Kisi's answer as the sender sees it: status, ``Retry-After`` as sent, arrival time."""
+    """Kisi's answer as the sender sees it: status, ``Retry-After`` as sent, arrival time, and
+    the whole answer (headers with lower-case names, body) for a sender that reads it."""
 
     status: int
     retry_after: str | None
     at: float
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +104,8 @@ class VirtualKisi:
         )
         now = self._engine.now
         self.attempts.append(Attempt(call.index, sent_at, now, answer.status, late))
-        reply = Reply(answer.status, retry_after, now + half)
+        headers = tuple((name.lower(), value) for name, value in answer.headers)
+        reply = Reply(answer.status, retry_after, now + half, headers, answer.body)
         self._engine.after(half, lambda: resume(reply))
 
     # -- faults, on the virtual clock --------------------------------------------------------

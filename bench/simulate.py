@@ -27,10 +27,11 @@ from functools import partial
 
 from bench.engine import Engine, Process
 from bench.figures import Figures, compute
-from bench.gateway_model import GatewayCounters, GatewayModel
+from bench.gateway import Gateway, GatewayCounters
 from bench.kisi_model import Attempt, VirtualKisi
 from bench.strategies import ImmediateRetry, JitterNoBudget, Strategy, Urllib3Retry
 from bench.tracking import TrackedCall
+from bench.vthreads import VirtualThreads
 from kisi_gateway.core.policy import PolicyTable
 
 DEFAULT_SEED = 20_240_601
@@ -42,6 +43,7 @@ LABELS = {
     "gateway": "kisi-gateway",
 }
 MAX_EVENTS = 5_000_000
+MAX_WALL_S = 300.0  # real seconds for one strategy through one scenario: a hang, not a result
 SEEDED_LOCKS = 120  # the simulator's seed data: locks 1..120 exist
 
 
@@ -130,7 +132,12 @@ def make_calls(
 
 
 def build_strategy(
-    name: str, engine: Engine, kisi: VirtualKisi, rng: random.Random, policies: PolicyTable
+    name: str,
+    engine: Engine,
+    kisi: VirtualKisi,
+    rng: random.Random,
+    policies: PolicyTable,
+    threads: VirtualThreads,
 ) -> Strategy:
     if name == "immediate":
         return ImmediateRetry(engine, kisi)
@@ -139,7 +146,7 @@ def build_strategy(
     if name == "jitter":
         return JitterNoBudget(engine, kisi, policies, rng)
     if name == "gateway":
-        return GatewayModel(engine, kisi, rng)
+        return Gateway(engine, kisi, rng.random, threads)
     raise ValueError(f"unknown strategy {name!r}")
 
 
@@ -180,25 +187,19 @@ def run(scenario: Scenario, strategy_name: str, seed: int = DEFAULT_SEED) -> Run
     if scenario.revoked is not None:
         kisi.revoke_key(*scenario.revoked)
     rng = random.Random(f"{seed}:{scenario.name}:backoff")
-    strategy = build_strategy(strategy_name, engine, kisi, rng, policies)
-    if isinstance(scenario.load, ClosedLoop):
-        _closed_loop(engine, strategy, calls, scenario.load.callers)
-    else:
-        assert arrivals is not None
-        _open_loop(engine, strategy, calls, arrivals)
-    engine.run(until=scenario.horizon_s, max_events=MAX_EVENTS)
+    with VirtualThreads(engine) as threads:  # releases threads still parked at the horizon
+        strategy = build_strategy(strategy_name, engine, kisi, rng, policies, threads)
+        if isinstance(scenario.load, ClosedLoop):
+            _closed_loop(engine, strategy, calls, scenario.load.callers)
+        else:
+            assert arrivals is not None
+            _open_loop(engine, strategy, calls, arrivals)
+        engine.run(until=scenario.horizon_s, max_events=MAX_EVENTS, max_wall_s=MAX_WALL_S)
     result = Run(scenario, strategy_name, calls, kisi.attempts, compute(calls, kisi.attempts),
                  engine.events)
-    if isinstance(strategy, GatewayModel):
+    if isinstance(strategy, Gateway):
         result.gateway = strategy.counters
-        result.gateway_notes = {
-            "dlq_redriven": len(strategy.queue.redriven),
-            "dlq_dead_lettered": len(strategy.queue.dead_lettered),
-            "messages_sent": strategy.queue.sent,
-            "invocations": strategy.mapping.invocations,
-            "longest_invocation_s": strategy.mapping.longest_invocation_s,
-            "guard_trips": len(strategy.guard.trips),
-        }
+        result.gateway_notes = strategy.notes()
     return result
 
 

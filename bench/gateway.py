@@ -1,0 +1,375 @@
+"""kisi-gateway in virtual time: the library's own api_call and retry_worker code, unchanged.
+
+The pipeline is the one :func:`kisi_gateway.wiring.build_in_memory` composes — a
+:class:`~kisi_gateway.pipeline.forwarding.Forwarder` and a
+:class:`~kisi_gateway.pipeline.retrying.RetryWorker` sharing one
+:class:`~kisi_gateway.pipeline.sending.Sender` over the in-memory stores
+(:class:`~kisi_gateway.stores.memory.MemoryRecordStore`,
+:class:`~kisi_gateway.stores.memory.MemorySendBudget`,
+:class:`~kisi_gateway.stores.memory.MemoryGuard`) — on a
+:class:`~bench.vthreads.VirtualClock`. Each api_call (``parse_call`` then
+``Forwarder.forward``) and each retry_worker invocation (``RetryWorker.process`` for every
+message of its batch) runs in a virtual thread of its own (:mod:`bench.vthreads`). What the
+bench puts around the pipeline, and only that:
+
+- Kisi is :class:`~bench.kisi_model.VirtualKisi` (the simulator's core behind a seeded network)
+  behind the library's ``send(KisiCall)`` port;
+- the retry queue is the SQS model :class:`~bench.sqs_model.VirtualQueue` in place of
+  ``MemoryQueue``, fed to retry_worker by Lambda's event source model;
+- each DynamoDB or SQS call costs ``store_op_s`` of virtual time (the thread sleeps on the
+  virtual clock, then the in-memory store answers), so time passes between a decision and the
+  send as it does on AWS. Charged: every record store call, every queue call
+  (``SendMessage``, ``ChangeMessageVisibility``, the DLQ's ``SendMessage``) and the budget's
+  ``acquire``. Not charged: the guard (the deployed one answers from its per-Lambda cache
+  while a scope is calm, and writes only on bad answers) and the budget's ``observe`` (the
+  deployed one writes only after a 429 or below its full rate);
+- how a request ended is what the gateway itself reports: its ``Telemetry.finished(status,
+  reason)`` call, attributed to the request the calling thread serves, or api_call's 503
+  answer when the guard paused it. The counters come from the same events (see
+  :class:`GatewayCounters`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
+
+from bench.engine import Engine, Process
+from bench.kisi_model import VirtualKisi
+from bench.sqs_model import EventSourceMapping, Message, VirtualQueue
+from bench.tracking import Final, TrackedCall
+from bench.vthreads import InThread, VirtualClock, VirtualThreads
+from kisi_gateway.config import Settings
+from kisi_gateway.core.backoff import RandomSource
+from kisi_gateway.core.errors import GatewayErrorCode
+from kisi_gateway.core.lifecycle import Change
+from kisi_gateway.core.outcome import Outcome
+from kisi_gateway.core.ratelimit import Grant
+from kisi_gateway.core.records import RecordStatus, RequestRecord, RetryMessage
+from kisi_gateway.pipeline.calls import parse_call
+from kisi_gateway.pipeline.forwarding import CallContext
+from kisi_gateway.pipeline.kisi_http import AttemptResult, KisiCall, KisiResponse
+from kisi_gateway.pipeline.replies import Reply
+from kisi_gateway.pipeline.retrying import Disposition
+from kisi_gateway.pipeline.telemetry import MemorySink, MetricSink, Telemetry
+from kisi_gateway.stores.ports import Applied, RecordStore, SendBudget
+from kisi_gateway.wiring import build_in_memory
+
+STORE_OP_S = 0.01  # one DynamoDB or SQS round trip from a Lambda, roughly
+CONTEXT = CallContext(scope="bench", gateway_prefix="", rewrite_location=lambda url: url)
+
+
+def deployed_settings() -> Settings:
+    """The defaults template.yaml deploys with (no overrides)."""
+    return Settings.from_env({})
+
+
+class Role(enum.Enum):
+    """Which Lambda a virtual thread stands for."""
+
+    API_CALL = "api_call"
+    RETRY_WORKER = "retry_worker"
+
+
+@dataclass(slots=True)
+class Serving:
+    """What a virtual thread is doing: its Lambda, the request in hand, whether it was sent."""
+
+    role: Role
+    call: TrackedCall | None = None
+    sent: bool = False  # an attempt of ``call`` went out in this api_call / for this message
+
+
+@dataclass(slots=True)
+class GatewayCounters:
+    """What the gateway did besides sending, from its own events: for the report.
+
+    - ``deferred``: ``Telemetry.deferred`` (requests api_call handed to the queue);
+    - ``waits_guard``: ``Telemetry.paused`` for a request already accepted (retry_worker, or a
+      retry inline), i.e. a wait for the guard rather than a 503;
+    - ``waits_budget``: budget refusals in retry_worker (each requeues or expires a message);
+    - ``early_deliveries``: ``ChangeMessageVisibility`` by retry_worker on a message it did not
+      send (delivered before its time);
+    - ``paused_calls``: api_call's 503 answers (code ``PAUSED``);
+    - ``expired_unsent``: requests that ended ``expired`` without ever reaching Kisi;
+    - ``reasons``: ``Telemetry.finished`` by reason, or by status when it gave none.
+    """
+
+    deferred: int = 0
+    waits_budget: int = 0
+    waits_guard: int = 0
+    early_deliveries: int = 0
+    paused_calls: int = 0
+    expired_unsent: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def ended(self, reason: str) -> None:
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+
+def final_of_status(status: str, reason: str | None) -> Final:
+    """How the bench names the end the gateway reported with ``Telemetry.finished``.
+
+    ``failed`` without a reason is a final 4xx (rejected); with one (``unknown_outcome``) the
+    gateway gave up on a request it could not repeat.
+    """
+    match RecordStatus(status):
+        case RecordStatus.SUCCEEDED:
+            return Final.SUCCEEDED
+        case RecordStatus.EXPIRED:
+            return Final.EXPIRED
+        case RecordStatus.FAILED:
+            return Final.REJECTED if reason is None else Final.GAVE_UP
+    raise ValueError(f"the gateway finished a request as {status!r}")
+
+
+class Ledger:
+    """The gateway's events, attributed to requests through the running virtual thread."""
+
+    def __init__(self, engine: Engine, threads: VirtualThreads) -> None:
+        self._engine = engine
+        self._threads = threads
+        self.counters = GatewayCounters()
+        self.by_request: dict[str, TrackedCall] = {}  # request id -> the bench's request
+
+    def serving(self) -> Serving:
+        serving = self._threads.context
+        if not isinstance(serving, Serving):
+            raise RuntimeError(f"a gateway event in a thread that serves {serving!r}")
+        return serving
+
+    def request(self) -> TrackedCall:
+        call = self.serving().call
+        if call is None:
+            raise RuntimeError("a gateway event outside any request")
+        return call
+
+    def finished(self, status: str, reason: str | None) -> None:
+        call = self.request()
+        final = final_of_status(status, reason)
+        if final is Final.EXPIRED and call.attempts == 0:
+            self.counters.expired_unsent += 1
+        self.counters.ended(reason or status)
+        call.end(self._engine.now, final, reason or "")
+
+    def paused(self) -> None:
+        serving = self.serving()
+        if serving.role is Role.RETRY_WORKER or serving.sent:
+            self.counters.waits_guard += 1
+
+    def refused(self) -> None:
+        if self.serving().role is Role.RETRY_WORKER:
+            self.counters.waits_budget += 1
+
+    def postponed(self) -> None:
+        serving = self.serving()
+        if serving.role is Role.RETRY_WORKER and not serving.sent:
+            self.counters.early_deliveries += 1
+
+    def enqueued(self, message: RetryMessage) -> None:
+        call = self.request()
+        known = self.by_request.setdefault(message.request_id, call)
+        if known is not call:
+            raise RuntimeError(f"request id {message.request_id} serves two requests")
+
+    def answered(self, call: TrackedCall, reply: Reply) -> None:
+        """api_call's answer to ``call``: a 202 leaves it to the queue; a 503 from the guard
+        ends it unsent; anything else must come after the gateway reported the end."""
+        if reply.status == 202:
+            if self.by_request.get(reply.headers.get("X-Gateway-Request-Id", "")) is not call:
+                raise RuntimeError(f"request {call.index} deferred without its message")
+            return
+        if call.final is not None:
+            return
+        body = reply.json() or {}
+        if reply.status == 503 and body.get("code") == GatewayErrorCode.PAUSED:
+            self.counters.paused_calls += 1
+            call.end(self._engine.now, Final.PAUSED, str(body.get("error", "")))
+            return
+        raise RuntimeError(
+            f"request {call.index}: api_call answered {reply.status} {body} and never ended it"
+        )
+
+
+class _Telemetry(Telemetry):
+    """The gateway's telemetry, unchanged, that also tells the ledger what ended and why."""
+
+    def __init__(self, sink: MetricSink, ledger: Ledger) -> None:
+        super().__init__(sink)
+        self._ledger = ledger
+
+    def finished(self, status: str, reason: str | None = None) -> None:
+        super().finished(status, reason)
+        self._ledger.finished(status, reason)
+
+    def deferred(self) -> None:
+        super().deferred()
+        self._ledger.counters.deferred += 1
+
+    def paused(self) -> None:
+        super().paused()
+        self._ledger.paused()
+
+
+@dataclass(frozen=True, slots=True)
+class _Kisi:
+    """The library's Kisi port over the virtual network: the thread parks for the round trip."""
+
+    kisi: VirtualKisi
+    threads: VirtualThreads
+    ledger: Ledger
+
+    def send(self, call: KisiCall) -> AttemptResult:
+        serving = self.ledger.serving()
+        tracked = self.ledger.request()
+        if (call.method, call.path) != (tracked.method, tracked.path):
+            raise RuntimeError(f"request {tracked.index} sent as {call.method} {call.path}")
+        serving.sent = True
+        reply = self.threads.wait(self.kisi.request(tracked))
+        return KisiResponse(reply.status, dict(reply.headers), reply.body)
+
+
+@dataclass(frozen=True, slots=True)
+class ChargedRecords:
+    """The record store port; every call is one DynamoDB round trip."""
+
+    store: RecordStore
+    charge: Callable[[], None]
+
+    def create(self, record: RequestRecord) -> bool:
+        self.charge()
+        return self.store.create(record)
+
+    def get(self, request_id: str) -> RequestRecord | None:
+        self.charge()
+        return self.store.get(request_id)
+
+    def apply(self, request_id: str, change: Change) -> Applied | None:
+        self.charge()
+        return self.store.apply(request_id, change)
+
+
+@dataclass(frozen=True, slots=True)
+class ChargedBudget:
+    """The send budget port; ``acquire`` is one DynamoDB round trip, ``observe`` is free."""
+
+    budget: SendBudget
+    charge: Callable[[], None]
+    ledger: Ledger
+
+    def acquire(self, route_key: str, now: float, max_wait_s: float = 0.0) -> Grant:
+        self.charge()
+        grant = self.budget.acquire(route_key, now, max_wait_s)
+        if not grant.ok:
+            self.ledger.refused()
+        return grant
+
+    def observe(
+        self, route_key: str, outcome: Outcome, retry_after_s: float | None, now: float
+    ) -> None:
+        self.budget.observe(route_key, outcome, retry_after_s, now)
+
+
+@dataclass(frozen=True, slots=True)
+class ChargedQueue:
+    """The retry queue port over the SQS model; every call is one SQS round trip."""
+
+    queue: VirtualQueue
+    charge: Callable[[], None]
+    ledger: Ledger
+
+    def enqueue(self, message: RetryMessage, delay_s: int) -> None:
+        self.charge()
+        self.ledger.enqueued(message)
+        self.queue.enqueue(message, delay_s)
+
+    def postpone(self, receipt_handle: str, delay_s: int) -> None:
+        self.charge()
+        self.ledger.postponed()
+        self.queue.postpone(receipt_handle, delay_s)
+
+    def dead_letter(self, message: RetryMessage, reason: str) -> None:
+        self.charge()
+        self.queue.dead_letter(message, reason)
+
+
+class Gateway:
+    """The whole gateway for one simulated Kisi user: api_calls, the queue and its workers."""
+
+    name = "gateway"
+
+    def __init__(
+        self,
+        engine: Engine,
+        kisi: VirtualKisi,
+        rng: RandomSource,
+        threads: VirtualThreads,
+        settings: Settings | None = None,
+        store_op_s: float = STORE_OP_S,
+    ) -> None:
+        self.settings = settings or deployed_settings()
+        self._threads = threads
+        self.clock = VirtualClock(threads)
+        self.ledger = Ledger(engine, threads)
+        self.sink = MemorySink()
+        self.queue = VirtualQueue(engine)
+        self.mapping = EventSourceMapping(engine, self.queue, self._invocation)
+        pipeline = build_in_memory(
+            self.settings, _Kisi(kisi, threads, self.ledger), self.clock, rng,
+            telemetry=_Telemetry(self.sink, self.ledger),
+        )
+        self.records, self.budget, self.guard = pipeline.records, pipeline.budget, pipeline.guard
+        charge = partial(self.clock.sleep, store_op_s)
+        records = ChargedRecords(pipeline.records, charge)
+        queue = ChargedQueue(self.queue, charge, self.ledger)
+        sender = replace(pipeline.sender, budget=ChargedBudget(pipeline.budget, charge,
+                                                               self.ledger))
+        self.forwarder = replace(pipeline.forwarder, sender=sender, records=records, queue=queue)
+        self.worker = replace(pipeline.worker, sender=sender, records=records, queue=queue)
+
+    @property
+    def counters(self) -> GatewayCounters:
+        return self.ledger.counters
+
+    def call(self, call: TrackedCall) -> Process[None]:
+        """A caller's request: one api_call, in a virtual thread; returns when it answers."""
+        yield InThread(self._threads, partial(self._api_call, call),
+                       Serving(Role.API_CALL, call))
+
+    def notes(self) -> dict[str, float]:
+        """The queue's and the workers' figures, for the report."""
+        return {
+            "dlq_redriven": len(self.queue.redriven),
+            "dlq_dead_lettered": len(self.queue.dead_lettered),
+            "messages_sent": self.queue.sent,
+            "invocations": self.mapping.invocations,
+            "longest_invocation_s": self.mapping.longest_invocation_s,
+            "guard_trips": len(self.guard.trips),
+        }
+
+    def _api_call(self, call: TrackedCall) -> None:
+        settings = self.settings
+        incoming = parse_call(
+            method=call.method, path=call.path, query=[], body=None, is_base64=False,
+            headers={}, policies=settings.policies, max_body_bytes=settings.max_body_bytes,
+            default_wait_s=settings.default_wait_s, max_wait_s=settings.max_wait_s,
+        )
+        self.ledger.answered(call, self.forwarder.forward(incoming, CONTEXT))
+
+    def _invocation(self, batch: list[Message]) -> Process[None]:
+        """One retry_worker invocation, in a virtual thread."""
+        yield InThread(self._threads, partial(self._retry_worker, batch),
+                       Serving(Role.RETRY_WORKER))
+
+    def _retry_worker(self, batch: list[Message]) -> None:
+        """The batch in order, as Powertools' batch processor feeds it: DONE messages are
+        deleted (by the event source), LATER ones stay for their visibility timeout."""
+        serving = self.ledger.serving()
+        for message in batch:
+            serving.call = self.ledger.by_request[message.body.request_id]
+            serving.sent = False
+            if self.worker.process(message.body, message.receipt_handle) is Disposition.DONE:
+                self.queue.delete(message)
+        serving.call = None
