@@ -94,7 +94,8 @@ class GatewayCounters:
       send (delivered before its time);
     - ``paused_calls``: api_call's 503 answers (code ``PAUSED``);
     - ``expired_unsent``: requests that ended ``expired`` without ever reaching Kisi;
-    - ``reasons``: ``Telemetry.finished`` by reason, or by status when it gave none.
+    - ``reasons``: ``Telemetry.finished`` by reason, or by status when it gave none;
+    - ``late_sends``: attempts sent after the request's deadline, by the Lambda that sent them.
     """
 
     deferred: int = 0
@@ -104,6 +105,7 @@ class GatewayCounters:
     paused_calls: int = 0
     expired_unsent: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    late_sends: dict[str, int] = field(default_factory=dict)
 
     def ended(self, reason: str) -> None:
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
@@ -153,6 +155,16 @@ class Ledger:
             self.counters.expired_unsent += 1
         self.counters.ended(reason or status)
         call.end(self._engine.now, final, reason or "")
+
+    def sending(self) -> TrackedCall:
+        """An attempt of the current request is going out now."""
+        serving = self.serving()
+        call = self.request()
+        serving.sent = True
+        if self._engine.now > call.deadline:
+            late = self.counters.late_sends
+            late[serving.role.value] = late.get(serving.role.value, 0) + 1
+        return call
 
     def paused(self) -> None:
         serving = self.serving()
@@ -222,11 +234,9 @@ class _Kisi:
     ledger: Ledger
 
     def send(self, call: KisiCall) -> AttemptResult:
-        serving = self.ledger.serving()
-        tracked = self.ledger.request()
+        tracked = self.ledger.sending()
         if (call.method, call.path) != (tracked.method, tracked.path):
             raise RuntimeError(f"request {tracked.index} sent as {call.method} {call.path}")
-        serving.sent = True
         reply = self.threads.wait(self.kisi.request(tracked))
         return KisiResponse(reply.status, dict(reply.headers), reply.body)
 
@@ -348,6 +358,13 @@ class Gateway:
             "longest_invocation_s": self.mapping.longest_invocation_s,
             "guard_trips": len(self.guard.trips),
         }
+
+    def metric_totals(self) -> dict[str, float]:
+        """The gateway's own metrics (what CloudWatch would count), summed by name."""
+        totals: dict[str, float] = {}
+        for name, value, _, _ in self.sink.values:
+            totals[name] = totals.get(name, 0.0) + value
+        return totals
 
     def _api_call(self, call: TrackedCall) -> None:
         settings = self.settings

@@ -165,23 +165,28 @@ class Report:
         return "\n".join([
             "## 1. Simulation in virtual time (`bench/simulate.py`)",
             "",
-            "A discrete-event simulation (a heap of events, no threads, no sleeping, seeded "
-            "`random.Random`). What is *real* in it: Kisi is the simulator's own core "
-            "(`kisi_sim/simulator.py`, `KisiSimulator.handle` on the virtual clock: per-user "
-            "token bucket of 5 req/s with a burst of 5, 429 with `Retry-After` rounded up to "
-            "whole seconds, 503 outage, 401 for a revoked key); the gateway's decisions are "
-            "the library's own (`classify_status`, `schedule_retry`, `parse_retry_after`, "
-            "`PolicyTable.default()`, `InMemorySendBudget` with AIMD and the `Retry-After` "
-            "gate, the guard's pure functions `admit`/`transition`/`elected`), and so are "
-            "urllib3's (`Retry.is_retry`, `increment`, `get_retry_after`, "
-            "`get_backoff_time`). What is *modelled*: the network (round trip uniform in "
-            "50–150 ms, the bucket decides half-way), each DynamoDB or SQS call (10 ms), SQS "
-            "(`DelaySeconds` ≤ 900 s, visibility and `ChangeMessageVisibility`, redrive to "
-            "the DLQ after 15 receives), and the retry worker's event source (batches of 10, "
-            "1 s batching window, at most 5 concurrent invocations). The api_call and "
-            "retry_worker control flow is re-stated step for step from `forwarding.py` and "
-            "`retrying.py` (`bench/gateway_model.py`), because the library's classes block "
-            "on a clock.",
+            "A discrete-event simulation in virtual time (a heap of events, seeded "
+            "`random.Random`, nothing sleeps). The gateway row is the library's own code: "
+            "each api_call (`parse_call`, then `Forwarder.forward`) and each retry_worker "
+            "invocation (`RetryWorker.process` for every message of its batch) runs in a "
+            "virtual thread of its own, composed by `wiring.build_in_memory` over the "
+            "in-memory stores (`MemoryRecordStore`, `MemorySendBudget`, `MemoryGuard`), with "
+            "a clock whose `sleep` parks the thread until the engine reaches the wake-up "
+            "time; one thread runs at a time, so a run is as deterministic as the rest "
+            "(`bench/vthreads.py`, `bench/gateway.py`). How each request ended is what the "
+            "gateway reported (its `Telemetry.finished`, or api_call's 503 from the guard). "
+            "Kisi is the simulator's own core (`kisi_sim/simulator.py`, "
+            "`KisiSimulator.handle` on the virtual clock: per-user token bucket of 5 req/s "
+            "with a burst of 5, 429 with `Retry-After` rounded up to whole seconds, 503 "
+            "outage, 401 for a revoked key); the urllib3 baseline's decisions are urllib3's "
+            "(`Retry.is_retry`, `increment`, `get_retry_after`, `get_backoff_time`). What is "
+            "*modelled*: the network (round trip uniform in 50–150 ms, the bucket decides "
+            "half-way), each DynamoDB or SQS call (10 ms of virtual time: every record and "
+            "queue call and the budget's `acquire`; the guard, served from its per-Lambda "
+            "cache while calm, and the budget's `observe` cost nothing), SQS (`DelaySeconds` "
+            "≤ 900 s, visibility and `ChangeMessageVisibility`, redrive to the DLQ after 15 "
+            "receives), and the retry worker's event source (batches of 10, 1 s batching "
+            "window, at most 5 concurrent invocations).",
             "",
             "Strategies, side by side on the same requests and the same Kisi:",
             "",
@@ -328,13 +333,11 @@ class Report:
         if not late:
             return "The gateway sent nothing after a request's deadline."
         worst = max(a.sent_at - c.deadline for a, c in late)
+        routes = ", ".join(sorted({c.route_key for _, c in late}))
         return (
-            f"**The gateway sent {len(late)} unlock attempt(s) after the unlock's 30 s "
-            f"deadline** (at most {worst:.2f} s after). Cause, in the library: "
-            "`RetryWorker.process` checks `now >= record.deadline`, then asks the budget "
-            "for a slot up to `WORKER_MAX_WAIT_S` = 2 s away and sleeps until it; nothing "
-            "bounds that wait by the deadline or re-checks it before `_send`. See "
-            "*Library issues* below."
+            f"**The gateway sent {len(late)} attempt(s) after the request's deadline** "
+            f"({routes}; at most {worst:.2f} s after). These are the library's own sends: "
+            "see *Library issues* below."
         )
 
     def revoked(self) -> str:
@@ -365,7 +368,7 @@ class Report:
             "answers 503 without sending while open, and sends one half-open probe per "
             f"cooldown (60 s, doubled by each failed probe): {int(notes.get('guard_trips', 0))} "
             "openings in this run. The price: after the key is fixed, traffic resumes only "
-            "when the next probe is due (an operator's `python -m kisi_gateway.stores.guard reset` "
+            "when the next probe is due (an operator's `python -m ops guard reset` "
             "resumes it at once), which is why the gateway has fewer successes here.",
             "",
             "![revoked key](bench_revoked.png)",
@@ -508,7 +511,7 @@ class Report:
             "Process CPU time (`time.process_time`) per call of `parse_call` + "
             "`Forwarder.forward` (a read that succeeds at once), next to a direct `requests` "
             "call to the same simulator (another process, not counted), in alternating "
-            "rounds. Variants: **in-memory** — `InMemorySendBudget`, the in-memory guard, "
+            "rounds. Variants: **in-memory** — `MemorySendBudget`, `MemoryGuard`, "
             "Powertools EMF telemetry (output discarded); the gateway's own logic. "
             "**boto3** — the deployed `DynamoSendBudget` and `DynamoGuard` over a real boto3 "
             "client whose answers are canned at botocore's `before-send` hook: what a Lambda "
@@ -529,21 +532,25 @@ class Report:
         items: list[str] = []
         late = sum(run.figures.late_sends for run in self.r.runs if run.strategy == "gateway")
         if late:
-            items.append(
-                "- **Sends after the deadline (retry worker).** `retrying.py`, "
-                "`RetryWorker.process`: the deadline is checked (`now >= record.deadline`) "
-                "before `self.sender.slot(route, WORKER_MAX_WAIT_S)`, and the worker then "
-                "sleeps `grant.wait_s` (up to 2 s) and sends without checking again. A "
-                "message delivered less than 2 s before an unlock's deadline can therefore "
-                "be sent after it. Fix: ask for at most `min(WORKER_MAX_WAIT_S, "
-                "record.deadline - now)` (a refusal then expires the request through "
-                "`_wait`), and re-check the deadline after the sleep and the claim, just "
-                "before `_send`. The inline path is safe with the defaults only because the "
-                "caller's wait (≤ 25 s) is shorter than the shortest deadline (30 s): "
-                "`_InlineRun.run` bounds the budget wait by `wait_until`, not by "
-                "`record.deadline`, so a route policy with a deadline shorter than "
-                "`MAX_WAIT_S` would have the same problem."
+            by_role: dict[str, int] = {}
+            for run in self.r.runs:
+                for role, count in (run.gateway.late_sends if run.gateway else {}).items():
+                    by_role[role] = by_role.get(role, 0) + count
+            text = (
+                f"- **Sends after the deadline.** {late} attempt(s) left after their "
+                "request's deadline ("
+                + ", ".join(f"{count} by {role}" for role, count in sorted(by_role.items()))
+                + "). Every send is checked by `decisions.at_send_time` in "
+                "`Sender.wait_for_turn`."
             )
+            if set(by_role) == {"retry_worker"}:
+                text += (
+                    " `RetryWorker.process` then claims the attempt in the record store "
+                    "(`Event.CLAIM`, one DynamoDB round trip) before `_send`, so a worker's "
+                    "send can leave up to one store round trip after that check. Fix: check "
+                    "`at_send_time` again after the claim (and end the request if it fails)."
+                )
+            items.append(text)
         importers = boto3_importers()
         over = self._over_target()
         if over and all(row.loads_boto3 for row in over) and importers:

@@ -14,7 +14,8 @@ Scenarios (every strategy faces the same requests, arrival times and Kisi):
   minute 2 until it is fixed at minute 8.
 
 Callers of the baselines block while their request is retried; the gateway's callers get an
-answer or a 202 within their wait (5 s) and the retry queue does the rest.
+answer or a 202 within their wait (5 s) and the retry queue does the rest. The gateway is the
+library's own code (:mod:`bench.gateway`) on a virtual clock (:mod:`bench.vthreads`).
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ class Run:
     events: int
     gateway: GatewayCounters | None = None
     gateway_notes: dict[str, float] = field(default_factory=dict)
+    gateway_metrics: dict[str, float] = field(default_factory=dict)  # its telemetry, by name
 
 
 def make_calls(
@@ -200,6 +202,7 @@ def run(scenario: Scenario, strategy_name: str, seed: int = DEFAULT_SEED) -> Run
     if isinstance(strategy, Gateway):
         result.gateway = strategy.counters
         result.gateway_notes = strategy.notes()
+        result.gateway_metrics = strategy.metric_totals()
     return result
 
 

@@ -192,8 +192,12 @@ class VirtualThreads:
     def __enter__(self) -> VirtualThreads:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        try:
+            self.close()
+        except BaseException:
+            if exc_type is None:  # else the run's own error is the one to see
+                raise
 
     def start(
         self,
