@@ -21,8 +21,9 @@ bench puts around the pipeline, and only that:
   send as it does on AWS. Charged: every record store call, every queue call
   (``SendMessage``, ``ChangeMessageVisibility``, the DLQ's ``SendMessage``) and the budget's
   ``acquire``. Not charged: the guard (the deployed one answers from its per-Lambda cache
-  while a scope is calm, and writes only on bad answers) and the budget's ``observe`` (the
-  deployed one writes only after a 429 or below its full rate);
+  while its scopes are calm — all but the 401-storm scenario — and writes only on bad answers)
+  and the budget's ``observe`` (the deployed one writes only after a 429 or below its full
+  rate);
 - how a request ended is what the gateway itself reports: its ``Telemetry.finished(status,
   reason)`` call, attributed to the request the calling thread serves, or api_call's 503
   answer when the guard paused it. The counters come from the same events (see

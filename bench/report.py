@@ -182,8 +182,9 @@ class Report:
             "(`Retry.is_retry`, `increment`, `get_retry_after`, `get_backoff_time`). What is "
             "*modelled*: the network (round trip uniform in 50–150 ms, the bucket decides "
             "half-way), each DynamoDB or SQS call (10 ms of virtual time: every record and "
-            "queue call and the budget's `acquire`; the guard, served from its per-Lambda "
-            "cache while calm, and the budget's `observe` cost nothing), SQS (`DelaySeconds` "
+            "queue call and the budget's `acquire`; not the guard, which the deployed "
+            "gateway reads through a per-Lambda cache while its scopes are calm, nor the "
+            "budget's `observe`, which writes only around a 429), SQS (`DelaySeconds` "
             "≤ 900 s, visibility and `ChangeMessageVisibility`, redrive to the DLQ after 15 "
             "receives), and the retry worker's event source (batches of 10, 1 s batching "
             "window, at most 5 concurrent invocations).",
