@@ -24,6 +24,7 @@ from kisi_gateway.wiring import InMemoryGateway, build_in_memory
 from tests.harness import FakeClock
 
 START = 1_800_000_000.0
+USER_BUCKET = "user-1"  # the service key's Kisi user, as GET /login names it
 
 
 @dataclass
@@ -33,8 +34,12 @@ class ScriptedKisi:
     clock: FakeClock
     script: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
     sent: list[tuple[float, str, str]] = field(default_factory=list)
+    lookups: int = 0
 
     def send(self, call: KisiCall) -> AttemptResult:
+        if (call.method, call.path) == ("GET", "/login"):  # who the key belongs to
+            self.lookups += 1
+            return KisiResponse(200, {}, b'{"id": 7, "user_id": 1}')
         self.sent.append((self.clock.now(), call.method, call.path))
         status, headers = self.script.popleft() if self.script else (200, {})
         body = b'{"message": "Unlocked!"}' if status == 200 else b'{"error": "x", "code": "1"}'
@@ -52,7 +57,8 @@ class World:
     settings: Settings
 
     def call(self, method: str, path: str, *, prefer: str | None = None,
-             key: str | None = None) -> Reply:
+             key: str | None = None, caller: str = "me",
+             authorization: str | None = None) -> Reply:
         headers = {}
         if prefer:
             headers["Prefer"] = prefer
@@ -63,7 +69,8 @@ class World:
             policies=self.settings.policies, max_body_bytes=200_000, default_wait_s=5,
             max_wait_s=25,
         )
-        return self.gw.forwarder.forward(incoming, CallContext("me", "", lambda url: url))
+        context = CallContext(caller, authorization, "", lambda url: url)
+        return self.gw.forwarder.forward(incoming, context)
 
     def deliver(self) -> list[Disposition]:
         """One retry_worker pass over what is visible now; done messages are deleted."""
@@ -100,7 +107,7 @@ def test_every_429_is_told_to_the_budget(world: World) -> None:
     world.kisi.answer(429, **{"retry-after": "3"})
     reply = world.call("GET", "/locks/1", prefer="respond-async")
     assert reply.status == 202
-    state = world.gw.budget.state()
+    state = world.gw.budget.state(USER_BUCKET)
     assert state.rate == pytest.approx(2.5)
     assert state.gate_until == pytest.approx(START + 3)
 
@@ -109,7 +116,7 @@ def test_a_second_429_within_the_cooldown_is_one_overload(world: World) -> None:
     world.kisi.answer(429, 429)
     world.call("GET", "/locks/1", prefer="respond-async")
     world.call("GET", "/locks/2", prefer="respond-async")
-    assert world.gw.budget.state().rate == pytest.approx(2.5)
+    assert world.gw.budget.state(USER_BUCKET).rate == pytest.approx(2.5)
     assert len(world.kisi.sent) == 2
 
 
