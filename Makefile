@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 SAM_VENV := .venv-sam
 PY := $(VENV)/bin/python
+CLIENTS_JS := tests/clients/js
 export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
@@ -30,7 +31,7 @@ FIND_LAMBDA_PYTHON = \
 SRC := $(wildcard layers functions local kisi_sim scenarios bench ops tools tests)
 TYPED := $(wildcard layers/kisi_gateway/kisi_gateway functions local kisi_sim scenarios bench ops tools)
 
-.PHONY: help venv run demo bench soak test lint validate build lambda-python deploy clean
+.PHONY: help venv clients run demo bench soak test lint validate build lambda-python deploy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -48,7 +49,7 @@ $(VENV)/.installed-local: requirements/pip.txt requirements/local.txt requiremen
 	$(PIP_INSTALL) --no-compile -r requirements/local.txt
 	@touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed-local requirements/dev.txt
+$(VENV)/.installed-dev: $(VENV)/.installed-local requirements/dev.txt requirements/clients.txt
 	$(PIP_INSTALL) --no-compile -r requirements/dev.txt
 	$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
 	@touch $@
@@ -58,7 +59,15 @@ $(SAM_VENV)/.installed: requirements/sam.txt
 	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/sam.txt
 	@touch $@
 
+# Kisi's JavaScript client for the e2e tests, from the committed lock; only when the lock
+# is newer than the last install.
+$(CLIENTS_JS)/node_modules/.installed: $(CLIENTS_JS)/package-lock.json $(CLIENTS_JS)/package.json
+	npm ci --prefix $(CLIENTS_JS) --no-audit --no-fund
+	@touch $@
+
 venv: $(VENV)/.installed-dev ## Build .venv from the exact pins
+
+clients: $(CLIENTS_JS)/node_modules/.installed ## Install Kisi's JS client for the e2e tests (npm ci)
 
 run: $(VENV)/.installed-local ## The gateway on 127.0.0.1:3000 with moto and the Kisi simulator
 	$(PY) -m local
@@ -78,7 +87,7 @@ lint: $(VENV)/.installed-dev ## ruff, mypy (strict on the layer), cfn-lint on th
 	$(VENV)/bin/cfn-lint template.yaml
 	$(PY) -m local.lint_translated template.yaml
 
-test: lint ## Lint, then every test tier (unit, integration, e2e)
+test: lint clients ## Lint, then every test tier (unit, integration, e2e)
 	$(VENV)/bin/pytest -q -n 2 --dist loadgroup
 
 validate: $(SAM_VENV)/.installed ## sam validate --lint (offline, no credentials)

@@ -1,9 +1,10 @@
-"""Kisi's endpoints: :class:`KisiApi` and the routing table :func:`api_routes`.
+"""Kisi's endpoints: :class:`KisiApi`, its identity endpoints :class:`LoginApi`, and the
+routing table :func:`api_routes`.
 
-An endpoint takes an authenticated, parsed :class:`ApiCall` and returns a
-:class:`~kisi_sim.responses.SimResponse`; the gates in front of it (auth, rate limits,
-faults) live in :mod:`kisi_sim.simulator`. To serve a new Kisi route, add a method to
-:class:`KisiApi` and one :class:`Route` line to :func:`api_routes`.
+An endpoint takes a parsed :class:`ApiCall` (authenticated, unless its :class:`Route` is
+``public``) and returns a :class:`~kisi_sim.responses.SimResponse`; the gates in front of it
+(auth, rate limits, faults) live in :mod:`kisi_sim.simulator`. To serve a new Kisi route, add
+a method to :class:`KisiApi` and one :class:`Route` line to :func:`api_routes`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from kisi_sim.identity import Account, LoginBook, looks_like_email
 from kisi_sim.responses import (
     SimResponse,
     collection_range,
@@ -28,6 +30,7 @@ __all__ = [
     "ApiCall",
     "InvalidParamError",
     "KisiApi",
+    "LoginApi",
     "Route",
     "RouteMatch",
     "Router",
@@ -37,20 +40,21 @@ __all__ = [
 MAX_OFFSET: Final = 20_000  # Kisi: "offset at most 20,000"
 UNMATCHED_ROUTE: Final = "<unmatched>"
 UPLOAD_HOST: Final = "https://uploads.kisi-sim.invalid"
+SIM_ORGANIZATION: Final[Mapping[str, object]] = {
+    "id": 1,
+    "name": "Kisi Simulator",
+    "domain": "kisi-sim",
+}
+LOGIN_PAGE: Final = (10, 250)  # Kisi: GET /logins pages 10 by default, at most 250
 
 
 def _is_present(value: object) -> bool:
     return value is not None and str(value).strip() != ""
 
 
-def _looks_like_email(value: object) -> bool:
-    """An ``@`` with something on both sides: as much as the simulator needs to check."""
-    return isinstance(value, str) and "@" in value.strip()[1:-1]
-
-
 VALIDATIONS: Final[Mapping[str, tuple[Callable[[object], bool], str]]] = {
     "name": (_is_present, "can't be blank"),
-    "email": (_looks_like_email, "can't be blank or invalid"),  # Kisi's own wording
+    "email": (looks_like_email, "can't be blank or invalid"),  # Kisi's own wording
     "role_id": (_is_present, "can't be blank"),
 }
 
@@ -64,7 +68,8 @@ class InvalidParamError(ValueError):
 
 @dataclass(frozen=True)
 class ApiCall:
-    """An authenticated, parsed call handed to an endpoint."""
+    """A parsed call handed to an endpoint; on a public route an anonymous caller's
+    ``user_id`` and ``login_id`` are 0 (real ids start at 1)."""
 
     user_id: int
     login_id: int
@@ -124,8 +129,9 @@ def row_id(call: ApiCall) -> int:
 class KisiApi:
     """The endpoints: each takes an :class:`ApiCall` and returns a :class:`SimResponse`."""
 
-    def __init__(self, store: SimStore) -> None:
+    def __init__(self, store: SimStore, logins: LoginApi) -> None:
         self._store = store
+        self.logins = logins
 
     def list_items(self, name: str, call: ApiCall) -> SimResponse:
         offset, limit = page_window(call.query, COLLECTIONS[name])
@@ -180,6 +186,10 @@ class KisiApi:
         row = self._store.get("users", call.user_id)
         return kisi_error("not_found_id") if row is None else json_response(200, row)
 
+    def list_organizations(self, call: ApiCall) -> SimResponse:
+        """The organizations of the caller: one. Kisi's Python client probes this on start."""
+        return json_response(200, [dict(SIM_ORGANIZATION)], [("X-Collection-Range", "0-0/1")])
+
     def create_event_set(self, call: ApiCall) -> SimResponse:
         row = self._store.create(
             "event_sets", wrapped_attributes(call.body, "event_set"), call.stamp
@@ -195,6 +205,79 @@ class KisiApi:
         return no_content() if found else kisi_error("not_found_id")
 
 
+def _string_field(attrs: Mapping[str, Any], name: str) -> str | None:
+    value = attrs.get(name)
+    return value if isinstance(value, str) else None
+
+
+class LoginApi:
+    """Kisi's identity endpoints: sign in with e-mail and password, list and delete logins."""
+
+    def __init__(self, book: LoginBook, accounts: Mapping[str, Account]) -> None:
+        self._book = book
+        self._accounts = dict(accounts)
+
+    def sign_in(self, call: ApiCall) -> SimResponse:
+        """``POST /logins`` ``{"login": {...}, "user": {"email", "password", ...}}``: no key
+        needed; 200 with a new login's ``secret``, or 401 ``afc516`` for a wrong e-mail or
+        password. The ``domain`` and 2FA fields are accepted and not checked."""
+        body = call.body if isinstance(call.body, dict) else {}
+        user, login = body.get("user"), body.get("login", {})
+        if not isinstance(user, dict):
+            raise InvalidParamError("user must be an object with email and password")
+        if not isinstance(login, dict):
+            raise InvalidParamError("login must be an object")
+        login_type = login.get("type", "device")
+        if login_type not in ("api", "device"):
+            raise InvalidParamError("login.type must be api or device")
+        expire = login.get("expire", True)
+        if not isinstance(expire, bool):
+            raise InvalidParamError("login.expire must be true or false")
+        email, password = _string_field(user, "email"), _string_field(user, "password")
+        account = self._accounts.get((email or "").strip().lower())
+        if account is None or password is None or password != account.password:
+            return kisi_error("wrong_credentials")
+        created, secret = self._book.create(
+            account.user_id,
+            login_type=login_type,
+            name=_string_field(login, "name"),
+            expire=expire,
+        )
+        return json_response(200, {**created.view(), "secret": secret})
+
+    def list_logins(self, call: ApiCall) -> SimResponse:
+        """``GET /logins``: the caller's user's logins, paginated, never a secret."""
+        default_limit, max_limit = LOGIN_PAGE
+        offset = _query_int(call.query, "offset", 0, 0, MAX_OFFSET)
+        limit = _query_int(call.query, "limit", default_limit, 1, max_limit)
+        logins = self._book.of_user(call.user_id)
+        page = [login.view() for login in logins[offset : offset + limit]]
+        return json_response(
+            200, page, [("X-Collection-Range", collection_range(offset, limit, len(logins)))]
+        )
+
+    def sign_out(self, call: ApiCall) -> SimResponse:
+        """``DELETE /login``: the login that sent it is deleted, whatever its scheme."""
+        self._book.delete([call.login_id])
+        return no_content()
+
+    def sign_out_elsewhere(self, call: ApiCall) -> SimResponse:
+        """``DELETE /login/elsewhere``: every other login of the user is deleted."""
+        others = [lg.id for lg in self._book.of_user(call.user_id) if lg.id != call.login_id]
+        self._book.delete(others)
+        return no_content()
+
+    def delete_login(self, call: ApiCall) -> SimResponse:
+        """``DELETE /logins/{id}``: 404 for no such login, 403 for another user's."""
+        login = self._book.get(row_id(call))
+        if login is None:
+            return kisi_error("login_not_found")
+        if login.user_id != call.user_id:
+            return kisi_error("not_found_id")
+        self._book.delete([login.id])
+        return no_content()
+
+
 @dataclass(frozen=True)
 class Route:
     """One endpoint: method, path template (``{id}`` segments) and its action."""
@@ -202,6 +285,7 @@ class Route:
     method: str
     template: str
     action: Callable[[ApiCall], SimResponse]
+    public: bool = False  # Kisi declares no security: no key needed (POST /logins)
 
 
 def api_routes(api: KisiApi) -> tuple[Route, ...]:
@@ -227,6 +311,12 @@ def api_routes(api: KisiApi) -> tuple[Route, ...]:
         Route("GET", "/user", api.show_current_user),
         Route("POST", "/event_sets", api.create_event_set),
         Route("POST", "/signed_upload_urls", api.create_signed_upload_url),
+        Route("GET", "/organizations", api.list_organizations),
+        Route("POST", "/logins", api.logins.sign_in, public=True),
+        Route("GET", "/logins", api.logins.list_logins),
+        Route("DELETE", "/logins/{id}", api.logins.delete_login),
+        Route("DELETE", "/login", api.logins.sign_out),
+        Route("DELETE", "/login/elsewhere", api.logins.sign_out_elsewhere),
     )
 
 

@@ -7,20 +7,29 @@ so a bad value fails the same way everywhere, with a message naming the field or
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from kisi_sim.identity import (
+    AUTH_SCHEMES,
+    KISI_LOGIN,
+    SCHEME_BY_WORD,
+    Account,
+    key_fingerprint,
+    looks_like_email,
+)
 from kisi_sim.responses import FAULT_ERRORS, RATE_LIMIT_BODIES
 from kisi_sim.store import COLLECTIONS, DEFAULT_SEED_COUNTS, JsonObject
 
 __all__ = [
     "CONFIG_FIELDS",
     "DEFAULT_ROUTE_RATES",
+    "DEMO_EMAIL",
     "DEMO_KEY",
+    "DEMO_PASSWORD",
     "FALSE_WORDS",
     "FAULT_FIELDS",
     "Faults",
@@ -30,6 +39,9 @@ __all__ = [
 ]
 
 DEMO_KEY: Final = "sim-demo-key"
+# The demo account (user 1, whose seeded e-mail this is) for POST /logins.
+DEMO_EMAIL: Final = "user1@example.com"
+DEMO_PASSWORD: Final = "sim-demo-password"  # noqa: S105 -- a published demo value, like DEMO_KEY
 
 DEFAULT_ROUTE_RATES: Final[Mapping[str, float]] = {
     "POST /event_sets": 1.0,  # Kisi: 1 per second
@@ -167,6 +179,44 @@ def _key_map(value: object) -> dict[str, int]:
         raise ValueError("must map each secret to a positive user id") from None
 
 
+def _account_map(value: object) -> dict[str, Account]:
+    """E-mail -> ``{"password", "user_id"}`` (or an :class:`Account`); e-mails compare
+    case-insensitively, as Kisi's do. The message never repeats a password."""
+    accounts: dict[str, Account] = {}
+    for email, entry in _mapping(value).items():
+        if not looks_like_email(email):
+            raise ValueError(f"{email!r} is not an e-mail address")
+        if isinstance(entry, Account):
+            account = entry
+        elif isinstance(entry, Mapping) and isinstance(entry.get("password"), str):
+            try:
+                account = Account(str(entry["password"]), _positive_int(entry.get("user_id")))
+            except ValueError:
+                raise ValueError(f"{email}: user_id must be a positive integer") from None
+        else:
+            raise ValueError(f"{email}: must be an object with a password string and a user_id")
+        if not account.password:
+            raise ValueError(f"{email}: the password must not be empty")
+        accounts[email.strip().lower()] = account
+    return accounts
+
+
+def _credential_map(value: object) -> dict[str, dict[str, int]]:
+    """Scheme -> (secret -> user id) for the schemes other than ``KISI-LOGIN`` (``keys``)."""
+    credentials: dict[str, dict[str, int]] = {}
+    for scheme, secrets_of_scheme in _mapping(value).items():
+        canonical = SCHEME_BY_WORD.get(str(scheme).upper())
+        if canonical is None or canonical == KISI_LOGIN:
+            others = [s for s in AUTH_SCHEMES if s != KISI_LOGIN]
+            raise ValueError(f"scheme {str(scheme)[:32]!r} must be one of {others} "
+                             "(KISI-LOGIN secrets go in keys)")
+        try:
+            credentials[canonical] = _key_map(secrets_of_scheme)
+        except ValueError as error:
+            raise ValueError(f"{canonical}: {error}") from None
+    return credentials
+
+
 def _seed_counts(value: object) -> dict[str, int]:
     counts = dict(_mapping(value))
     unknown = sorted(set(counts) - set(COLLECTIONS))
@@ -213,11 +263,6 @@ def _read_env(environ: Mapping[str, str], parsers: Mapping[str, Parser]) -> dict
         except ValueError as error:
             raise SimConfigError(f"{variable}: {error}") from None
     return values
-
-
-def key_fingerprint(secret: str) -> str:
-    """What the simulator shows instead of a key: a short SHA-256 prefix."""
-    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -294,13 +339,18 @@ FAULT_FIELDS: Final[Mapping[str, Parser]] = {
 
 @dataclass(frozen=True)
 class SimConfig:
-    """Everything fixed at start: keys, seed data, rate limits, deprecations, initial faults.
+    """Everything fixed at start: keys, accounts and other credentials, seed data, rate limits,
+    deprecations, initial faults.
 
     Mapping fields may be given partially (``seed_counts={"locks": 3}``); they are validated
     and completed with the defaults on construction.
     """
 
     keys: Mapping[str, int] = field(default_factory=lambda: {DEMO_KEY: 1})
+    accounts: Mapping[str, Account] = field(
+        default_factory=lambda: {DEMO_EMAIL: Account(DEMO_PASSWORD, 1)}
+    )
+    credentials: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     seed: int = 0
     seed_counts: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_SEED_COUNTS))
     rate_per_s: float = 5.0  # Kisi: 5 requests per second per user
@@ -328,6 +378,8 @@ class SimConfig:
 
 CONFIG_FIELDS: Final[Mapping[str, Parser]] = {
     "keys": _key_map,
+    "accounts": _account_map,
+    "credentials": _credential_map,
     "seed": _integer,
     "seed_counts": _seed_counts,
     "rate_per_s": _positive_number,

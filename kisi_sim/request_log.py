@@ -12,7 +12,8 @@ REQUEST_LOG_SIZE: Final = 10_000
 
 
 class RequestEntry(TypedDict):
-    """One Kisi request as recorded: never the key, only the user and a body hash."""
+    """One Kisi request as recorded: never the key, only the user, the auth scheme, the
+    credential's fingerprint and a body hash."""
 
     at: float
     method: str
@@ -23,6 +24,8 @@ class RequestEntry(TypedDict):
     body_sha256: str | None
     route: str
     processed: bool
+    auth_scheme: str | None  # see kisi_sim.identity.AuthHeader.scheme
+    credential: str | None  # key_fingerprint of the credential, never the credential
 
 
 class StatsSnapshot(TypedDict):

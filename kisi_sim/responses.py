@@ -48,6 +48,9 @@ ERRORS: Final[Mapping[str, ErrorSpec]] = {
         401, "You need to sign in or sign up before continuing.", "a1c401"
     ),
     "revoked": ErrorSpec(401, "Your login has expired or was revoked.", "a1c402"),
+    # Kisi's documented code for a wrong e-mail, password or 2FA pin on POST /logins.
+    "wrong_credentials": ErrorSpec(401, "Wrong email address or password.", "afc516"),
+    "login_not_found": ErrorSpec(404, "Login not found", "f0b404"),
     "suspended": ErrorSpec(403, "Integration suspended due to too many bad requests", "a3b2c1"),
     "not_found_id": ErrorSpec(403, "You are not authorized to access this resource.", "f0b403"),
     "no_route": ErrorSpec(404, "Not found", "f0c404"),

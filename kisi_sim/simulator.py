@@ -17,13 +17,22 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
 from urllib.parse import parse_qs
 
-from kisi_sim.api import ApiCall, InvalidParamError, KisiApi, RouteMatch, Router, api_routes
+from kisi_sim.api import (
+    ApiCall,
+    InvalidParamError,
+    KisiApi,
+    LoginApi,
+    RouteMatch,
+    Router,
+    api_routes,
+)
 from kisi_sim.config import FALSE_WORDS, Faults, SimConfig, SimConfigError
+from kisi_sim.identity import NO_AUTH, AuthHeader, LoginBook, parse_authorization
 from kisi_sim.limits import ROUTE_BURST, Limit, RateLimiter, SuspensionTracker
 from kisi_sim.request_log import REQUEST_LOG_SIZE, RequestEntry, RequestLog, StatsSnapshot
 from kisi_sim.responses import (
@@ -55,14 +64,6 @@ def _iso_timestamp(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{millis:03d}Z"
 
 
-def _login_secret(header: str | None) -> str | None:
-    """The secret of ``Authorization: KISI-LOGIN <secret>``; other schemes are not keys here."""
-    scheme, _, secret = (header or "").strip().partition(" ")
-    if scheme.upper() != "KISI-LOGIN" or not secret.strip():
-        return None
-    return secret.strip()
-
-
 def _parse_body(body: bytes) -> tuple[bool, Any]:
     """``(ok, value)``: an empty body is ``None``; anything unparsable is not ok."""
     if not body.strip():
@@ -71,14 +72,6 @@ def _parse_body(body: bytes) -> tuple[bool, Any]:
         return True, json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         return False, None
-
-
-@dataclass(frozen=True)
-class Login:
-    """A key's login: its id (for ``GET /login``) and the user it belongs to."""
-
-    id: int
-    user_id: int
 
 
 @dataclass(frozen=True)
@@ -91,6 +84,7 @@ class Identity:
 
 
 ANONYMOUS: Final = Identity(None, None, "unauthenticated")
+NO_ID: Final = 0  # user and login ids start at 1: what a public route sees of an anonymous caller
 
 
 @dataclass(frozen=True)
@@ -101,10 +95,16 @@ class Exchange:
     match: RouteMatch
     identity: Identity
     faults: Faults
+    auth: AuthHeader = field(default_factory=lambda: NO_AUTH)
 
     @property
     def route_key(self) -> str:
         return f"{self.request.method} {self.match.name}"
+
+    @property
+    def public(self) -> bool:
+        """The route needs no key (Kisi declares no security on it)."""
+        return self.match.route is not None and self.match.route.public
 
 
 Gate = Callable[[Exchange], SimResponse | None]
@@ -129,6 +129,7 @@ class KisiSimulator:
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        new_secret: Callable[[], str] | None = None,
     ) -> None:
         self._config = config or SimConfig()
         self._address = (host, port)
@@ -140,12 +141,15 @@ class KisiSimulator:
         self._lock = threading.Lock()  # guards faults, limiter, suspensions and the dice
         self._initial_faults = self._config.faults.resolved(wall_clock())
         self._faults = self._initial_faults
-        self._logins = {
-            secret: Login(index, user_id)
-            for index, (secret, user_id) in enumerate(self._config.keys.items(), start=1)
-        }
+        self._logins = LoginBook(
+            self._config.keys,
+            self._config.credentials,
+            new_secret=new_secret,
+            stamp=lambda: _iso_timestamp(self._wall_clock()),
+        )
         self._store = SimStore(self._config.seed_counts)
-        self._router = Router(api_routes(KisiApi(self._store)))
+        login_api = LoginApi(self._logins, self._config.accounts)
+        self._router = Router(api_routes(KisiApi(self._store, login_api)))
         self._limiter = RateLimiter()
         self._suspensions = SuspensionTracker()
         self._log = RequestLog(REQUEST_LOG_SIZE)
@@ -240,7 +244,7 @@ class KisiSimulator:
             return self._faults
 
     def reset(self) -> None:
-        """Start-up faults and seed data again; no buckets, suspensions or stats."""
+        """Start-up faults, seed data and credentials again; no buckets, suspensions or stats."""
         with self._lock:
             self._faults = self._initial_faults
             self._limiter.clear()
@@ -249,6 +253,7 @@ class KisiSimulator:
             if self._owns_rng:
                 self._rng.seed(self._config.seed)
         self._store.reset()
+        self._logins.reset()
         self._log.clear()
 
     def stats(self, *, include_requests: bool = True) -> StatsSnapshot:
@@ -290,8 +295,9 @@ class KisiSimulator:
         arrived = self._wall_clock()
         faults = self.faults
         match = self._router.match(request.method, request.path)
-        identity = self._identify(request.headers.get("authorization"), faults)
-        exchange = Exchange(request, match, identity, faults)
+        auth = parse_authorization(request.headers.get("authorization"))
+        identity = self._identify(auth, faults)
+        exchange = Exchange(request, match, identity, faults, auth)
         try:
             response, processed = self._answer(exchange)
         except Exception as error:  # the simulator must answer, whatever broke
@@ -309,12 +315,12 @@ class KisiSimulator:
         response = self._dispatch(exchange)
         return response, 200 <= response.status < 300
 
-    def _identify(self, header: str | None, faults: Faults) -> Identity:
-        secret = _login_secret(header)
-        login = self._logins.get(secret) if secret is not None else None
-        if secret is None or login is None:
+    def _identify(self, auth: AuthHeader, faults: Faults) -> Identity:
+        credential = auth.credential
+        login = self._logins.find(credential) if credential is not None else None
+        if credential is None or login is None:
             return ANONYMOUS
-        problem = "revoked" if faults.is_revoked(secret) else None
+        problem = "revoked" if faults.is_revoked(credential.secret) else None
         return Identity(login.user_id, login.id, problem)
 
     def _latency_gate(self, exchange: Exchange) -> SimResponse | None:
@@ -328,14 +334,18 @@ class KisiSimulator:
         return None
 
     def _authentication_gate(self, exchange: Exchange) -> SimResponse | None:
-        """401 for a missing, unknown or revoked key, after Kisi's per-IP limit."""
+        """401 for a missing, unknown or revoked key, after Kisi's per-IP limit; a public route
+        (``POST /logins``) serves such a caller within that limit instead."""
         problem = exchange.identity.problem
         if problem is None:
             return None
         ip_limit = Limit(
             f"ip:{exchange.request.client}", self._config.rate_per_s, self._config.burst
         )
-        return self._rate_limited([ip_limit], exchange.faults) or kisi_error(problem)
+        limited = self._rate_limited([ip_limit], exchange.faults)
+        if limited is not None or exchange.public:
+            return limited  # a public route serves anonymous callers within the IP's quota
+        return kisi_error(problem)
 
     def _suspension_gate(self, exchange: Exchange) -> SimResponse | None:
         user_id = exchange.identity.user_id
@@ -345,6 +355,8 @@ class KisiSimulator:
 
     def _rate_limit_gate(self, exchange: Exchange) -> SimResponse | None:
         """The user's bucket (shared by all their keys) and the route's stricter one."""
+        if exchange.identity.user_id is None:
+            return None  # anonymous on a public route: the IP's bucket already counted it
         user = f"user:{exchange.identity.user_id}"
         limits = [Limit(user, self._config.rate_per_s, self._config.burst)]
         route_rate = self._config.route_rates.get(exchange.route_key)
@@ -378,11 +390,12 @@ class KisiSimulator:
         if not parsed:
             return kisi_error("invalid_json")
         identity = exchange.identity
-        if identity.user_id is None or identity.login_id is None:  # the gates make it rare
+        anonymous = identity.user_id is None or identity.login_id is None
+        if anonymous and not exchange.public:  # the gates make it rare
             return kisi_error("unauthenticated")
         call = ApiCall(
-            user_id=identity.user_id,
-            login_id=identity.login_id,
+            user_id=identity.user_id or NO_ID,
+            login_id=identity.login_id or NO_ID,
             params=match.params,
             query=parse_qs(request.query, keep_blank_values=True),
             body=body,
@@ -426,6 +439,8 @@ class KisiSimulator:
                 body_sha256=hashlib.sha256(request.body).hexdigest() if request.body else None,
                 route=exchange.match.name,
                 processed=processed,
+                auth_scheme=exchange.auth.scheme,
+                credential=exchange.auth.fingerprint,
             )
         )
         if identity.user_id is not None and 400 <= status < 500:

@@ -29,6 +29,7 @@ from typing import Any
 from kisi_sim import DEMO_KEY, KisiSimulator, SimConfig
 from local.moto_server import MotoProcess
 from local.runtime import LocalRuntime
+from ops.stack import LOCAL_OUTPUTS, write_local
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK_NAME = "kisi-gateway"
@@ -125,6 +126,9 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
             alarm_interval_s=config.alarm_interval_s,
         )
         runtime.start()
+        if runtime.stack is not None:  # for `python -m ops --local tenant|caller ...`
+            write_local(LOCAL_OUTPUTS, stack_name=STACK_NAME, outputs=runtime.stack.outputs,
+                        endpoint_url=moto.endpoint_url, region=runtime.stack.region)
         print(
             f"kisi-gateway ready on {runtime.gateway_url} "
             f"(send x-api-key: {config.gateway_api_key}; Kisi: {base_url}); Ctrl-C stops",

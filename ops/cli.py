@@ -1,4 +1,4 @@
-"""The operator CLI: inspect and reset the guard.
+"""The operator CLI: the guard, tenants and callers.
 
 ::
 
@@ -10,6 +10,9 @@
         ``POST /locks/{id}/unlock``) or, without --scope, every scope; prints the scopes that
         were open or half-open. Fix the cause first (rotate the key, correct the ids): a reset
         with the cause still there only lets the next storm through.
+    python -m ops (--stack NAME | --local) tenant add|remove|list ...
+    python -m ops (--stack NAME | --local) caller add|remove ...
+        see ops/tenants.py; --local is the stack ``make run`` is running
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from typing import Any
 
 from kisi_gateway.core.breaker import parse_scope
 from kisi_gateway.stores.guard import DynamoGuard
-from kisi_gateway.stores.ports import GuardStoreError
+from kisi_gateway.stores.ports import DirectoryError, GuardStoreError
+from ops import stack, tenants
 
 
 def _scope_argument(text: str) -> str:
@@ -36,6 +40,9 @@ def _scope_argument(text: str) -> str:
 def parser() -> argparse.ArgumentParser:
     """The command line: ``guard status|reset``."""
     top = argparse.ArgumentParser(prog="python -m ops", description="Operate kisi-gateway.")
+    where = top.add_mutually_exclusive_group()
+    where.add_argument("--stack", help="a deployed stack's name (tenant and caller commands)")
+    where.add_argument("--local", action="store_true", help="the stack `make run` runs")
     areas = top.add_subparsers(dest="area", required=True)
     guard = areas.add_parser(
         "guard", help="inspect or reset the guard (pauses on bad-request storms)"
@@ -48,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
                        help="'account', 'route:PATCH /users/{id}' or 'PATCH /users/{id}'; "
                             "every scope when omitted")
     reset.add_argument("--table", required=True, help="the guard's DynamoDB table")
+    tenants.register(areas)
     return top
 
 
@@ -63,8 +71,11 @@ def main(
     client: Any | None = None,
     clock: Callable[[], float] = time.time,
 ) -> int:
-    """Run one command; returns the exit status (1 when AWS cannot be reached)."""
+    """Run one command; returns the exit status (1 when AWS cannot be reached, 2 when the
+    command cannot be done as asked)."""
     args = parser().parse_args(argv)
+    if args.area in {"tenant", "caller"}:
+        return _directory_command(args)
     guard = DynamoGuard(client if client is not None else _dynamodb(), args.table)
     now = clock()
     try:
@@ -74,5 +85,25 @@ def main(
             print(json.dumps({"closed": guard.reset(args.scope, now)}))
     except GuardStoreError as exc:  # no table, no credentials, no network
         print(f"error: the guard's table could not be used ({exc})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _directory_command(args: argparse.Namespace) -> int:
+    try:
+        if args.local:
+            refs = stack.from_local()
+        elif args.stack:
+            import boto3  # noqa: PLC0415 - only when a command runs
+
+            refs = stack.from_cloudformation(args.stack, boto3.client("cloudformation"))
+        else:
+            raise tenants.OperatorError("say which stack: --stack NAME or --local")
+        tenants.run(args, refs, stack.clients_for(refs))
+    except (tenants.OperatorError, stack.StackError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DirectoryError as exc:
+        print(f"error: the tenants table could not be used ({exc})", file=sys.stderr)
         return 1
     return 0

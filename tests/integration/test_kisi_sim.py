@@ -22,7 +22,18 @@ from typing import Any
 import pytest
 import requests
 
-from kisi_sim import DEMO_KEY, Faults, KisiSimulator, SimConfig, SimConfigError
+from kisi_sim import (
+    DEMO_EMAIL,
+    DEMO_KEY,
+    DEMO_PASSWORD,
+    Account,
+    Faults,
+    KisiSimulator,
+    SimConfig,
+    SimConfigError,
+    key_fingerprint,
+    parse_authorization,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 HEX6 = re.compile(r"[0-9a-f]{6}")
@@ -485,6 +496,257 @@ def test_bad_requests_outside_the_window_do_not_suspend(
     assert kisi(sim, "GET", "/locks").status_code == 200
 
 
+# --------------------------------------------------------------------------- identity
+
+
+def sign_in(sim: KisiSimulator, email: str = DEMO_EMAIL, password: str = DEMO_PASSWORD,
+            **kwargs: Any) -> requests.Response:
+    """``POST /logins`` as Kisi's JS client sends it: no key, a device login."""
+    body = {"login": {"type": "device"}, "user": {"email": email, "password": password}}
+    return requests.post(f"{sim.url}/logins", json=kwargs.pop("json", body), timeout=5, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("header", "scheme", "secret"),
+    [
+        (None, None, None),
+        ("", None, None),
+        ("KISI-LOGIN abc", "KISI-LOGIN", "abc"),
+        ("kisi-login  abc ", "KISI-LOGIN", "abc"),
+        ("bearer tok", "Bearer", "tok"),
+        ("KISI-ACCESS-KEY ak", "KISI-ACCESS-KEY", "ak"),
+        ("KISI-GROUP-LINK gl", "KISI-GROUP-LINK", "gl"),
+        ("KISI-SERVICE sv", "KISI-SERVICE", "sv"),
+        ("KISI-LOGIN null", "KISI-LOGIN", None),  # a template with no secret yet
+        ("KISI-LOGIN None", "KISI-LOGIN", None),  # Python's f"KISI-LOGIN {None}"
+        ("KISI-LOGIN ", "KISI-LOGIN", None),
+        ("null", "null", None),  # kisi-client 8.0.0 after signIn/signOut reset it
+        ("Basic dXNlcg==", "unknown", None),
+        ("just-a-token", "unknown", None),
+    ],
+)
+def test_authorization_headers_are_read_scheme_first(
+    header: str | None, scheme: str | None, secret: str | None
+) -> None:
+    auth = parse_authorization(header)
+    assert auth.scheme == scheme
+    assert (auth.credential and auth.credential.secret) == secret
+    assert auth.fingerprint == (None if secret is None else key_fingerprint(secret))
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "null"}, {"Authorization": "KISI-LOGIN null"},
+     {"Authorization": "KISI-LOGIN revoked-or-unknown"}],
+    ids=["no-header", "bare-null", "kisi-login-null", "unknown-key"],
+)
+def test_sign_in_needs_no_key_and_gives_a_new_login_of_the_user(
+    sim: KisiSimulator, wall: FakeClock, headers: dict[str, str]
+) -> None:
+    signed_in = sign_in(sim, headers=headers)
+    assert signed_in.status_code == 200
+    login = signed_in.json()
+    assert login == {"id": 2, "type": "device", "name": None, "user_id": 1, "expire": True,
+                     "created_at": "2023-11-14T22:13:20.000Z", "secret": login["secret"]}
+    assert len(login["secret"]) >= 32
+    assert kisi(sim, "GET", "/login", key=login["secret"]).json() == {"id": 2, "user_id": 1}
+    assert kisi(sim, "GET", "/user", key=login["secret"]).json()["id"] == 1
+    assert sign_in(sim).json()["secret"] != login["secret"]  # every sign-in, a new login
+
+
+def test_sign_in_reads_the_email_case_insensitively_and_keeps_login_fields(
+    sim: KisiSimulator
+) -> None:
+    body = {"login": {"type": "api", "name": "sync job", "expire": False},
+            "user": {"email": DEMO_EMAIL.upper(), "password": DEMO_PASSWORD,
+                     "domain": "any-organization"}}
+    login = sign_in(sim, json=body).json()
+    assert (login["type"], login["name"], login["expire"]) == ("api", "sync job", False)
+
+
+@pytest.mark.parametrize(
+    ("email", "password"),
+    [(DEMO_EMAIL, "wrong"), ("nobody@example.com", DEMO_PASSWORD), (DEMO_EMAIL, ""),
+     ("", "")],
+)
+def test_a_wrong_email_or_password_answers_401_afc516(
+    sim: KisiSimulator, email: str, password: str
+) -> None:
+    body = assert_kisi_error(sign_in(sim, email, password), 401)
+    assert body == {"error": "Wrong email address or password.", "code": "afc516"}
+    assert sim.calls() == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"user": "x"}, {"user": {}, "login": []}, {"user": {}, "login": {"type": "phone"}},
+     {"user": {}, "login": {"expire": "no"}}, ["user"]],
+)
+def test_a_malformed_sign_in_answers_400(sim: KisiSimulator, body: object) -> None:
+    assert_kisi_error(sign_in(sim, json=body), 400)
+
+
+def test_a_new_login_shares_its_users_bucket(
+    start_sim: Callable[..., KisiSimulator]
+) -> None:
+    sim = start_sim(SimConfig(rate_per_s=1.0, burst=3))
+    secret = sign_in(sim).json()["secret"]  # anonymous: the caller IP's bucket
+    assert [kisi(sim, "GET", "/locks").status_code for _ in range(2)] == [200, 200]
+    assert kisi(sim, "GET", "/locks", key=secret).status_code == 200
+    assert kisi(sim, "GET", "/locks", key=secret).status_code == 429  # user 1's bucket is empty
+
+
+def test_sign_ins_share_the_per_ip_bucket_of_unauthenticated_calls(
+    start_sim: Callable[..., KisiSimulator]
+) -> None:
+    sim = start_sim(SimConfig(rate_per_s=1.0, burst=2))
+    statuses = [sign_in(sim, password="wrong").status_code for _ in range(2)]
+    limited = sign_in(sim)
+    assert (statuses, limited.status_code, limited.headers["Retry-After"]) == (
+        [401, 401], 429, "1")
+
+
+def test_sign_out_deletes_the_login_that_sent_it(sim: KisiSimulator) -> None:
+    secret = sign_in(sim).json()["secret"]
+    assert kisi(sim, "DELETE", "/login", key=secret).status_code == 204
+    assert_kisi_error(kisi(sim, "GET", "/locks", key=secret), 401)
+    assert kisi(sim, "GET", "/locks").status_code == 200  # the user's other logins live on
+
+
+def test_sign_out_with_the_configured_key_revokes_it_until_reset(sim: KisiSimulator) -> None:
+    assert kisi(sim, "DELETE", "/login").status_code == 204
+    assert_kisi_error(kisi(sim, "GET", "/login"), 401)
+    assert admin(sim, "POST", "reset").status_code == 204
+    assert kisi(sim, "GET", "/login").json() == {"id": 1, "user_id": 1}
+
+
+def test_reset_forgets_logins_created_since(sim: KisiSimulator) -> None:
+    secret = sign_in(sim).json()["secret"]
+    sim.reset()
+    assert_kisi_error(kisi(sim, "GET", "/login", key=secret), 401)
+    assert sign_in(sim).json()["id"] == 2  # ids start again after the configured ones
+
+
+def test_logins_are_listed_per_user_without_secrets(start_sim: Callable[..., KisiSimulator]
+                                                    ) -> None:
+    sim = start_sim(dataclasses.replace(ROOMY, keys={DEMO_KEY: 1, "other-user": 2}))
+    for _ in range(2):
+        sign_in(sim)
+    listed = kisi(sim, "GET", "/logins")
+    assert listed.status_code == 200
+    assert listed.headers["X-Collection-Range"] == "0-9/3"
+    assert [(row["id"], row["user_id"]) for row in listed.json()] == [(1, 1), (3, 1), (4, 1)]
+    assert all("secret" not in row for row in listed.json())
+    page = kisi(sim, "GET", "/logins?limit=1&offset=2")
+    assert ([row["id"] for row in page.json()], page.headers["X-Collection-Range"]) == (
+        [4], "2-2/3")
+    assert [row["id"] for row in kisi(sim, "GET", "/logins", key="other-user").json()] == [2]
+    assert_kisi_error(kisi(sim, "GET", "/logins?limit=251"), 400)
+
+
+def test_a_login_is_deleted_by_id_only_by_its_own_user(start_sim: Callable[..., KisiSimulator]
+                                                       ) -> None:
+    sim = start_sim(dataclasses.replace(ROOMY, keys={DEMO_KEY: 1, "other-user": 2}))
+    login = sign_in(sim).json()
+    assert_kisi_error(kisi(sim, "DELETE", f"/logins/{login['id']}", key="other-user"), 403)
+    assert_kisi_error(kisi(sim, "DELETE", "/logins/999"), 404)
+    assert_kisi_error(kisi(sim, "DELETE", "/logins/abc"), 404)
+    assert kisi(sim, "DELETE", f"/logins/{login['id']}").status_code == 204
+    assert_kisi_error(kisi(sim, "GET", "/login", key=login["secret"]), 401)
+
+
+def test_sign_out_elsewhere_keeps_only_the_current_login(sim: KisiSimulator) -> None:
+    first, second = (sign_in(sim).json()["secret"] for _ in range(2))
+    assert kisi(sim, "DELETE", "/login/elsewhere", key=second).status_code == 204
+    assert [row["id"] for row in kisi(sim, "GET", "/logins", key=second).json()] == [3]
+    for gone in (first, DEMO_KEY):
+        assert_kisi_error(kisi(sim, "GET", "/login", key=gone), 401)
+
+
+def test_other_schemes_map_a_configured_credential_to_its_user(
+    start_sim: Callable[..., KisiSimulator]
+) -> None:
+    sim = start_sim(dataclasses.replace(ROOMY, credentials={
+        "Bearer": {"oauth-token": 2}, "KISI-ACCESS-KEY": {"access": 3},
+        "KISI-GROUP-LINK": {"link": 4}, "KISI-SERVICE": {"service": 5}}))
+    for header, user_id in [("Bearer oauth-token", 2), ("bearer oauth-token", 2),
+                            ("KISI-ACCESS-KEY access", 3), ("KISI-GROUP-LINK link", 4),
+                            ("KISI-SERVICE service", 5)]:
+        answer = kisi(sim, "GET", "/login", key=None, headers={"Authorization": header})
+        assert answer.json()["user_id"] == user_id, header
+    for header in ("Bearer access", f"Bearer {DEMO_KEY}", "KISI-LOGIN oauth-token"):
+        assert_kisi_error(
+            kisi(sim, "GET", "/login", key=None, headers={"Authorization": header}), 401)
+    sim.update_faults({"revoked_keys": ["oauth-token"]})
+    revoked = kisi(sim, "GET", "/login", key=None, headers={"Authorization": "Bearer oauth-token"})
+    assert assert_kisi_error(revoked, 401)["code"] == "a1c402"
+
+
+def test_the_log_names_the_scheme_and_the_credential_by_fingerprint(
+    start_sim: Callable[..., KisiSimulator]
+) -> None:
+    sim = start_sim(dataclasses.replace(ROOMY, credentials={"Bearer": {"oauth-token": 2}}))
+    secret = sign_in(sim, headers={"Authorization": "null"}).json()["secret"]
+    kisi(sim, "GET", "/locks", key=secret)
+    kisi(sim, "GET", "/locks", key=None, headers={"Authorization": "Bearer oauth-token"})
+    kisi(sim, "GET", "/locks", key="null")
+    kisi(sim, "GET", "/locks", key=None)
+    log = [(e["route"], e["status"], e["auth_scheme"], e["credential"])
+           for e in sim.stats()["requests"]]
+    assert log == [
+        ("/logins", 200, "null", None),
+        ("/locks", 200, "KISI-LOGIN", key_fingerprint(secret)),
+        ("/locks", 200, "Bearer", key_fingerprint("oauth-token")),
+        ("/locks", 401, "KISI-LOGIN", None),
+        ("/locks", 401, None, None),
+    ]
+    published = admin(sim, "GET", "stats").text
+    assert secret not in published
+    assert "oauth-token" not in published
+    assert DEMO_PASSWORD not in published
+
+
+def test_organizations_answer_one_organization(sim: KisiSimulator) -> None:
+    answer = kisi(sim, "GET", "/organizations")
+    assert answer.status_code == 200
+    assert [org["id"] for org in answer.json()] == [1]
+
+
+def test_accounts_and_credentials_from_the_environment() -> None:
+    config = SimConfig.from_env({
+        "KISI_SIM_ACCOUNTS": '{"Ada@Example.com": {"password": "pw-1", "user_id": 7}}',
+        "KISI_SIM_CREDENTIALS": '{"bearer": {"tok": 2}, "KISI-SERVICE": {"svc": 3}}',
+    })
+    assert config.accounts == {"ada@example.com": Account("pw-1", 7)}
+    assert config.credentials == {"Bearer": {"tok": 2}, "KISI-SERVICE": {"svc": 3}}
+    assert SimConfig().accounts == {DEMO_EMAIL: Account(DEMO_PASSWORD, 1)}
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['{"not-an-email": {"password": "p-secret", "user_id": 1}}',
+     '{"a@example.com": {"password": "p-secret"}}',
+     '{"a@example.com": {"password": "", "user_id": 1}}',
+     '{"a@example.com": "p-secret"}', "[]"],
+)
+def test_bad_accounts_are_named_without_the_password(value: str) -> None:
+    with pytest.raises(SimConfigError, match="KISI_SIM_ACCOUNTS") as raised:
+        SimConfig.from_env({"KISI_SIM_ACCOUNTS": value})
+    assert "p-secret" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['{"KISI-LOGIN": {"s-secret": 1}}', '{"Basic": {"s-secret": 1}}',
+     '{"Bearer": {"s-secret": 0}}', '{"Bearer": "s-secret"}'],
+)
+def test_bad_credentials_are_named_without_the_secret(value: str) -> None:
+    with pytest.raises(SimConfigError, match="KISI_SIM_CREDENTIALS") as raised:
+        SimConfig.from_env({"KISI_SIM_CREDENTIALS": value})
+    assert "s-secret" not in str(raised.value)
+
+
+
 # --------------------------------------------------------------------------- stats and log
 
 
@@ -499,7 +761,7 @@ def test_the_log_and_stats_never_hold_a_key(start_sim: Callable[..., KisiSimulat
 
     published = admin(sim, "GET", "stats").text + repr(sim.stats()) + repr(sim.calls())
     published += admin(sim, "GET", "faults").text
-    for forbidden in (secret, revoked, wrong, "KISI-LOGIN"):
+    for forbidden in (secret, revoked, wrong):  # the scheme is shown, never the secret
         assert forbidden not in published
 
     created = sim.calls("POST", "/locks")[0]
@@ -513,8 +775,12 @@ def test_the_log_and_stats_never_hold_a_key(start_sim: Callable[..., KisiSimulat
         "body_sha256": hashlib.sha256(json.dumps(body).encode()).hexdigest(),
         "route": "/locks",
         "processed": True,
+        "auth_scheme": "KISI-LOGIN",
+        "credential": key_fingerprint(secret),
     }
     assert [e["user_id"] for e in sim.stats()["requests"]] == [1, 1, None]
+    assert [e["credential"] for e in sim.stats()["requests"]] == [
+        key_fingerprint(k) for k in (secret, revoked, wrong)]
 
 
 def test_calls_count_only_what_kisi_processed(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -84,7 +85,8 @@ class Attempted:
 Turn = Send | Defer | Expire
 UNAUTHENTICATED = "unauthenticated"  # Kisi's per-IP bucket, for calls without a credential
 LOGIN_TTL_S = 3600.0  # how long GET /login's answer (the credential's Kisi user) is trusted
-LOOKUP_RETRY_S = 60.0  # after a failed lookup, the identity's own bucket for this long
+LOOKUP_RETRY_S = 60.0  # after Kisi could not name the user, the identity's own bucket this long
+LOOKUP_WAIT_S = 1.0  # how long a lookup may wait for a slot in the identity's bucket
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,8 @@ class Sender:
     directory: Directory | None = None
     _kisi: KisiSender | None = None
     _logins: dict[str, tuple[KisiLogin | None, float]] = field(default_factory=dict)
+    _lookups: dict[str, threading.Lock] = field(default_factory=dict)
+    _lookups_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def kisi(self) -> KisiSender:
@@ -129,29 +133,53 @@ class Sender:
 
     def login(self, who: Who) -> KisiLogin | None:
         """What ``GET /login`` says of ``who``'s credential: this process's memory, else the
-        directory's, else Kisi (once per identity per hour). ``None`` when it cannot say."""
-        now = self.clock.now()
-        known = self._logins.get(who.identity)
-        if known is not None and known[1] > now:
+        directory's, else Kisi (once per identity per hour). ``None`` when it cannot say.
+
+        One lookup per identity at a time in this process: the calls that arrive meanwhile
+        wait for its answer instead of each asking Kisi (and each spending the user's quota).
+        """
+        known = self._known(who.identity)
+        if known is not None:
             return known[0]
+        with self._lookups_lock:
+            lookup = self._lookups.setdefault(who.identity, threading.Lock())
+        with lookup:
+            known = self._known(who.identity)  # another thread may have asked meanwhile
+            if known is not None:
+                return known[0]
+            return self._look_up(who)
+
+    def _known(self, identity: str) -> tuple[KisiLogin | None] | None:
+        found = self._logins.get(identity)
+        return (found[0],) if found is not None and found[1] > self.clock.now() else None
+
+    def _look_up(self, who: Who) -> KisiLogin | None:
+        now = self.clock.now()
         login = self.directory.login(who.identity, now) if self.directory else None
+        answered = login is not None
         if login is None and who.credential is not None:
-            login = self._ask_kisi(who, now)
+            answered, login = self._ask_kisi(who)
             if login is not None and self.directory is not None:
                 self.directory.remember_login(who.identity, login, now + LOGIN_TTL_S)
         if login is None:
             self.telemetry.user_unknown(who.tenant, who.kind.value)
-        self._logins[who.identity] = (login, now + (LOGIN_TTL_S if login else LOOKUP_RETRY_S))
+        if login is not None or answered:  # no slot for the lookup: ask again on the next call
+            trust = LOGIN_TTL_S if login else LOOKUP_RETRY_S
+            self._logins[who.identity] = (login, self.clock.now() + trust)
         return login
 
-    def _ask_kisi(self, who: Who, now: float) -> KisiLogin | None:
-        """``GET /login``: a request like any other, booked in the identity's own bucket."""
-        if not self.budget.acquire(who.identity, "GET /login", now).ok:
-            return None
+    def _ask_kisi(self, who: Who) -> tuple[bool, KisiLogin | None]:
+        """``GET /login``: a request like any other, booked in the identity's own bucket.
+        Returns whether it was sent and answered, and the login it names."""
+        grant = self.budget.acquire(who.identity, "GET /login", self.clock.now(), LOOKUP_WAIT_S)
+        if not grant.ok:
+            return False, None
+        if grant.wait_s > 0:
+            self.clock.sleep(grant.wait_s)
         result = self.kisi.send(KisiCall("GET", "/login", credential=who.credential))
-        if not isinstance(result, KisiResponse) or result.status != 200:
-            return None
-        return login_of(result.body)
+        if not isinstance(result, KisiResponse):
+            return False, None
+        return True, login_of(result.body) if result.status == 200 else None
 
     def check(self, route: Route, acting: Acting) -> Pause | None:
         """The guard's verdict for ``route`` now (``None``: go ahead); a pause is counted.
