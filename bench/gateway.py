@@ -16,14 +16,9 @@ bench puts around the pipeline, and only that:
   behind the library's ``send(KisiCall)`` port;
 - the retry queue is the SQS model :class:`~bench.sqs_model.VirtualQueue` in place of
   ``MemoryQueue``, fed to retry_worker by Lambda's event source model;
-- each DynamoDB or SQS call costs ``store_op_s`` of virtual time (the thread sleeps on the
-  virtual clock, then the in-memory store answers), so time passes between a decision and the
-  send as it does on AWS. Charged: every record store call, every queue call
-  (``SendMessage``, ``ChangeMessageVisibility``, the DLQ's ``SendMessage``) and the budget's
-  ``acquire``. Not charged: the guard (the deployed one answers from its per-Lambda cache
-  while its scopes are calm — all but the 401-storm scenario — and writes only on bad answers)
-  and the budget's ``observe`` (the deployed one writes only after a 429 or below its full
-  rate);
+- each DynamoDB or SQS call costs ``store_op_s`` of virtual time, and every resource the
+  deployed adapters would use is metered on the request in hand (:mod:`bench.metering`,
+  priced by :mod:`bench.costs`);
 - how a request ended is what the gateway itself reports: its ``Telemetry.finished(status,
   reason)`` call, attributed to the request the calling thread serves, or api_call's 503
   answer when the guard paused it. The counters come from the same events (see
@@ -32,14 +27,23 @@ bench puts around the pipeline, and only that:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 
+from bench.costs import Usage
 from bench.engine import Engine, Process
 from bench.kisi_model import VirtualKisi
+from bench.metering import (
+    ChargedBudget,
+    ChargedQueue,
+    ChargedRecords,
+    MeteredGuard,
+    MeteredSink,
+    metered_logs,
+)
 from bench.sqs_model import EventSourceMapping, Message, VirtualQueue
 from bench.tracking import Final, TrackedCall
 from bench.vthreads import InThread, VirtualClock, VirtualThreads
@@ -47,17 +51,13 @@ from kisi_gateway.config import Settings
 from kisi_gateway.core.backoff import RandomSource
 from kisi_gateway.core.errors import GatewayErrorCode
 from kisi_gateway.core.identity import KisiLogin
-from kisi_gateway.core.lifecycle import Change
-from kisi_gateway.core.outcome import Outcome
-from kisi_gateway.core.ratelimit import Grant
-from kisi_gateway.core.records import RecordStatus, RequestRecord, RetryMessage
+from kisi_gateway.core.records import RecordStatus, RetryMessage
 from kisi_gateway.pipeline.calls import parse_call
 from kisi_gateway.pipeline.forwarding import CallContext
 from kisi_gateway.pipeline.kisi_http import AttemptResult, KisiCall, KisiResponse
 from kisi_gateway.pipeline.replies import Reply
 from kisi_gateway.pipeline.retrying import Disposition
-from kisi_gateway.pipeline.telemetry import MemorySink, MetricSink, Telemetry
-from kisi_gateway.stores.ports import Applied, RecordStore, SendBudget
+from kisi_gateway.pipeline.telemetry import MetricSink, Telemetry
 from kisi_gateway.wiring import InMemoryGateway, build_in_memory
 
 STORE_OP_S = 0.01  # one DynamoDB or SQS round trip from a Lambda, roughly
@@ -140,6 +140,8 @@ class Ledger:
         self._threads = threads
         self.counters = GatewayCounters()
         self.by_request: dict[str, TrackedCall] = {}  # request id -> the bench's request
+        self.usage: dict[int, Usage] = {}  # the bench's request index -> what it used
+        self.overhead = Usage()  # what no request was in hand for
 
     def serving(self) -> Serving:
         serving = self._threads.context
@@ -152,6 +154,19 @@ class Ledger:
         if call is None:
             raise RuntimeError("a gateway event outside any request")
         return call
+
+    def meter(self) -> Usage:
+        """The resources of the request the running thread serves."""
+        return self.usage.setdefault(self.request().index, Usage())
+
+    def meter_if_serving(self) -> Usage:
+        """As :meth:`meter`, or the overhead when no request is in hand."""
+        try:
+            serving = self._threads.context
+        except RuntimeError:  # the engine itself, not a virtual thread
+            serving = None
+        call = serving.call if isinstance(serving, Serving) else None
+        return self.overhead if call is None else self.usage.setdefault(call.index, Usage())
 
     def finished(self, status: str, reason: str | None) -> None:
         call = self.request()
@@ -246,71 +261,6 @@ class _Kisi:
         return KisiResponse(reply.status, dict(reply.headers), reply.body)
 
 
-@dataclass(frozen=True, slots=True)
-class ChargedRecords:
-    """The record store port; every call is one DynamoDB round trip."""
-
-    store: RecordStore
-    charge: Callable[[], None]
-
-    def create(self, record: RequestRecord) -> bool:
-        self.charge()
-        return self.store.create(record)
-
-    def get(self, request_id: str) -> RequestRecord | None:
-        self.charge()
-        return self.store.get(request_id)
-
-    def apply(self, request_id: str, change: Change) -> Applied | None:
-        self.charge()
-        return self.store.apply(request_id, change)
-
-
-@dataclass(frozen=True, slots=True)
-class ChargedBudget:
-    """The send budget port; ``acquire`` is one DynamoDB round trip, ``observe`` is free."""
-
-    budget: SendBudget
-    charge: Callable[[], None]
-    ledger: Ledger
-
-    def acquire(self, bucket: str, route_key: str, now: float, max_wait_s: float = 0.0) -> Grant:
-        self.charge()
-        grant = self.budget.acquire(bucket, route_key, now, max_wait_s)
-        if not grant.ok:
-            self.ledger.refused()
-        return grant
-
-    def observe(
-        self, bucket: str, route_key: str, outcome: Outcome, retry_after_s: float | None,
-        now: float,
-    ) -> None:
-        self.budget.observe(bucket, route_key, outcome, retry_after_s, now)
-
-
-@dataclass(frozen=True, slots=True)
-class ChargedQueue:
-    """The retry queue port over the SQS model; every call is one SQS round trip."""
-
-    queue: VirtualQueue
-    charge: Callable[[], None]
-    ledger: Ledger
-
-    def enqueue(self, message: RetryMessage, delay_s: int) -> None:
-        self.charge()
-        self.ledger.enqueued(message)
-        self.queue.enqueue(message, delay_s)
-
-    def postpone(self, receipt_handle: str, delay_s: int) -> None:
-        self.charge()
-        self.ledger.postponed()
-        self.queue.postpone(receipt_handle, delay_s)
-
-    def dead_letter(self, message: RetryMessage, reason: str) -> None:
-        self.charge()
-        self.queue.dead_letter(message, reason)
-
-
 SERVICE_USER = KisiLogin(user_id=1, login_id=1)  # the simulator's first key (DEMO_KEY)
 
 
@@ -343,23 +293,27 @@ class Gateway:
         self.settings = settings or deployed_settings()
         self._threads = threads
         self.clock = VirtualClock(threads)
-        self.ledger = Ledger(engine, threads)
-        self.sink = MemorySink()
+        self.ledger = ledger = Ledger(engine, threads)
+        self._engine = engine
+        self.sink = MeteredSink(ledger, self.settings.metrics_namespace)
         self.queue = VirtualQueue(engine)
         self.mapping = EventSourceMapping(engine, self.queue, self._invocation)
         pipeline = build_in_memory(
-            self.settings, _Kisi(kisi, threads, self.ledger), self.clock, rng,
-            telemetry=_Telemetry(self.sink, self.ledger),
+            self.settings, _Kisi(kisi, threads, ledger), self.clock, rng,
+            telemetry=_Telemetry(self.sink, ledger),
         )
         self.records, self.budget, self.guard = pipeline.records, pipeline.budget, pipeline.guard
         _know_the_service_user(pipeline)
         charge = partial(self.clock.sleep, store_op_s)
-        records = ChargedRecords(pipeline.records, charge)
-        queue = ChargedQueue(self.queue, charge, self.ledger)
-        sender = replace(pipeline.sender, budget=ChargedBudget(pipeline.budget, charge,
-                                                               self.ledger))
+        records = ChargedRecords(pipeline.records, charge, ledger)
+        queue = ChargedQueue(self.queue, charge, ledger)
+        budget = ChargedBudget(pipeline.budget, charge, ledger, self.settings.send_rate,
+                               self.settings.rates())
+        sender = replace(pipeline.sender, budget=budget,
+                         guard=MeteredGuard(pipeline.guard, ledger))
         self.forwarder = replace(pipeline.forwarder, sender=sender, records=records, queue=queue)
         self.worker = replace(pipeline.worker, sender=sender, records=records, queue=queue)
+        self._calls: list[TrackedCall] = []
 
     @property
     def counters(self) -> GatewayCounters:
@@ -388,14 +342,37 @@ class Gateway:
             totals[name] = totals.get(name, 0.0) + value
         return totals
 
+    def metering(self) -> contextlib.AbstractContextManager[None]:
+        """Meter the library's log lines while the run lasts."""
+        return metered_logs(self.ledger, self.settings.service_name)
+
+    def usage(self) -> dict[str, Usage]:
+        """What the requests used, by kind: answered by api_call (*synchronous*) or handed to
+        the queue (*deferred*); calls the guard answered 503 are in neither."""
+        deferred = {id(call) for call in self.ledger.by_request.values()}
+        kinds: dict[str, Usage] = {"synchronous": Usage(), "deferred": Usage()}
+        for call in self._calls:
+            if call.final is Final.PAUSED and id(call) not in deferred:
+                continue
+            kind = kinds["deferred" if id(call) in deferred else "synchronous"]
+            kind.requests += 1
+            kind.add(self.ledger.usage.get(call.index, Usage()))
+        return kinds
+
     def _api_call(self, call: TrackedCall) -> None:
+        self._calls.append(call)
+        started = self._engine.now
         settings = self.settings
         incoming = parse_call(
             method=call.method, path=call.path, query=[], body=None, is_base64=False,
             headers={}, policies=settings.policies, max_body_bytes=settings.max_body_bytes,
             default_wait_s=settings.default_wait_s, max_wait_s=settings.max_wait_s,
         )
-        self.ledger.answered(call, self.forwarder.forward(incoming, CONTEXT))
+        reply = self.forwarder.forward(incoming, CONTEXT)
+        usage = self.ledger.meter()
+        usage.api_requests += 1
+        usage.lambda_run(self._engine.now - started)
+        self.ledger.answered(call, reply)
 
     def _invocation(self, batch: list[Message]) -> Process[None]:
         """One retry_worker invocation, in a virtual thread."""
@@ -406,9 +383,14 @@ class Gateway:
         """The batch in order, as Powertools' batch processor feeds it: DONE messages are
         deleted (by the event source), LATER ones stay for their visibility timeout."""
         serving = self.ledger.serving()
+        share = 1 / len(batch)  # of the invocation, its ReceiveMessage and DeleteMessageBatch
         for message in batch:
             serving.call = self.ledger.by_request[message.body.request_id]
             serving.sent = False
+            started = self._engine.now
             if self.worker.process(message.body, message.receipt_handle) is Disposition.DONE:
                 self.queue.delete(message)
+            usage = self.ledger.meter()
+            usage.lambda_run(self._engine.now - started, share)
+            usage.sqs_requests += 2 * share
         serving.call = None

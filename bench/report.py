@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 import os
 import platform
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import costs
 from bench.coldstart import (
     BASELINE,
     NO_BYTECODE,
@@ -26,10 +26,16 @@ from bench.coldstart import (
 )
 from bench.cpu_cost import CpuCost
 from bench.figures import KISI_RATE, Figures
+from bench.markdown import table
 from bench.realtime import RealtimeFigures
 from bench.simulate import LABELS, STRATEGIES, Run
 from bench.tracking import Final
 
+SIM_ASSUMES = (
+    "*Every figure of section 1 assumes*: virtual clock; Kisi sends `Retry-After` (1 s) on "
+    "each 429 except in the *no Retry-After* row; the gateway's stores in memory, each "
+    "DynamoDB or SQS call taking 10 ms of virtual time; deployed settings."
+)
 COMMAND = "make bench"
 RAW_COMMAND = "PYTHONPATH=layers/kisi_gateway .venv/bin/python -m bench"
 
@@ -54,15 +60,12 @@ class Results:
     plots: dict[str, str] = field(default_factory=dict)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A Markdown table; numbers are expected already formatted."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _num(value: float, digits: int = 2) -> str:
     return "∞" if math.isinf(value) else f"{value:,.{digits}f}"
+
+
+def _usd(value: float) -> str:
+    return f"${value:,.2f}"
 
 
 def _verdict(ok: bool) -> str:
@@ -104,8 +107,8 @@ class Report:
     def render(self) -> str:
         parts = [
             self.header(), self.summary(), self.model(), self.burst(), self.burst_mixed(),
-            self.outage(), self.revoked(), self.realtime(), self.coldstart(), self.cpu(),
-            self.issues(),
+            self.outage(), self.revoked(), self.random_429(), self.realtime(), self.coldstart(),
+            self.cpu(), self.costs(), self.issues(),
         ]
         return "\n\n".join(part for part in parts if part) + "\n"
 
@@ -195,7 +198,12 @@ class Report:
             "- **urllib3 Retry**: `Retry(total=10, backoff_factor=0.5, status_forcelist=[429, "
             "500, 502, 503, 504], respect_retry_after_header=True)`. urllib3's defaults "
             "apply: no backoff before the first retry, backoff capped at 120 s, and `POST` "
-            "is not in `allowed_methods`, so unlocks are never retried on a status.",
+            "is not in `allowed_methods`, so unlocks are never retried on a status. Two "
+            "rows: Kisi sending `Retry-After: 1` on each 429 (what the simulator does by "
+            "default: its bucket's wait rounded up to whole seconds), and Kisi sending no "
+            "`Retry-After` at all — **the row that matches Kisi's documentation**, which "
+            "mentions no such header (KISI_API.md, \"Rate limits\"); urllib3 then falls "
+            "back to its exponential backoff.",
             "- **full jitter, no budget**: the gateway's own `schedule_retry` and route "
             "policies in each caller, with no shared budget, guard or queue.",
             "- **kisi-gateway**: budget + backoff + route policies + guard + SQS deferral, "
@@ -204,6 +212,12 @@ class Report:
             "",
             "Baseline callers block while their request is retried; the gateway's callers "
             "get Kisi's answer or a 202 within their 5 s wait, and the queue does the rest.",
+            "",
+            "*Gave up*: the strategy stopped retrying and its caller got the last 429/5xx "
+            "(or, for the gateway, a request it could not repeat safely). *Lost*: a request "
+            "that never reached an end at all. They are counted apart.",
+            "",
+            SIM_ASSUMES,
         ])
 
     def burst(self) -> str:
@@ -256,6 +270,7 @@ class Report:
                 LABELS[name], f"{f.succeeded}/{f.requests}", _num(f.reads_ok_pct, 1),
                 _num(f.unlocks_ok_pct, 1), f.unlocks_opened_late, f.unlocks_sent_late,
                 f"{f.rate_limited:,} ({_num(f.rate_limited_pct, 1)} %)", f.expired,
+                f.gave_up, f.lost,
             ])
         gateway = runs["gateway"].figures
         unlocks = sum(1 for c in runs["gateway"].calls if c.is_unlock)
@@ -270,8 +285,8 @@ class Report:
             "strategy started it (when its caller made the call).",
             "",
             table(["strategy", "succeeded", "reads ok %", "unlocks ok %",
-                   "unlocks opened late", "unlocks sent late", "429s (share)", "expired"],
-                  rows),
+                   "unlocks opened late", "unlocks sent late", "429s (share)", "expired",
+                   "gave up", "lost"], rows),
             "",
             self._mixed_note(runs),
         ])
@@ -308,7 +323,8 @@ class Report:
                 LABELS[name], f"{_num(100 * f.succeeded / f.requests, 1)} %",
                 _num(f.reads_ok_pct, 1), _num(f.unlocks_ok_pct, 1), f"{f.attempts:,}",
                 _num(f.attempts_per_success), f"{f.server_errors:,}", f"{f.rate_limited:,}",
-                _num(f.delay_mean_s, 1), _num(f.delay_max_s, 1), f.late_sends, f.lost,
+                _num(f.delay_mean_s, 1), _num(f.delay_max_s, 1), f.late_sends, f.gave_up,
+                f.lost,
             ])
         scenario = runs["gateway"].scenario
         return "\n".join([
@@ -316,7 +332,7 @@ class Report:
             "",
             table(["strategy", "success", "reads ok %", "unlocks ok %", "Kisi attempts",
                    "attempts / success", "503s", "429s", "mean delay (s)", "max delay (s)",
-                   "late sends", "lost"], rows),
+                   "late sends", "gave up", "lost"], rows),
             "",
             "Delay: from the call to its success, successes only. Unlocks made during the "
             "outage cannot succeed within 30 s; the gateway expires them unsent. The send "
@@ -355,14 +371,16 @@ class Report:
                            and c.ended is not None and c.created >= fixed_at), default=None)
             rows.append([
                 LABELS[name], f.unauthorized, f.bad_requests, f"{f.succeeded}/{f.requests}",
-                f.paused, "—" if resumed is None else f"{resumed - fixed_at:.1f}",
+                f.paused, "—" if resumed is None else f"{resumed - fixed_at:.1f}", f.gave_up,
+                f.lost,
             ])
         notes = runs["gateway"].gateway_notes
         return "\n".join([
             f"### (c) {scenario.title}",
             "",
             table(["strategy", "401s sent", "bad requests (4xx)", "succeeded",
-                   "answered 503 by the guard", "first success after the fix (s)"], rows),
+                   "answered 503 by the guard", "first success after the fix (s)", "gave up",
+                   "lost"], rows),
             "",
             "No strategy retries a 401, so each baseline sends one 401 per request for as "
             "long as the key is bad. The gateway's guard opens after 5 consecutive 401s, "
@@ -374,6 +392,89 @@ class Report:
             "",
             "![revoked key](bench_revoked.png)",
         ])
+
+    def random_429(self) -> str:
+        runs = self.by_scenario.get("random_429")
+        if not runs:
+            return ""
+        scenario = runs["gateway"].scenario
+        ceiling = KISI_RATE * (1 - scenario.random_429)
+        rows = []
+        for name in STRATEGIES:
+            f = runs[name].figures
+            ok_per_s = f.succeeded / f.last_success_s if f.last_success_s else 0.0
+            sent_per_s = f.attempts / f.makespan_s if f.makespan_s else 0.0
+            rows.append([
+                LABELS[name], f"{f.succeeded}/{f.requests}", _num(ok_per_s),
+                f"{_num(100 * ok_per_s / ceiling, 0)} %", _num(sent_per_s),
+                f"{f.rate_limited:,} ({_num(f.rate_limited_pct, 1)} %)",
+                _num(f.attempts_per_success), f.gave_up, f.lost,
+            ])
+        return "\n".join([
+            f"### (d) {scenario.title}",
+            "",
+            f"The burst of section (a), with Kisi answering {scenario.random_429:.0%} of the "
+            "requests its bucket let through with a 429 at random (the token is spent). At "
+            f"{KISI_RATE:g} req/s no strategy can succeed faster than {ceiling:g} per second. "
+            "*Successes per second*: successes / time to the last success; *Kisi requests "
+            "per second*: requests Kisi received / makespan. A random 429 says nothing about "
+            "the sender's own rate, so a client that slows down on every 429 loses "
+            "throughput here.",
+            "",
+            table(["strategy", "succeeded", "successes per second",
+                   f"of the {ceiling:g}/s possible", "Kisi requests per second",
+                   "429s (share)", "attempts / success", "gave up", "lost"], rows),
+            "",
+            "*Assumes*: as section 1; the random 429s carry `Retry-After: 1` except in the "
+            "*no Retry-After* row. The gateway's rate controller is measured as it is in "
+            "this commit.",
+        ])
+
+    def costs(self) -> str:
+        gateway = [run for run in self.r.runs if run.strategy == "gateway" and run.usage]
+        if not gateway:
+            return ""
+        rows = []
+        for run in gateway:
+            sync, deferred = run.usage["synchronous"], run.usage["deferred"]
+            attempts = run.figures.attempts / run.figures.requests
+            rows.append([
+                run.scenario.name, f"{sync.requests:,}",
+                _usd(sum(costs.per_million(sync).values())) if sync.requests else "—",
+                f"{deferred.requests:,}",
+                _usd(sum(costs.per_million(deferred).values())) if deferred.requests else "—",
+                _num(attempts), _usd(costs.eventbridge_per_million(attempts)),
+            ])
+        text = [
+            "## 5. Cost per million calls (`bench/costs.py`, `bench/metering.py`)",
+            "",
+            "From the resources the gateway used in the simulated runs above, metered on "
+            "each request (the library's own code, through the in-memory stores; each store "
+            "call priced as the deployed adapter makes it). *Synchronous*: api_call answered "
+            "with Kisi's answer; *deferred*: api_call answered 202 and retry_worker finished "
+            "the request. Prices: " + costs.PRICES_AS_OF + ".",
+            "",
+            table(["scenario", "synchronous calls", "USD per million synchronous",
+                   "deferred calls", "USD per million deferred", "Kisi requests per call",
+                   "EventBridge API destination, USD per million"], rows),
+            "",
+            "EventBridge beside it: the same calls put on a bus (`PutEvents`, $1.00 per "
+            "million) and delivered by an API destination ($0.20 per million invocations), "
+            "one invocation per Kisi request the gateway made in that scenario (EventBridge "
+            "retries 429 and 5xx itself, with its own backoff, for up to 24 h). It has no "
+            "synchronous answer — the caller never sees Kisi's reply — and no record to "
+            "poll, no guard and no shared budget across rules; its invocation rate limit "
+            "per destination stands in for the budget.",
+        ]
+        for shown in (run for run in gateway if run.scenario.name in ("burst", "outage")):
+            headers = ["per call"]
+            for kind in costs.kinds_present(shown.usage):
+                headers += [f"{kind}: amount", f"{kind}: USD per million"]
+            text += ["", f"Line by line, {shown.scenario.name} scenario:", "",
+                     table(headers, costs.breakdown_rows(shown.usage))]
+        text += ["", "How each resource is metered:", ""]
+        text += [f"- **{what}**: {how}." for what, how in costs.METERING]
+        return "\n".join(text)
 
     def realtime(self) -> str:
         if not self.r.realtime:
@@ -396,6 +497,10 @@ class Report:
             "in-process (DynamoDB budget, guard, records; SQS retry queue and DLQ). urllib3 "
             "is a real `requests` session with `HTTPAdapter(max_retries=Retry(...))`. "
             "Hard stop 120 s per strategy.",
+            "",
+            "*Assumes*: real clock (`SystemClock`); the simulator sends `Retry-After` on each "
+            "429 (its default); the gateway's stores on moto in this process; 429 share = "
+            "429 answers / requests Kisi received.",
             "",
             table(["strategy", "succeeded", "unfinished", "Kisi attempts",
                    "attempts / success", "429s (share)", "most requests in 1 s",

@@ -12,6 +12,11 @@ Scenarios (every strategy faces the same requests, arrival times and Kisi):
   from minute 5 to minute 15.
 - ``revoked_key``: 2 req/s (Poisson, 70/30 mix) for 10 minutes; the key answers 401 from
   minute 2 until it is fixed at minute 8.
+- ``random_429``: the burst of 1,000 reads, with Kisi answering 10 % of the requests its
+  bucket let through 429 at random: what each strategy achieves against Kisi's 5 req/s.
+
+Kisi sends ``Retry-After`` on its 429s in every run except the ``urllib3_no_ra`` strategy's,
+which faces a Kisi that sends none — what Kisi documents (KISI_API.md, "Rate limits").
 
 Callers of the baselines block while their request is retried; the gateway's callers get an
 answer or a 202 within their wait (5 s) and the retry queue does the rest. The gateway is the
@@ -20,12 +25,14 @@ library's own code (:mod:`bench.gateway`) on a virtual clock (:mod:`bench.vthrea
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+from bench.costs import Usage
 from bench.engine import Engine, Process
 from bench.figures import Figures, compute
 from bench.gateway import Gateway, GatewayCounters
@@ -36,13 +43,15 @@ from bench.vthreads import VirtualThreads
 from kisi_gateway.core.policy import PolicyTable
 
 DEFAULT_SEED = 20_240_601
-STRATEGIES = ("immediate", "urllib3", "jitter", "gateway")
+STRATEGIES = ("immediate", "urllib3", "urllib3_no_ra", "jitter", "gateway")
 LABELS = {
     "immediate": "immediate retry",
-    "urllib3": "urllib3 Retry",
+    "urllib3": "urllib3 Retry, Kisi sends Retry-After: 1",
+    "urllib3_no_ra": "urllib3 Retry, no Retry-After (as Kisi documents)",
     "jitter": "full jitter, no budget",
     "gateway": "kisi-gateway",
 }
+NO_RETRY_AFTER = frozenset({"urllib3_no_ra"})  # runs whose Kisi sends no Retry-After
 MAX_EVENTS = 5_000_000
 MAX_WALL_S = 300.0  # real seconds for one strategy through one scenario: a hang, not a result
 SEEDED_LOCKS = 120  # the simulator's seed data: locks 1..120 exist
@@ -72,6 +81,7 @@ class Scenario:
     unlock_share: float = 0.0
     outage: tuple[float, float] | None = None
     revoked: tuple[float, float] | None = None
+    random_429: float = 0.0  # share of Kisi's answers turned into a 429 at random
     horizon_s: float = 3 * 86_400.0  # past the 24 h deadline of a read
 
 
@@ -88,7 +98,11 @@ REVOKED = Scenario(
     "revoked_key", "2 req/s for 10 min, key revoked from minute 2 to 8 (401 storm)",
     OpenLoop(2.0, 600.0), unlock_share=0.3, revoked=(120.0, 480.0),
 )
-SCENARIOS = (BURST, BURST_MIXED, OUTAGE, REVOKED)
+RANDOM_429 = Scenario(
+    "random_429", "Burst of 1,000 reads, 50 callers, 10 % of Kisi's answers a random 429",
+    ClosedLoop(50, 1000), random_429=0.1,
+)
+SCENARIOS = (BURST, BURST_MIXED, OUTAGE, REVOKED, RANDOM_429)
 
 
 @dataclass
@@ -104,6 +118,7 @@ class Run:
     gateway: GatewayCounters | None = None
     gateway_notes: dict[str, float] = field(default_factory=dict)
     gateway_metrics: dict[str, float] = field(default_factory=dict)  # its telemetry, by name
+    usage: dict[str, Usage] = field(default_factory=dict)  # resources, by kind of request
 
 
 def make_calls(
@@ -143,7 +158,7 @@ def build_strategy(
 ) -> Strategy:
     if name == "immediate":
         return ImmediateRetry(engine, kisi)
-    if name == "urllib3":
+    if name in ("urllib3", "urllib3_no_ra"):
         return Urllib3Retry(engine, kisi)
     if name == "jitter":
         return JitterNoBudget(engine, kisi, policies, rng)
@@ -183,14 +198,21 @@ def run(scenario: Scenario, strategy_name: str, seed: int = DEFAULT_SEED) -> Run
     policies = PolicyTable.default()
     calls, arrivals = make_calls(scenario, seed, policies)
     engine = Engine()
-    kisi = VirtualKisi(engine, rng=random.Random(f"{seed}:{scenario.name}:network"))
+    kisi = VirtualKisi(engine, rng=random.Random(f"{seed}:{scenario.name}:network"),
+                       retry_after=strategy_name not in NO_RETRY_AFTER,
+                       random_429=scenario.random_429,
+                       dice=random.Random(f"{seed}:{scenario.name}:random_429"))
     if scenario.outage is not None:
         kisi.outage(*scenario.outage)
     if scenario.revoked is not None:
         kisi.revoke_key(*scenario.revoked)
     rng = random.Random(f"{seed}:{scenario.name}:backoff")
-    with VirtualThreads(engine) as threads:  # releases threads still parked at the horizon
+    with contextlib.ExitStack() as stack:
+        # Leaving releases the threads still parked at the horizon.
+        threads = stack.enter_context(VirtualThreads(engine))
         strategy = build_strategy(strategy_name, engine, kisi, rng, policies, threads)
+        if isinstance(strategy, Gateway):
+            stack.enter_context(strategy.metering())
         if isinstance(scenario.load, ClosedLoop):
             _closed_loop(engine, strategy, calls, scenario.load.callers)
         else:
@@ -203,6 +225,7 @@ def run(scenario: Scenario, strategy_name: str, seed: int = DEFAULT_SEED) -> Run
         result.gateway = strategy.counters
         result.gateway_notes = strategy.notes()
         result.gateway_metrics = strategy.metric_totals()
+        result.usage = strategy.usage()
     return result
 
 
