@@ -8,9 +8,9 @@ The gateway side is the api_call path without the Lambda runtime: ``parse_call``
 route policy) then :meth:`~kisi_gateway.pipeline.forwarding.Forwarder.forward` (guard, budget, send,
 classification, telemetry, reply). Its collaborators come in two variants:
 
-- ``in-memory``: :class:`~kisi_gateway.stores.budget.InMemorySendBudget` and the bench's in-memory
-  guard over the library's decisions; telemetry is the deployed Powertools EMF sink (its
-  output discarded). The records and the queue are not touched by a synchronous success —
+- ``in-memory``: the library's :class:`~kisi_gateway.stores.memory.MemorySendBudget` and
+  :class:`~kisi_gateway.stores.memory.MemoryGuard`; telemetry is the deployed Powertools EMF
+  sink (its output discarded). The records and the queue are not touched by a synchronous success —
   fakes that fail loudly if that ever changes.
 - ``boto3``: the deployed adapters (``DynamoSendBudget``, ``DynamoGuard``) through a real boto3
   DynamoDB client whose HTTP answers are canned at botocore's ``before-send`` hook: boto3's
@@ -60,9 +60,7 @@ from kisi_gateway.pipeline.telemetry import PowertoolsEmfSink, Telemetry
 from kisi_gateway.stores.budget import DynamoSendBudget
 from kisi_gateway.stores.directory import DynamoDirectory
 from kisi_gateway.stores.guard import DynamoGuard
-from kisi_gateway.stores.memory import MemoryDirectory, MemoryVault
-from kisi_gateway.stores.memory import MemoryGuard as InMemoryGuard
-from kisi_gateway.stores.memory import MemorySendBudget as InMemorySendBudget
+from kisi_gateway.stores.memory import MemoryDirectory, MemoryGuard, MemorySendBudget, MemoryVault
 from kisi_gateway.stores.ports import Applied, Guard, SendBudget
 from kisi_gateway.stores.queue import SqsRetryQueue
 from kisi_gateway.stores.records import DynamoRecordStore
@@ -192,7 +190,7 @@ def _forwarder(
 
 def in_memory_forwarder(base_url: str) -> Forwarder:
     untouched = _Untouched()
-    return _forwarder(base_url, InMemorySendBudget(rate=UNTHROTTLED), InMemoryGuard(),
+    return _forwarder(base_url, MemorySendBudget(rate=UNTHROTTLED), MemoryGuard(),
                       untouched, untouched, MemoryDirectory())
 
 

@@ -8,28 +8,41 @@ are the engine's virtual clock.
 
 A request leaves the sender at ``t``, reaches Kisi at ``t + rtt/2`` (where the bucket decides)
 and the answer is back at ``t + rtt``, ``rtt`` uniform in ``latency_s`` from a seeded source.
+
+Two knobs the scenarios use to state what they assume of Kisi:
+
+- ``retry_after``: whether a 429 carries ``Retry-After`` (the simulator's whole seconds, 1 at
+  a 5 req/s bucket). Kisi documents no such header (KISI_API.md, "Rate limits"), so the rows
+  that turn it off are the ones that match Kisi's documentation.
+- ``random_429``: the share of requests Kisi answers 429 at random, after its bucket has
+  counted them (a 429 that has nothing to do with the caller's own rate).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from bench.engine import Engine, Process, Resume
 from bench.tracking import TrackedCall
 from kisi_sim import DEMO_KEY, KisiSimulator, SimConfig, SimRequest
+from kisi_sim.responses import RATE_LIMIT_BODIES
 
 DEFAULT_LATENCY_S = (0.05, 0.15)  # round trip to api.kisi.io from a Lambda, roughly
+RANDOM_429 = RATE_LIMIT_BODIES["text"]  # the simulator's own 429 (plain text body)
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """Kisi's answer as the sender sees it: status, ``Retry-After`` as sent, arrival time."""
+    """Kisi's answer as the sender sees it: status, ``Retry-After`` as sent, arrival time, and
+    the whole answer (headers with lower-case names, body) for a sender that reads it."""
 
     status: int
     retry_after: str | None
     at: float
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +75,22 @@ class VirtualKisi:
         rng: random.Random,
         latency_s: tuple[float, float] = DEFAULT_LATENCY_S,
         config: SimConfig | None = None,
+        retry_after: bool = True,
+        random_429: float = 0.0,
+        dice: random.Random | None = None,
     ) -> None:
         self._engine = engine
         self._rng = rng
         self._latency_s = latency_s
+        self._random_429 = random_429
+        # Random 429s roll their own seeded dice: turning them on leaves the latencies alone.
+        self._dice = dice or random.Random(0)
+        config = config or SimConfig()
+        if not retry_after:
+            config = replace(config, faults=replace(config.faults, retry_after=False))
+        self.retry_after = config.faults.retry_after
         self.simulator = KisiSimulator(
-            config or SimConfig(),
+            config,
             clock=lambda: engine.now,
             wall_clock=lambda: engine.now,
             rng=random.Random(rng.random()),
@@ -96,12 +119,16 @@ class VirtualKisi:
         answer = self.simulator.handle(
             SimRequest(method=call.method, path=call.path, headers=self._headers)
         )
+        if self._random_429 and answer.status < 400 and self._dice.random() < self._random_429:
+            answer = RANDOM_429.with_headers(
+                [("Retry-After", "1")] if self.retry_after else [])
         retry_after = next(
             (value for name, value in answer.headers if name.lower() == "retry-after"), None
         )
         now = self._engine.now
         self.attempts.append(Attempt(call.index, sent_at, now, answer.status, late))
-        reply = Reply(answer.status, retry_after, now + half)
+        headers = tuple((name.lower(), value) for name, value in answer.headers)
+        reply = Reply(answer.status, retry_after, now + half, headers, answer.body)
         self._engine.after(half, lambda: resume(reply))
 
     # -- faults, on the virtual clock --------------------------------------------------------

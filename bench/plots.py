@@ -16,9 +16,11 @@ from bench.figures import KISI_RATE
 from bench.simulate import LABELS, Run
 from bench.tracking import Final
 
-COLORS = {"immediate": "#d62728", "urllib3": "#ff7f0e", "jitter": "#9467bd", "gateway": "#2ca02c"}
-# Distinct dashes: in the 401 storm the three baselines draw exactly the same line.
-DASHES = {"immediate": "-", "urllib3": "--", "jitter": ":", "gateway": "-"}
+COLORS = {"immediate": "#d62728", "urllib3": "#ff7f0e", "urllib3_no_ra": "#8c564b",
+          "jitter": "#9467bd", "gateway": "#2ca02c"}
+# Distinct dashes: in the 401 storm the baselines draw exactly the same line.
+DASHES = {"immediate": "-", "urllib3": "--", "urllib3_no_ra": "-.", "jitter": ":",
+          "gateway": "-"}
 BIN_S = 10.0
 
 

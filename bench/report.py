@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 import os
 import platform
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import costs
 from bench.coldstart import (
     BASELINE,
     NO_BYTECODE,
@@ -26,10 +26,16 @@ from bench.coldstart import (
 )
 from bench.cpu_cost import CpuCost
 from bench.figures import KISI_RATE, Figures
+from bench.markdown import table
 from bench.realtime import RealtimeFigures
 from bench.simulate import LABELS, STRATEGIES, Run
 from bench.tracking import Final
 
+SIM_ASSUMES = (
+    "*Every figure of section 1 assumes*: virtual clock; Kisi sends `Retry-After` (1 s) on "
+    "each 429 except in the *no Retry-After* row; the gateway's stores in memory, each "
+    "DynamoDB or SQS call taking 10 ms of virtual time; deployed settings."
+)
 COMMAND = "make bench"
 RAW_COMMAND = "PYTHONPATH=layers/kisi_gateway .venv/bin/python -m bench"
 
@@ -54,15 +60,12 @@ class Results:
     plots: dict[str, str] = field(default_factory=dict)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A Markdown table; numbers are expected already formatted."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _num(value: float, digits: int = 2) -> str:
     return "∞" if math.isinf(value) else f"{value:,.{digits}f}"
+
+
+def _usd(value: float) -> str:
+    return f"${value:,.2f}"
 
 
 def _verdict(ok: bool) -> str:
@@ -104,8 +107,8 @@ class Report:
     def render(self) -> str:
         parts = [
             self.header(), self.summary(), self.model(), self.burst(), self.burst_mixed(),
-            self.outage(), self.revoked(), self.realtime(), self.coldstart(), self.cpu(),
-            self.issues(),
+            self.outage(), self.revoked(), self.random_429(), self.realtime(), self.coldstart(),
+            self.cpu(), self.costs(), self.issues(),
         ]
         return "\n\n".join(part for part in parts if part) + "\n"
 
@@ -165,23 +168,29 @@ class Report:
         return "\n".join([
             "## 1. Simulation in virtual time (`bench/simulate.py`)",
             "",
-            "A discrete-event simulation (a heap of events, no threads, no sleeping, seeded "
-            "`random.Random`). What is *real* in it: Kisi is the simulator's own core "
-            "(`kisi_sim/simulator.py`, `KisiSimulator.handle` on the virtual clock: per-user "
-            "token bucket of 5 req/s with a burst of 5, 429 with `Retry-After` rounded up to "
-            "whole seconds, 503 outage, 401 for a revoked key); the gateway's decisions are "
-            "the library's own (`classify_status`, `schedule_retry`, `parse_retry_after`, "
-            "`PolicyTable.default()`, `InMemorySendBudget` with AIMD and the `Retry-After` "
-            "gate, the guard's pure functions `admit`/`transition`/`elected`), and so are "
-            "urllib3's (`Retry.is_retry`, `increment`, `get_retry_after`, "
-            "`get_backoff_time`). What is *modelled*: the network (round trip uniform in "
-            "50–150 ms, the bucket decides half-way), each DynamoDB or SQS call (10 ms), SQS "
-            "(`DelaySeconds` ≤ 900 s, visibility and `ChangeMessageVisibility`, redrive to "
-            "the DLQ after 15 receives), and the retry worker's event source (batches of 10, "
-            "1 s batching window, at most 5 concurrent invocations). The api_call and "
-            "retry_worker control flow is re-stated step for step from `forwarding.py` and "
-            "`retrying.py` (`bench/gateway_model.py`), because the library's classes block "
-            "on a clock.",
+            "A discrete-event simulation in virtual time (a heap of events, seeded "
+            "`random.Random`, nothing sleeps). The gateway row is the library's own code: "
+            "each api_call (`parse_call`, then `Forwarder.forward`) and each retry_worker "
+            "invocation (`RetryWorker.process` for every message of its batch) runs in a "
+            "virtual thread of its own, composed by `wiring.build_in_memory` over the "
+            "in-memory stores (`MemoryRecordStore`, `MemorySendBudget`, `MemoryGuard`), with "
+            "a clock whose `sleep` parks the thread until the engine reaches the wake-up "
+            "time; one thread runs at a time, so a run is as deterministic as the rest "
+            "(`bench/vthreads.py`, `bench/gateway.py`). How each request ended is what the "
+            "gateway reported (its `Telemetry.finished`, or api_call's 503 from the guard). "
+            "Kisi is the simulator's own core (`kisi_sim/simulator.py`, "
+            "`KisiSimulator.handle` on the virtual clock: per-user token bucket of 5 req/s "
+            "with a burst of 5, 429 with `Retry-After` rounded up to whole seconds, 503 "
+            "outage, 401 for a revoked key); the urllib3 baseline's decisions are urllib3's "
+            "(`Retry.is_retry`, `increment`, `get_retry_after`, `get_backoff_time`). What is "
+            "*modelled*: the network (round trip uniform in 50–150 ms, the bucket decides "
+            "half-way), each DynamoDB or SQS call (10 ms of virtual time: every record and "
+            "queue call and the budget's `acquire`; not the guard, which the deployed "
+            "gateway reads through a per-Lambda cache while its scopes are calm, nor the "
+            "budget's `observe`, which writes only around a 429), SQS (`DelaySeconds` "
+            "≤ 900 s, visibility and `ChangeMessageVisibility`, redrive to the DLQ after 15 "
+            "receives), and the retry worker's event source (batches of 10, 1 s batching "
+            "window, at most 5 concurrent invocations).",
             "",
             "Strategies, side by side on the same requests and the same Kisi:",
             "",
@@ -189,7 +198,12 @@ class Report:
             "- **urllib3 Retry**: `Retry(total=10, backoff_factor=0.5, status_forcelist=[429, "
             "500, 502, 503, 504], respect_retry_after_header=True)`. urllib3's defaults "
             "apply: no backoff before the first retry, backoff capped at 120 s, and `POST` "
-            "is not in `allowed_methods`, so unlocks are never retried on a status.",
+            "is not in `allowed_methods`, so unlocks are never retried on a status. Two "
+            "rows: Kisi sending `Retry-After: 1` on each 429 (what the simulator does by "
+            "default: its bucket's wait rounded up to whole seconds), and Kisi sending no "
+            "`Retry-After` at all — **the row that matches Kisi's documentation**, which "
+            "mentions no such header (KISI_API.md, \"Rate limits\"); urllib3 then falls "
+            "back to its exponential backoff.",
             "- **full jitter, no budget**: the gateway's own `schedule_retry` and route "
             "policies in each caller, with no shared budget, guard or queue.",
             "- **kisi-gateway**: budget + backoff + route policies + guard + SQS deferral, "
@@ -198,6 +212,12 @@ class Report:
             "",
             "Baseline callers block while their request is retried; the gateway's callers "
             "get Kisi's answer or a 202 within their 5 s wait, and the queue does the rest.",
+            "",
+            "*Gave up*: the strategy stopped retrying and its caller got the last 429/5xx "
+            "(or, for the gateway, a request it could not repeat safely). *Lost*: a request "
+            "that never reached an end at all. They are counted apart.",
+            "",
+            SIM_ASSUMES,
         ])
 
     def burst(self) -> str:
@@ -250,6 +270,7 @@ class Report:
                 LABELS[name], f"{f.succeeded}/{f.requests}", _num(f.reads_ok_pct, 1),
                 _num(f.unlocks_ok_pct, 1), f.unlocks_opened_late, f.unlocks_sent_late,
                 f"{f.rate_limited:,} ({_num(f.rate_limited_pct, 1)} %)", f.expired,
+                f.gave_up, f.lost,
             ])
         gateway = runs["gateway"].figures
         unlocks = sum(1 for c in runs["gateway"].calls if c.is_unlock)
@@ -264,8 +285,8 @@ class Report:
             "strategy started it (when its caller made the call).",
             "",
             table(["strategy", "succeeded", "reads ok %", "unlocks ok %",
-                   "unlocks opened late", "unlocks sent late", "429s (share)", "expired"],
-                  rows),
+                   "unlocks opened late", "unlocks sent late", "429s (share)", "expired",
+                   "gave up", "lost"], rows),
             "",
             self._mixed_note(runs),
         ])
@@ -302,7 +323,8 @@ class Report:
                 LABELS[name], f"{_num(100 * f.succeeded / f.requests, 1)} %",
                 _num(f.reads_ok_pct, 1), _num(f.unlocks_ok_pct, 1), f"{f.attempts:,}",
                 _num(f.attempts_per_success), f"{f.server_errors:,}", f"{f.rate_limited:,}",
-                _num(f.delay_mean_s, 1), _num(f.delay_max_s, 1), f.late_sends, f.lost,
+                _num(f.delay_mean_s, 1), _num(f.delay_max_s, 1), f.late_sends, f.gave_up,
+                f.lost,
             ])
         scenario = runs["gateway"].scenario
         return "\n".join([
@@ -310,7 +332,7 @@ class Report:
             "",
             table(["strategy", "success", "reads ok %", "unlocks ok %", "Kisi attempts",
                    "attempts / success", "503s", "429s", "mean delay (s)", "max delay (s)",
-                   "late sends", "lost"], rows),
+                   "late sends", "gave up", "lost"], rows),
             "",
             "Delay: from the call to its success, successes only. Unlocks made during the "
             "outage cannot succeed within 30 s; the gateway expires them unsent. The send "
@@ -328,13 +350,11 @@ class Report:
         if not late:
             return "The gateway sent nothing after a request's deadline."
         worst = max(a.sent_at - c.deadline for a, c in late)
+        routes = ", ".join(sorted({c.route_key for _, c in late}))
         return (
-            f"**The gateway sent {len(late)} unlock attempt(s) after the unlock's 30 s "
-            f"deadline** (at most {worst:.2f} s after). Cause, in the library: "
-            "`RetryWorker.process` checks `now >= record.deadline`, then asks the budget "
-            "for a slot up to `WORKER_MAX_WAIT_S` = 2 s away and sleeps until it; nothing "
-            "bounds that wait by the deadline or re-checks it before `_send`. See "
-            "*Library issues* below."
+            f"**The gateway sent {len(late)} attempt(s) after the request's deadline** "
+            f"({routes}; at most {worst:.2f} s after). These are the library's own sends: "
+            "see *Library issues* below."
         )
 
     def revoked(self) -> str:
@@ -351,25 +371,110 @@ class Report:
                            and c.ended is not None and c.created >= fixed_at), default=None)
             rows.append([
                 LABELS[name], f.unauthorized, f.bad_requests, f"{f.succeeded}/{f.requests}",
-                f.paused, "—" if resumed is None else f"{resumed - fixed_at:.1f}",
+                f.paused, "—" if resumed is None else f"{resumed - fixed_at:.1f}", f.gave_up,
+                f.lost,
             ])
         notes = runs["gateway"].gateway_notes
         return "\n".join([
             f"### (c) {scenario.title}",
             "",
             table(["strategy", "401s sent", "bad requests (4xx)", "succeeded",
-                   "answered 503 by the guard", "first success after the fix (s)"], rows),
+                   "answered 503 by the guard", "first success after the fix (s)", "gave up",
+                   "lost"], rows),
             "",
             "No strategy retries a 401, so each baseline sends one 401 per request for as "
             "long as the key is bad. The gateway's guard opens after 5 consecutive 401s, "
             "answers 503 without sending while open, and sends one half-open probe per "
             f"cooldown (60 s, doubled by each failed probe): {int(notes.get('guard_trips', 0))} "
             "openings in this run. The price: after the key is fixed, traffic resumes only "
-            "when the next probe is due (an operator's `python -m kisi_gateway.stores.guard reset` "
+            "when the next probe is due (an operator's `python -m ops guard reset` "
             "resumes it at once), which is why the gateway has fewer successes here.",
             "",
             "![revoked key](bench_revoked.png)",
         ])
+
+    def random_429(self) -> str:
+        runs = self.by_scenario.get("random_429")
+        if not runs:
+            return ""
+        scenario = runs["gateway"].scenario
+        ceiling = KISI_RATE * (1 - scenario.random_429)
+        rows = []
+        for name in STRATEGIES:
+            f = runs[name].figures
+            ok_per_s = f.succeeded / f.last_success_s if f.last_success_s else 0.0
+            sent_per_s = f.attempts / f.makespan_s if f.makespan_s else 0.0
+            rows.append([
+                LABELS[name], f"{f.succeeded}/{f.requests}", _num(ok_per_s),
+                f"{_num(100 * ok_per_s / ceiling, 0)} %", _num(sent_per_s),
+                f"{f.rate_limited:,} ({_num(f.rate_limited_pct, 1)} %)",
+                _num(f.attempts_per_success), f.gave_up, f.lost,
+            ])
+        return "\n".join([
+            f"### (d) {scenario.title}",
+            "",
+            f"The burst of section (a), with Kisi answering {scenario.random_429:.0%} of the "
+            "requests its bucket let through with a 429 at random (the token is spent). At "
+            f"{KISI_RATE:g} req/s no strategy can succeed faster than {ceiling:g} per second. "
+            "*Successes per second*: successes / time to the last success; *Kisi requests "
+            "per second*: requests Kisi received / makespan. A random 429 says nothing about "
+            "the sender's own rate, so a client that slows down on every 429 loses "
+            "throughput here.",
+            "",
+            table(["strategy", "succeeded", "successes per second",
+                   f"of the {ceiling:g}/s possible", "Kisi requests per second",
+                   "429s (share)", "attempts / success", "gave up", "lost"], rows),
+            "",
+            "*Assumes*: as section 1; the random 429s carry `Retry-After: 1` except in the "
+            "*no Retry-After* row. The gateway's rate controller is measured as it is in "
+            "this commit.",
+        ])
+
+    def costs(self) -> str:
+        gateway = [run for run in self.r.runs if run.strategy == "gateway" and run.usage]
+        if not gateway:
+            return ""
+        rows = []
+        for run in gateway:
+            sync, deferred = run.usage["synchronous"], run.usage["deferred"]
+            attempts = run.figures.attempts / run.figures.requests
+            rows.append([
+                run.scenario.name, f"{sync.requests:,}",
+                _usd(sum(costs.per_million(sync).values())) if sync.requests else "—",
+                f"{deferred.requests:,}",
+                _usd(sum(costs.per_million(deferred).values())) if deferred.requests else "—",
+                _num(attempts), _usd(costs.eventbridge_per_million(attempts)),
+            ])
+        text = [
+            "## 5. Cost per million calls (`bench/costs.py`, `bench/metering.py`)",
+            "",
+            "From the resources the gateway used in the simulated runs above, metered on "
+            "each request (the library's own code, through the in-memory stores; each store "
+            "call priced as the deployed adapter makes it). *Synchronous*: api_call answered "
+            "with Kisi's answer; *deferred*: api_call answered 202 and retry_worker finished "
+            "the request. Prices: " + costs.PRICES_AS_OF + ".",
+            "",
+            table(["scenario", "synchronous calls", "USD per million synchronous",
+                   "deferred calls", "USD per million deferred", "Kisi requests per call",
+                   "EventBridge API destination, USD per million"], rows),
+            "",
+            "EventBridge beside it: the same calls put on a bus (`PutEvents`, $1.00 per "
+            "million) and delivered by an API destination ($0.20 per million invocations), "
+            "one invocation per Kisi request the gateway made in that scenario (EventBridge "
+            "retries 429 and 5xx itself, with its own backoff, for up to 24 h). It has no "
+            "synchronous answer — the caller never sees Kisi's reply — and no record to "
+            "poll, no guard and no shared budget across rules; its invocation rate limit "
+            "per destination stands in for the budget.",
+        ]
+        for shown in (run for run in gateway if run.scenario.name in ("burst", "outage")):
+            headers = ["per call"]
+            for kind in costs.kinds_present(shown.usage):
+                headers += [f"{kind}: amount", f"{kind}: USD per million"]
+            text += ["", f"Line by line, {shown.scenario.name} scenario:", "",
+                     table(headers, costs.breakdown_rows(shown.usage))]
+        text += ["", "How each resource is metered:", ""]
+        text += [f"- **{what}**: {how}." for what, how in costs.METERING]
+        return "\n".join(text)
 
     def realtime(self) -> str:
         if not self.r.realtime:
@@ -392,6 +497,10 @@ class Report:
             "in-process (DynamoDB budget, guard, records; SQS retry queue and DLQ). urllib3 "
             "is a real `requests` session with `HTTPAdapter(max_retries=Retry(...))`. "
             "Hard stop 120 s per strategy.",
+            "",
+            "*Assumes*: real clock (`SystemClock`); the simulator sends `Retry-After` on each "
+            "429 (its default); the gateway's stores on moto in this process; 429 share = "
+            "429 answers / requests Kisi received.",
             "",
             table(["strategy", "succeeded", "unfinished", "Kisi attempts",
                    "attempts / success", "429s (share)", "most requests in 1 s",
@@ -508,7 +617,7 @@ class Report:
             "Process CPU time (`time.process_time`) per call of `parse_call` + "
             "`Forwarder.forward` (a read that succeeds at once), next to a direct `requests` "
             "call to the same simulator (another process, not counted), in alternating "
-            "rounds. Variants: **in-memory** — `InMemorySendBudget`, the in-memory guard, "
+            "rounds. Variants: **in-memory** — `MemorySendBudget`, `MemoryGuard`, "
             "Powertools EMF telemetry (output discarded); the gateway's own logic. "
             "**boto3** — the deployed `DynamoSendBudget` and `DynamoGuard` over a real boto3 "
             "client whose answers are canned at botocore's `before-send` hook: what a Lambda "
@@ -529,21 +638,25 @@ class Report:
         items: list[str] = []
         late = sum(run.figures.late_sends for run in self.r.runs if run.strategy == "gateway")
         if late:
-            items.append(
-                "- **Sends after the deadline (retry worker).** `retrying.py`, "
-                "`RetryWorker.process`: the deadline is checked (`now >= record.deadline`) "
-                "before `self.sender.slot(route, WORKER_MAX_WAIT_S)`, and the worker then "
-                "sleeps `grant.wait_s` (up to 2 s) and sends without checking again. A "
-                "message delivered less than 2 s before an unlock's deadline can therefore "
-                "be sent after it. Fix: ask for at most `min(WORKER_MAX_WAIT_S, "
-                "record.deadline - now)` (a refusal then expires the request through "
-                "`_wait`), and re-check the deadline after the sleep and the claim, just "
-                "before `_send`. The inline path is safe with the defaults only because the "
-                "caller's wait (≤ 25 s) is shorter than the shortest deadline (30 s): "
-                "`_InlineRun.run` bounds the budget wait by `wait_until`, not by "
-                "`record.deadline`, so a route policy with a deadline shorter than "
-                "`MAX_WAIT_S` would have the same problem."
+            by_role: dict[str, int] = {}
+            for run in self.r.runs:
+                for role, count in (run.gateway.late_sends if run.gateway else {}).items():
+                    by_role[role] = by_role.get(role, 0) + count
+            text = (
+                f"- **Sends after the deadline.** {late} attempt(s) left after their "
+                "request's deadline ("
+                + ", ".join(f"{count} by {role}" for role, count in sorted(by_role.items()))
+                + "). Every send is checked by `decisions.at_send_time` in "
+                "`Sender.wait_for_turn`."
             )
+            if set(by_role) == {"retry_worker"}:
+                text += (
+                    " `RetryWorker.process` then claims the attempt in the record store "
+                    "(`Event.CLAIM`, one DynamoDB round trip) before `_send`, so a worker's "
+                    "send can leave up to one store round trip after that check. Fix: check "
+                    "`at_send_time` again after the claim (and end the request if it fails)."
+                )
+            items.append(text)
         importers = boto3_importers()
         over = self._over_target()
         if over and all(row.loads_boto3 for row in over) and importers:

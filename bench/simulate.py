@@ -12,36 +12,48 @@ Scenarios (every strategy faces the same requests, arrival times and Kisi):
   from minute 5 to minute 15.
 - ``revoked_key``: 2 req/s (Poisson, 70/30 mix) for 10 minutes; the key answers 401 from
   minute 2 until it is fixed at minute 8.
+- ``random_429``: the burst of 1,000 reads, with Kisi answering 10 % of the requests its
+  bucket let through 429 at random: what each strategy achieves against Kisi's 5 req/s.
+
+Kisi sends ``Retry-After`` on its 429s in every run except the ``urllib3_no_ra`` strategy's,
+which faces a Kisi that sends none — what Kisi documents (KISI_API.md, "Rate limits").
 
 Callers of the baselines block while their request is retried; the gateway's callers get an
-answer or a 202 within their wait (5 s) and the retry queue does the rest.
+answer or a 202 within their wait (5 s) and the retry queue does the rest. The gateway is the
+library's own code (:mod:`bench.gateway`) on a virtual clock (:mod:`bench.vthreads`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+from bench.costs import Usage
 from bench.engine import Engine, Process
 from bench.figures import Figures, compute
-from bench.gateway_model import GatewayCounters, GatewayModel
+from bench.gateway import Gateway, GatewayCounters
 from bench.kisi_model import Attempt, VirtualKisi
 from bench.strategies import ImmediateRetry, JitterNoBudget, Strategy, Urllib3Retry
 from bench.tracking import TrackedCall
+from bench.vthreads import VirtualThreads
 from kisi_gateway.core.policy import PolicyTable
 
 DEFAULT_SEED = 20_240_601
-STRATEGIES = ("immediate", "urllib3", "jitter", "gateway")
+STRATEGIES = ("immediate", "urllib3", "urllib3_no_ra", "jitter", "gateway")
 LABELS = {
     "immediate": "immediate retry",
-    "urllib3": "urllib3 Retry",
+    "urllib3": "urllib3 Retry, Kisi sends Retry-After: 1",
+    "urllib3_no_ra": "urllib3 Retry, no Retry-After (as Kisi documents)",
     "jitter": "full jitter, no budget",
     "gateway": "kisi-gateway",
 }
+NO_RETRY_AFTER = frozenset({"urllib3_no_ra"})  # runs whose Kisi sends no Retry-After
 MAX_EVENTS = 5_000_000
+MAX_WALL_S = 300.0  # real seconds for one strategy through one scenario: a hang, not a result
 SEEDED_LOCKS = 120  # the simulator's seed data: locks 1..120 exist
 
 
@@ -69,6 +81,7 @@ class Scenario:
     unlock_share: float = 0.0
     outage: tuple[float, float] | None = None
     revoked: tuple[float, float] | None = None
+    random_429: float = 0.0  # share of Kisi's answers turned into a 429 at random
     horizon_s: float = 3 * 86_400.0  # past the 24 h deadline of a read
 
 
@@ -85,7 +98,11 @@ REVOKED = Scenario(
     "revoked_key", "2 req/s for 10 min, key revoked from minute 2 to 8 (401 storm)",
     OpenLoop(2.0, 600.0), unlock_share=0.3, revoked=(120.0, 480.0),
 )
-SCENARIOS = (BURST, BURST_MIXED, OUTAGE, REVOKED)
+RANDOM_429 = Scenario(
+    "random_429", "Burst of 1,000 reads, 50 callers, 10 % of Kisi's answers a random 429",
+    ClosedLoop(50, 1000), random_429=0.1,
+)
+SCENARIOS = (BURST, BURST_MIXED, OUTAGE, REVOKED, RANDOM_429)
 
 
 @dataclass
@@ -100,6 +117,8 @@ class Run:
     events: int
     gateway: GatewayCounters | None = None
     gateway_notes: dict[str, float] = field(default_factory=dict)
+    gateway_metrics: dict[str, float] = field(default_factory=dict)  # its telemetry, by name
+    usage: dict[str, Usage] = field(default_factory=dict)  # resources, by kind of request
 
 
 def make_calls(
@@ -130,16 +149,21 @@ def make_calls(
 
 
 def build_strategy(
-    name: str, engine: Engine, kisi: VirtualKisi, rng: random.Random, policies: PolicyTable
+    name: str,
+    engine: Engine,
+    kisi: VirtualKisi,
+    rng: random.Random,
+    policies: PolicyTable,
+    threads: VirtualThreads,
 ) -> Strategy:
     if name == "immediate":
         return ImmediateRetry(engine, kisi)
-    if name == "urllib3":
+    if name in ("urllib3", "urllib3_no_ra"):
         return Urllib3Retry(engine, kisi)
     if name == "jitter":
         return JitterNoBudget(engine, kisi, policies, rng)
     if name == "gateway":
-        return GatewayModel(engine, kisi, rng)
+        return Gateway(engine, kisi, rng.random, threads)
     raise ValueError(f"unknown strategy {name!r}")
 
 
@@ -174,31 +198,34 @@ def run(scenario: Scenario, strategy_name: str, seed: int = DEFAULT_SEED) -> Run
     policies = PolicyTable.default()
     calls, arrivals = make_calls(scenario, seed, policies)
     engine = Engine()
-    kisi = VirtualKisi(engine, rng=random.Random(f"{seed}:{scenario.name}:network"))
+    kisi = VirtualKisi(engine, rng=random.Random(f"{seed}:{scenario.name}:network"),
+                       retry_after=strategy_name not in NO_RETRY_AFTER,
+                       random_429=scenario.random_429,
+                       dice=random.Random(f"{seed}:{scenario.name}:random_429"))
     if scenario.outage is not None:
         kisi.outage(*scenario.outage)
     if scenario.revoked is not None:
         kisi.revoke_key(*scenario.revoked)
     rng = random.Random(f"{seed}:{scenario.name}:backoff")
-    strategy = build_strategy(strategy_name, engine, kisi, rng, policies)
-    if isinstance(scenario.load, ClosedLoop):
-        _closed_loop(engine, strategy, calls, scenario.load.callers)
-    else:
-        assert arrivals is not None
-        _open_loop(engine, strategy, calls, arrivals)
-    engine.run(until=scenario.horizon_s, max_events=MAX_EVENTS)
+    with contextlib.ExitStack() as stack:
+        # Leaving releases the threads still parked at the horizon.
+        threads = stack.enter_context(VirtualThreads(engine))
+        strategy = build_strategy(strategy_name, engine, kisi, rng, policies, threads)
+        if isinstance(strategy, Gateway):
+            stack.enter_context(strategy.metering())
+        if isinstance(scenario.load, ClosedLoop):
+            _closed_loop(engine, strategy, calls, scenario.load.callers)
+        else:
+            assert arrivals is not None
+            _open_loop(engine, strategy, calls, arrivals)
+        engine.run(until=scenario.horizon_s, max_events=MAX_EVENTS, max_wall_s=MAX_WALL_S)
     result = Run(scenario, strategy_name, calls, kisi.attempts, compute(calls, kisi.attempts),
                  engine.events)
-    if isinstance(strategy, GatewayModel):
+    if isinstance(strategy, Gateway):
         result.gateway = strategy.counters
-        result.gateway_notes = {
-            "dlq_redriven": len(strategy.queue.redriven),
-            "dlq_dead_lettered": len(strategy.queue.dead_lettered),
-            "messages_sent": strategy.queue.sent,
-            "invocations": strategy.mapping.invocations,
-            "longest_invocation_s": strategy.mapping.longest_invocation_s,
-            "guard_trips": len(strategy.guard.trips),
-        }
+        result.gateway_notes = strategy.notes()
+        result.gateway_metrics = strategy.metric_totals()
+        result.usage = strategy.usage()
     return result
 
 

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.engine import Engine, Process
-from bench.tracking import TrackedCall
 from kisi_gateway.core.backoff import SQS_MAX_DELAY_S, SQS_MAX_VISIBILITY_S
+from kisi_gateway.core.records import RetryMessage
+from kisi_gateway.stores.ports import QueueError
 
 QUEUE_VISIBILITY_S = 180.0  # template.yaml RetryQueue VisibilityTimeout
 MAX_RECEIVE_COUNT = 15  # template.yaml RetryQueue RedrivePolicy
@@ -29,18 +30,25 @@ LAMBDA_TIMEOUT_S = 30.0  # RetryWorker Timeout
 
 @dataclass(slots=True, eq=False)
 class Message:
-    """A retry message: the request it carries and SQS's own bookkeeping."""
+    """A message in the retry queue: the library's :class:`RetryMessage` and SQS's own
+    bookkeeping (the receipt handle of its latest receive)."""
 
-    call: TrackedCall
-    prior_attempts: int
+    body: RetryMessage
     visible_at: float
+    receipt_handle: str = ""
     receive_count: int = 0
     version: int = 0
     deleted: bool = False
 
 
 class VirtualQueue:
-    """A standard queue: delays, visibility, receive counts and redrive."""
+    """A standard queue and its dead-letter queue: delays, visibility, receive counts, redrive.
+
+    The gateway's side is the library's :class:`~kisi_gateway.stores.ports.RetryQueue` port
+    (``enqueue``, ``postpone``, ``dead_letter``, clamped as
+    :class:`~kisi_gateway.stores.queue.SqsRetryQueue` clamps); Lambda's event source uses
+    ``receive`` and ``delete``.
+    """
 
     def __init__(
         self,
@@ -54,17 +62,34 @@ class VirtualQueue:
         self._max_receive_count = max_receive_count
         self._heap: list[tuple[float, int, Message, int]] = []
         self._order = itertools.count()
+        self._receipts = itertools.count(1)
+        self._received: dict[str, Message] = {}  # receipt handle -> message
         self.on_visible: Callable[[float], None] = lambda when: None
         self.sent = 0
         self.redriven: list[Message] = []  # moved to the DLQ by SQS (receive count exceeded)
-        self.dead_lettered: list[tuple[Message, str]] = []  # sent to the DLQ by the worker
+        self.dead_lettered: list[tuple[RetryMessage, str]] = []  # sent to the DLQ by the worker
 
-    def send(self, call: TrackedCall, prior_attempts: int, delay_s: int) -> None:
+    def enqueue(self, message: RetryMessage, delay_s: int) -> None:
         """``SendMessage`` with ``DelaySeconds`` (clamped to 0..900, as the gateway does)."""
         delay = max(0, min(int(delay_s), SQS_MAX_DELAY_S))
-        message = Message(call, prior_attempts, self._engine.now + delay)
         self.sent += 1
+        self._push(Message(message, self._engine.now + delay))
+
+    def postpone(self, receipt_handle: str, delay_s: int) -> None:
+        """``ChangeMessageVisibility`` on a received message (0..43,200 s from now).
+
+        Like SQS, only the latest receipt of a message that is still in the queue is accepted.
+        """
+        message = self._received.get(receipt_handle)
+        if message is None or message.deleted or message.receipt_handle != receipt_handle:
+            raise QueueError(f"ChangeMessageVisibility: stale receipt handle {receipt_handle}")
+        timeout = max(0, min(int(delay_s), SQS_MAX_VISIBILITY_S))
+        message.visible_at = self._engine.now + timeout
         self._push(message)
+
+    def dead_letter(self, message: RetryMessage, reason: str) -> None:
+        """The worker parks a request it ended (a copy goes to the DLQ)."""
+        self.dead_lettered.append((message, reason))
 
     def receive(self, limit: int) -> list[Message]:
         """Up to ``limit`` visible messages, hidden for the visibility timeout.
@@ -84,26 +109,21 @@ class VirtualQueue:
             heapq.heappop(self._heap)
             message.receive_count += 1
             if message.receive_count > self._max_receive_count:
-                message.deleted = True
+                self.delete(message)
                 self.redriven.append(message)
                 continue
             message.visible_at = now + self._visibility_s
+            self._received.pop(message.receipt_handle, None)
+            message.receipt_handle = f"r{next(self._receipts)}"
+            self._received[message.receipt_handle] = message
             self._push(message)
             taken.append(message)
         return taken
 
-    def change_visibility(self, message: Message, timeout_s: int) -> None:
-        """``ChangeMessageVisibility`` on a received message (0..43,200 s from now)."""
-        timeout = max(0, min(int(timeout_s), SQS_MAX_VISIBILITY_S))
-        message.visible_at = self._engine.now + timeout
-        self._push(message)
-
     def delete(self, message: Message) -> None:
+        """``DeleteMessage`` (Lambda's event source, for the batch items that succeeded)."""
         message.deleted = True
-
-    def dead_letter(self, message: Message, reason: str) -> None:
-        """The worker parks a request it ended (a copy goes to the DLQ)."""
-        self.dead_lettered.append((message, reason))
+        self._received.pop(message.receipt_handle, None)
 
     def next_visible(self) -> float | None:
         """When the next message becomes receivable, or ``None`` if the queue is empty."""
@@ -129,8 +149,9 @@ Handler = Callable[[list[Message]], Process[None]]
 class EventSourceMapping:
     """Lambda's SQS poller: gathers a batch (full, or after the window), invokes the handler.
 
-    Messages the handler neither deleted nor changed stay hidden for the queue's visibility
-    timeout, as with ``ReportBatchItemFailures``.
+    ``handler`` is one invocation (a process: the gateway runs the library's
+    ``RetryWorker.process`` in a virtual thread). Messages the handler neither deleted nor
+    changed stay hidden for the queue's visibility timeout, as with ``ReportBatchItemFailures``.
     """
 
     def __init__(

@@ -2,7 +2,10 @@
 
 The strategies differ in what they know (a plain client has no deadline, the gateway keeps a
 record), so the benchmark keeps its own account of every request, the same for all of them:
-the figures are computed from these, never from a strategy's own bookkeeping.
+the figures are computed from these and from what Kisi received, never from a strategy's own
+counters. A request ends where its caller would learn how it ended: when a baseline's retry
+loop returns, or when the gateway reports the end (its ``Telemetry.finished``, or api_call's
+503 from the guard).
 """
 
 from __future__ import annotations

@@ -1,21 +1,30 @@
 """The benchmark's simulation: deterministic, faithful to Kisi's bucket and to urllib3, and the
-gateway keeps its promises on a small burst. Virtual time only: no sockets, no sleeping."""
+gateway row is the library's own code, which keeps its promises on small scenarios. Virtual
+time only: no sockets, no sleeping."""
 
 from __future__ import annotations
 
 import random
+import threading
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from bench.engine import Engine, Process
 from bench.kisi_model import Reply, VirtualKisi
-from bench.simulate import BURST, REVOKED, ClosedLoop, run
+from bench.simulate import BURST, OUTAGE, REVOKED, ClosedLoop, OpenLoop, Scenario, run
 from bench.strategies import as_urllib3_response, urllib3_delay, urllib3_retry
-from bench.tracking import TrackedCall
+from bench.tracking import Final, TrackedCall
+from kisi_gateway.pipeline.forwarding import Forwarder
+from kisi_gateway.pipeline.retrying import RetryWorker
 
 SMALL_BURST = replace(BURST, name="small_burst", load=ClosedLoop(callers=10, count=50))
 SMALL_MIXED = replace(SMALL_BURST, name="small_mixed", unlock_share=0.3)
+# One request a second for a minute, 70/30 reads and unlocks; Kisi down from 10 s to 40 s.
+SMALL_OUTAGE = replace(OUTAGE, name="small_outage", load=OpenLoop(1.0, 60.0), outage=(10.0, 40.0))
 
 
 def read(index: int) -> TrackedCall:
@@ -28,6 +37,73 @@ def test_same_seed_gives_the_same_figures(strategy: str) -> None:
     again = run(SMALL_BURST, strategy, seed=3)
     assert first.figures == again.figures
     assert first.attempts == again.attempts
+
+
+def test_the_gateway_through_an_outage_is_the_same_for_a_seed() -> None:
+    """Inline retries, the queue and the workers' threads interleave the same way each run."""
+    first = run(SMALL_OUTAGE, "gateway", seed=5)
+    again = run(SMALL_OUTAGE, "gateway", seed=5)
+    assert first.attempts == again.attempts
+    assert [(c.final, c.reason, c.ended) for c in first.calls] == [
+        (c.final, c.reason, c.ended) for c in again.calls
+    ]
+    assert first.gateway == again.gateway
+    assert first.gateway_notes == again.gateway_notes
+
+
+def spy(monkeypatch: pytest.MonkeyPatch, cls: type, name: str) -> Counter[str]:
+    """Count calls of ``cls.name`` (still calling it)."""
+    calls: Counter[str] = Counter()
+    original: Callable[..., Any] = getattr(cls, name)
+
+    def counted(self: object, *args: object, **kwargs: object) -> Any:
+        calls[name] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, counted)
+    return calls
+
+
+def test_the_gateway_row_is_the_librarys_forwarder_and_retry_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    forwarded = spy(monkeypatch, Forwarder, "forward")
+    processed = spy(monkeypatch, RetryWorker, "process")
+    result = run(SMALL_OUTAGE, "gateway")
+    figures = result.figures
+    assert forwarded["forward"] == figures.requests  # every request is one api_call
+    deferred = result.gateway.deferred if result.gateway else 0
+    assert deferred > 0  # the outage sends requests to the queue ...
+    assert processed["process"] >= deferred  # ... and the worker takes each one at least once
+    assert figures.lost == 0
+    assert figures.late_sends == 0
+
+
+def test_how_each_request_ended_is_what_the_gateway_reported() -> None:
+    """Every end but the guard's 503 is one ``Telemetry.finished``; every attempt Kisi saw is
+    one ``Attempts`` metric; every deferral one ``Deferred``."""
+    result = run(SMALL_OUTAGE, "gateway")
+    ends = Counter(call.final for call in result.calls)
+    metrics = result.gateway_metrics
+    assert metrics["Finished"] == len(result.calls) - ends[Final.PAUSED]
+    assert metrics["Attempts"] == result.figures.attempts
+    assert metrics.get("Deferred", 0) == (result.gateway.deferred if result.gateway else -1)
+    assert ends[Final.EXPIRED] > 0  # unlocks made during the outage: their 30 s run out
+    assert {c.reason for c in result.calls if c.final is Final.EXPIRED} <= {
+        "deadline", "attempts_exhausted"
+    }
+
+
+def vthreads_alive() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("vthread-")]
+
+
+def test_a_run_cut_short_at_its_horizon_leaves_no_thread_behind() -> None:
+    before = threading.active_count()
+    result = run(replace(SMALL_OUTAGE, horizon_s=20.0), "gateway")
+    assert result.figures.lost > 0  # requests still in flight when the run stopped
+    assert vthreads_alive() == []
+    assert threading.active_count() == before
 
 
 def test_kisi_answers_429_once_the_burst_of_five_is_spent() -> None:
@@ -49,7 +125,7 @@ def test_kisi_answers_429_once_the_burst_of_five_is_spent() -> None:
 
 
 @pytest.mark.parametrize("scenario", [SMALL_BURST, SMALL_MIXED], ids=lambda s: s.name)
-def test_a_small_burst_through_the_gateway_ends_every_request_in_time(scenario) -> None:
+def test_a_small_burst_through_the_gateway_ends_every_request_in_time(scenario: Scenario) -> None:
     figures = run(scenario, "gateway").figures
     assert figures.lost == 0
     assert figures.late_sends == 0
@@ -58,10 +134,15 @@ def test_a_small_burst_through_the_gateway_ends_every_request_in_time(scenario) 
 
 
 def test_the_guard_stops_a_401_storm_that_the_baselines_keep_sending() -> None:
-    gateway = run(REVOKED, "gateway").figures
+    result = run(REVOKED, "gateway")
+    gateway = result.figures
     baseline = run(REVOKED, "immediate").figures
     assert gateway.unauthorized <= 10  # 5 to trip, then one probe per cooldown
     assert baseline.unauthorized > 10 * gateway.unauthorized
+    # The paused calls are api_call's own 503 answers, counted as its telemetry counts them.
+    assert result.gateway is not None
+    assert gateway.paused == result.gateway.paused_calls > 0
+    assert result.gateway_metrics["GuardPaused"] >= gateway.paused
 
 
 @pytest.mark.parametrize(
