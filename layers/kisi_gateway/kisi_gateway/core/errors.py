@@ -9,6 +9,7 @@ carry JSON). Kisi's own client falls back to code ``000000``; so does :func:`par
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypedDict
@@ -118,6 +119,7 @@ class GatewayErrorCode(StrEnum):
     UNKNOWN_OUTCOME = "9e0504"
     EXPIRED = "9e0508"
     INTERNAL = "9e0500"
+    ANSWER_TOO_LARGE = "9e0502"
 
 
 class GatewayError(Exception):
@@ -130,12 +132,14 @@ class GatewayError(Exception):
         message: str,
         *,
         retry_after: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.retry_after = retry_after
+        self.headers = dict(headers or {})  # e.g. a 405's Allow
 
     def body(self) -> ErrorBody:
         return {"error": self.message, "code": self.code.value}
