@@ -54,6 +54,24 @@ def powertools_secret(secret_id: str, refresh: bool) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def secret_reader(client: Callable[[], Any]) -> Callable[[str, bool], str]:
+    """Like :func:`powertools_secret`, over ``client()`` (a Secrets Manager client built with
+    the gateway's timeouts, on the first read), with one cache for this reader's life."""
+    providers: list[Any] = []
+
+    def read(secret_id: str, refresh: bool) -> str:
+        if not providers:
+            from aws_lambda_powertools.utilities.parameters import (  # noqa: PLC0415
+                SecretsProvider,
+            )
+
+            providers.append(SecretsProvider(boto3_client=client()))
+        value = providers[0].get(secret_id, max_age=SECRET_MAX_AGE_S, force_fetch=refresh)
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    return read
+
+
 def read_api_key(secret_id: str, source: Callable[[str, bool], str] = powertools_secret) -> str:
     """The Kisi key in ``secret_id`` now; raises on any failure."""
     return key_from_secret(source(secret_id, False))
