@@ -75,6 +75,7 @@ class Emulator:
             "AWS::ApiGateway::ApiKey": self.api_key,
             "AWS::ApiGateway::UsagePlan": self.usage_plan,
             "AWS::ApiGateway::UsagePlanKey": self.usage_plan_key,
+            "AWS::ApiGateway::Account": self.account_settings,
             "AWS::IAM::Role": self.role,
             "AWS::IAM::Policy": self.policy,
             "AWS::IAM::ManagedPolicy": self.policy,
@@ -279,6 +280,11 @@ class Emulator:
     def usage_plan_key(self, logical_id: str, p: dict[str, Any]) -> Emulated:
         return Emulated(short_id(f"{self.stack.name}/{logical_id}"), {}, "recorded")
 
+    def account_settings(self, logical_id: str, p: dict[str, Any]) -> Emulated:
+        # API Gateway's region-wide CloudWatch role, for access logs: none are written locally.
+        return Emulated(short_id(f"{self.stack.name}/{logical_id}"), {},
+                        "recorded; the local API writes no access logs")
+
     def routes(self) -> list[ApiRoute]:
         """All aws_proxy routes of the inline API bodies (call once every resource exists)."""
         routes: list[ApiRoute] = []
@@ -434,6 +440,7 @@ EMULATED_TYPES = (
     "AWS::ApiGateway::ApiKey",
     "AWS::ApiGateway::UsagePlan",
     "AWS::ApiGateway::UsagePlanKey",
+    "AWS::ApiGateway::Account",
     "AWS::IAM::Role",
     "AWS::IAM::Policy",
     "AWS::IAM::ManagedPolicy",
