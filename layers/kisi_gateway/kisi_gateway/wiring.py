@@ -37,6 +37,7 @@ from kisi_gateway.stores.secrets import ServiceKeys, secret_reader
 from kisi_gateway.tracing import tracing
 
 LOG = logging.getLogger("kisi_gateway")
+IDENTITY_SECRET_MAX_AGE_S = 3600  # the identity key never changes while the stack lives
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +154,11 @@ def build_pipeline(
 
     tracing()  # on Lambda with tracing on: every AWS call below becomes a subsegment
     clock = clock or SystemClock()
+    identity_secret = secrets
     if secrets is None:
         secrets = secret_reader(lambda: aws("secretsmanager"))
+        identity_secret = secret_reader(lambda: aws("secretsmanager"),
+                                        IDENTITY_SECRET_MAX_AGE_S)
     dynamodb = aws("dynamodb")
     directory = DynamoDirectory(dynamodb, settings.need(settings.tenants_table, "TENANTS_TABLE"))
     sender = Sender(
@@ -178,7 +182,7 @@ def build_pipeline(
     queue = SqsRetryQueue(
         aws("sqs"), settings.need(settings.retry_queue_url, "RETRY_QUEUE_URL"),
         settings.need(settings.dlq_url, "DLQ_URL"))
-    identity = key if key is not None else identity_key(settings, secrets)
+    identity = key if key is not None else identity_key(settings, identity_secret or secrets)
     callers = Callers(
         directory, ServiceKeys(secrets), identity,
         policy=settings.caller_credentials,
