@@ -71,6 +71,7 @@ class Emulator:
             "AWS::ApiGateway::RestApi": self.rest_api,
             "AWS::ApiGateway::Deployment": self.deployment,
             "AWS::ApiGateway::Stage": self.stage,
+            "AWS::ApiGateway::Account": self.account_settings,
             "AWS::IAM::Role": self.role,
             "AWS::IAM::Policy": self.policy,
             "AWS::IAM::ManagedPolicy": self.policy,
@@ -259,6 +260,11 @@ class Emulator:
             self.stack.warnings.append(f"{logical_id}: stage variables are not passed locally")
         return Emulated(name, {}, f"stage {name}")
 
+    def account_settings(self, logical_id: str, p: dict[str, Any]) -> Emulated:
+        # API Gateway's region-wide CloudWatch role, for access logs: none are written locally.
+        return Emulated(short_id(f"{self.stack.name}/{logical_id}"), {},
+                        "recorded; the local API writes no access logs")
+
     def routes(self) -> list[ApiRoute]:
         """All aws_proxy routes of the inline API bodies (call once every resource exists)."""
         routes: list[ApiRoute] = []
@@ -411,6 +417,7 @@ EMULATED_TYPES = (
     "AWS::ApiGateway::RestApi",
     "AWS::ApiGateway::Deployment",
     "AWS::ApiGateway::Stage",
+    "AWS::ApiGateway::Account",
     "AWS::IAM::Role",
     "AWS::IAM::Policy",
     "AWS::IAM::ManagedPolicy",

@@ -8,6 +8,7 @@ fake clock; the stack is configured for short delays (see conftest.py).
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import requests
@@ -152,9 +153,13 @@ def test_the_gateway_recovers_when_the_embedded_aws_restarts(stack: LocalStack) 
     assert reset.status_code == 200
 
     def provisioned_again() -> bool:
-        return "provisioning again" in stack.log()
+        # Done only once the watchdog reports the stack created again: tables come back before
+        # queues, so a GET can succeed while a deferral would still find no queue.
+        log = stack.log()
+        again = log.find("provisioning again")
+        return again >= 0 and re.search(r"stack \S+ from .*: created \d+", log[again:]) is not None
 
-    assert eventually(provisioned_again, timeout_s=30)
+    assert eventually(provisioned_again, timeout_s=60)
     assert eventually(
         lambda: stack.request("GET", "/kisi/locks?limit=1").status_code == 200, timeout_s=20)
     stack.sim.update_faults({"outage_seconds": 1.5})

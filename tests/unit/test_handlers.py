@@ -10,6 +10,7 @@ import base64
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -151,6 +152,38 @@ def test_bad_input_never_reaches_kisi(event, forwarder, proxy, method, body, sta
     assert body["code"] == code
     assert body["error"]
     assert forwarder.calls == []
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    ["locks%2f1", "locks%2F1", "locks%5c1", "locks%3f1", "locks%23", "locks/%2e%2e/users",
+     "locks%2F1%2Funlock", "%6Cocks"],
+)
+def test_encoded_separators_are_refused_not_decoded(event, forwarder, proxy) -> None:
+    raw = with_proxy(event, proxy)
+    # API Gateway's REST API decodes the proxy parameter but leaves ``path`` as sent: the
+    # decoded form (``locks/1``) would be a valid Kisi path.
+    raw["pathParameters"] = {"proxy": unquote(proxy)}
+    response = invoke(raw)
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["code"] == "9e0401"
+    assert forwarder.calls == []
+
+
+@pytest.mark.parametrize("method", ["HEAD", "OPTIONS"])
+def test_head_and_options_are_refused_with_allow(event, forwarder, method) -> None:
+    response = invoke(with_proxy(event, "locks", method))
+    assert response["statusCode"] == 405
+    assert response["headers"]["Allow"] == "GET, POST, PUT, PATCH, DELETE"
+    assert json.loads(response["body"])["code"] == "9e0450"
+    assert forwarder.calls == []
+
+
+def test_the_path_as_sent_is_the_path_forwarded(event, forwarder) -> None:
+    raw = with_proxy(event, "locks/7/unlock", "POST")
+    raw["pathParameters"] = {"proxy": "locks/8/unlock"}  # whatever the decoded form says
+    assert invoke(raw)["statusCode"] == 200
+    assert forwarder.calls[0][0].path == "/locks/7/unlock"
 
 
 def test_bad_headers_and_query(event, forwarder) -> None:

@@ -48,6 +48,21 @@ def test_paths_that_are_not_kisi_paths_are_refused(path: str) -> None:
         route_template(path)
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/locks%2f1", "/locks%2F1", "/locks%5c1", "/locks%5C1", "/locks%3f1", "/locks%3Fx=1",
+     "/locks%23", "/locks/%2e%2e", "/locks/%2E%2E/users", "/%6Cocks", "/locks/1%2Funlock"],
+)
+def test_every_percent_escape_is_refused_never_decoded(path: str) -> None:
+    with pytest.raises(InvalidPathError, match="percent-encoded"):
+        route_template(path)
+
+
+def test_head_has_no_route_policy_it_is_never_forwarded() -> None:
+    with pytest.raises(InvalidPathError, match="no route policy"):
+        PolicyTable.default().resolve("HEAD", "/locks")
+
+
 def test_unlocks_may_book_send_slots_further_ahead_than_anything_else() -> None:
     table = PolicyTable.default()
     unlock = table.by_name("unlock").book_ahead_s

@@ -213,7 +213,8 @@ NEEDS: dict[str, dict[str, dict[str, set[str]]]] = {
         "dynamodb": {"GuardTable": {"dynamodb:UpdateItem", "dynamodb:Scan"}},
         "sqs": {},
         "secretsmanager": {},
-        "kms": {},
+        # monitoring.py publishes to NotifyTopic, which the topics' key encrypts.
+        "kms": {"TopicKey": {"kms:GenerateDataKey", "kms:Decrypt"}},
     },
 }
 

@@ -36,25 +36,70 @@ from kisi_gateway.stores.memory import (
     MemoryVault,
 )
 from kisi_gateway.stores.ports import Clock
-from kisi_gateway.stores.secrets import ServiceKeys, powertools_secret
+from kisi_gateway.stores.secrets import ServiceKeys, secret_reader
+from kisi_gateway.tracing import tracing
 
 LOG = logging.getLogger("kisi_gateway")
 IDENTITY_SECRET_MAX_AGE_S = 3600  # the identity key never changes while the stack lives
 
 
+@dataclass(frozen=True, slots=True)
+class AwsTimeouts:
+    """Timeouts and retries of every AWS client the functions build (DynamoDB, SQS, Secrets
+    Manager, KMS, CloudWatch, SNS), in this one place.
+
+    API Gateway ends an integration after 29 s with its own 504. A store that stalls must fail
+    well before, so the caller gets the gateway's 503 with ``Retry-After`` instead; botocore's
+    defaults (60 s connect, 60 s read, legacy mode's 5 attempts) would outlive it many times.
+    These calls take milliseconds when healthy, so seconds are generous.
+    """
+
+    connect_s: float = 1.0
+    read_s: float = 3.0  # botocore's read timeout bounds each wait for bytes from the socket
+    max_attempts: int = 2  # botocore's total_max_attempts: the first try and one retry
+
+    def config(self) -> Any:
+        """The botocore ``Config`` (standard retry mode: throttling and transient errors)."""
+        from botocore.config import Config  # noqa: PLC0415 - cold start
+
+        return Config(
+            connect_timeout=self.connect_s,
+            read_timeout=self.read_s,
+            retries={"mode": "standard", "total_max_attempts": self.max_attempts},
+        )
+
+    @property
+    def worst_case_s(self) -> float:
+        """The longest one AWS call can take: every attempt waits out both timeouts, and
+        standard mode sleeps before retry n at most ``min(2 ** (n - 1), 20)`` s (botocore
+        ``retries.standard.ExponentialBackoff``: ``random() * 2 ** (attempt - 1)``).
+
+        >>> AwsTimeouts().worst_case_s
+        9.0
+        """
+        backoff = sum(min(2.0**n, 20.0) for n in range(self.max_attempts - 1))
+        return self.max_attempts * (self.connect_s + self.read_s) + backoff
+
+
+AWS_TIMEOUTS = AwsTimeouts()
+# The most AWS calls that can stall one after the other before api_call answers 503: the
+# guard's read fails open (it must not take the gateway down), the next store call fails the
+# request. 2 x 9 s = 18 s, well inside API Gateway's 29 s.
+STALLED_CALLS_BEFORE_503 = 2
+API_GATEWAY_LIMIT_S = 29.0
+
+
 def _client(service: str) -> Any:
+    """A boto3 client with the gateway's timeouts (:data:`AWS_TIMEOUTS`)."""
     import boto3  # noqa: PLC0415 - cold start
 
-    return boto3.client(service)  # type: ignore[call-overload]
+    return boto3.client(service, config=AWS_TIMEOUTS.config())  # type: ignore[call-overload]
 
 
-def identity_key(settings: Settings) -> bytes:
+def identity_key(settings: Settings, secrets: Callable[[str, bool], str]) -> bytes:
     """The stack's secret for keyed hashes of credentials (``IDENTITY_SECRET``)."""
-    from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415
-
     secret_id = settings.need(settings.identity_secret, "IDENTITY_SECRET")
-    value = parameters.get_secret(secret_id, max_age=IDENTITY_SECRET_MAX_AGE_S)
-    text = value.decode() if isinstance(value, bytes) else str(value)
+    text = secrets(secret_id, False)
     if len(text.strip()) < 16:
         raise ConfigError("IDENTITY_SECRET holds fewer than 16 characters")
     return text.strip().encode()
@@ -95,10 +140,14 @@ def build_pipeline(
     clock: Clock | None = None,
     rng: RandomSource | None = None,
     telemetry: Telemetry | None = None,
-    secrets: Callable[[str, bool], str] = powertools_secret,
+    secrets: Callable[[str, bool], str] | None = None,
     key: bytes | None = None,
 ) -> Pipeline:
-    """The pipeline over AWS (``aws(service)`` gives each boto3 client: moto in tests)."""
+    """The pipeline over AWS (``aws(service)`` gives each boto3 client: moto in tests).
+
+    ``secrets`` reads a secret's text (default: Powertools' cache over ``aws``'s Secrets
+    Manager client, so secret reads get the same timeouts as every other store call).
+    """
     from kisi_gateway.stores.budget import DynamoSendBudget  # noqa: PLC0415
     from kisi_gateway.stores.directory import DynamoDirectory  # noqa: PLC0415
     from kisi_gateway.stores.guard import DynamoGuard  # noqa: PLC0415
@@ -107,7 +156,13 @@ def build_pipeline(
     from kisi_gateway.stores.records import DynamoRecordStore  # noqa: PLC0415
     from kisi_gateway.stores.vault import KmsVault  # noqa: PLC0415
 
+    tracing()  # on Lambda with tracing on: every AWS call below becomes a subsegment
     clock = clock or SystemClock()
+    identity_secret = secrets
+    if secrets is None:
+        secrets = secret_reader(lambda: aws("secretsmanager"))
+        identity_secret = secret_reader(lambda: aws("secretsmanager"),
+                                        IDENTITY_SECRET_MAX_AGE_S)
     dynamodb = aws("dynamodb")
     directory = DynamoDirectory(dynamodb, settings.need(settings.tenants_table, "TENANTS_TABLE"))
     requests_table = settings.need(settings.requests_table, "REQUESTS_TABLE")
@@ -135,8 +190,9 @@ def build_pipeline(
     queue = SqsRetryQueue(
         aws("sqs"), settings.need(settings.retry_queue_url, "RETRY_QUEUE_URL"),
         settings.need(settings.dlq_url, "DLQ_URL"))
+    identity = key if key is not None else identity_key(settings, identity_secret or secrets)
     callers = Callers(
-        directory, ServiceKeys(secrets), key if key is not None else identity_key(settings),
+        directory, ServiceKeys(secrets), identity,
         policy=settings.caller_credentials,
         default_secret_id=settings.need(settings.kisi_api_key_secret, "KISI_API_KEY_SECRET"),
         clock=clock.now,

@@ -9,6 +9,7 @@ carry JSON). Kisi's own client falls back to code ``000000``; so does :func:`par
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypedDict
@@ -120,6 +121,7 @@ class GatewayErrorCode(StrEnum):
     EXPIRED = "9e0508"
     RETRY_AFTER_PAST_DEADLINE = "9e0509"  # Kisi asked for a wait that ends after the deadline
     INTERNAL = "9e0500"
+    ANSWER_TOO_LARGE = "9e0502"
 
 
 class GatewayError(Exception):
@@ -132,12 +134,14 @@ class GatewayError(Exception):
         message: str,
         *,
         retry_after: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.retry_after = retry_after
+        self.headers = dict(headers or {})  # e.g. a 405's Allow
 
     def body(self) -> ErrorBody:
         return {"error": self.message, "code": self.code.value}

@@ -119,6 +119,8 @@ class Change:
     ``state`` and ``done`` are the writer's view (the record's status and how many attempts
     it held); the store applies the change only while they still hold. ``lease_until`` is the
     new claim of a ``take_over`` or ``claim``; ``now`` decides whether an old one lapsed.
+    ``response`` is the copy every store keeps (:meth:`StoredResponse.kept`: whole when it
+    fits an item, else cut and marked truncated); the caller's own answer is built apart.
     """
 
     event: Event
@@ -132,6 +134,10 @@ class Change:
     lease_until: float = 0.0
     now: float = 0.0
     sealed: bytes | None = field(default=None, repr=False)  # a caller's credential, deferred
+
+    def __post_init__(self) -> None:
+        if self.response is not None:
+            object.__setattr__(self, "response", self.response.kept())
 
     @property
     def row(self) -> Row:

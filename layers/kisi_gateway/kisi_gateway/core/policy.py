@@ -82,7 +82,6 @@ class RouteRule:
 DEFAULT_RULES: tuple[RouteRule, ...] = (
     RouteRule("POST", "/locks/{id}/unlock", "unlock"),
     RouteRule("GET", "*", "read"),
-    RouteRule("HEAD", "*", "read"),
     RouteRule("PUT", "*", "write"),
     RouteRule("PATCH", "*", "write"),
     RouteRule("DELETE", "*", "write"),
@@ -111,6 +110,11 @@ def route_template(path: str) -> str:
     """
     if not path.startswith("/") or path.startswith("//"):
         raise InvalidPathError("path must start with a single '/'")
+    if "%" in path:
+        # One rule for every escape, %2F, %5C, %3F, %23 and %2E%2E alike: refused, never
+        # decoded. No Kisi path needs one, and decoding would send a different path from the
+        # one checked here (an encoded slash would become a new segment at Kisi).
+        raise InvalidPathError("percent-encoded characters are refused; no Kisi path needs one")
     segments = path[1:].split("/")
     if segments and segments[-1] == "" and len(segments) > 1:
         segments = segments[:-1]  # one trailing slash is harmless

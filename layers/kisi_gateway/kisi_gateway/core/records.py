@@ -15,8 +15,11 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, TypedDict
 
-# DynamoDB items are at most 400 KB; a final answer bigger than this is kept truncated.
-MAX_STORED_BODY = 300_000
+# DynamoDB items are at most 400 KB (names and values together). A record keeps Kisi's final
+# answer whole when its body and headers fit in this many bytes; the rest of the item (ids,
+# route, up to 50 attempts, a sealed credential of at most a few KB) stays well below the other
+# 50 KB. A larger answer is kept cut and marked truncated, and never replayed as if whole.
+MAX_STORED_ANSWER_BYTES = 350_000
 
 
 class RecordStatus(StrEnum):
@@ -44,7 +47,12 @@ class AttemptEntry:
 
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
-    """Kisi's final answer, as the caller will get it back."""
+    """Kisi's final answer, as the caller will get it back.
+
+    ``truncated``: ``body`` is not Kisi's whole body (Kisi's answer passed the gateway's cap
+    and was not read, or a record keeps only the part that fits DynamoDB). Such an answer is
+    never passed on as if it were whole.
+    """
 
     status: int
     headers: Mapping[str, str]
@@ -53,7 +61,33 @@ class StoredResponse:
 
     @classmethod
     def of(cls, status: int, headers: Mapping[str, str], body: bytes) -> StoredResponse:
-        return cls(status, dict(headers), body[:MAX_STORED_BODY], len(body) > MAX_STORED_BODY)
+        """Kisi's whole answer."""
+        return cls(status, dict(headers), body)
+
+    @classmethod
+    def unread(cls, status: int, headers: Mapping[str, str]) -> StoredResponse:
+        """An answer whose body passed the gateway's cap: its status and headers only."""
+        return cls(status, dict(headers), b"", truncated=True)
+
+    @property
+    def size(self) -> int:
+        """Bytes a record spends on this answer: the body and every header name and value."""
+        return len(self.body) + sum(len(k) + len(v) for k, v in self.headers.items())
+
+    def kept(self, limit: int = MAX_STORED_ANSWER_BYTES) -> StoredResponse:
+        """The copy a record keeps: this answer when it fits ``limit`` bytes, else its headers
+        (when they fit) and as much of the body as fits, marked truncated.
+
+        >>> StoredResponse(200, {"a": "b"}, b"x" * 10).kept(8)
+        StoredResponse(status=200, headers={'a': 'b'}, body=b'xxxxxx', truncated=True)
+        """
+        if self.size <= limit:
+            return self
+        headers = dict(self.headers)
+        room = limit - (self.size - len(self.body))
+        if room < 0:  # absurd headers: keep none rather than outgrow the item
+            headers, room = {}, limit
+        return StoredResponse(self.status, headers, self.body[:room], truncated=True)
 
     def body_text(self) -> tuple[str, bool]:
         """The body as text, or base64 (``True``) when it is not UTF-8."""

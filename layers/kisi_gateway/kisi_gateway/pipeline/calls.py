@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from kisi_gateway.core.errors import GatewayError, GatewayErrorCode, bad_request
 from kisi_gateway.core.policy import InvalidPathError, PolicyTable, Route
 
-ALLOWED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+# HEAD and OPTIONS are refused (405 with Allow), never sent: a HEAD would spend a slot of the
+# Kisi user's 5 req/s to return headers a GET returns too, and Kisi documents no HEAD route.
+FORWARDED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+ALLOWED_METHODS = frozenset(FORWARDED_METHODS)
+ALLOW = ", ".join(FORWARDED_METHODS)
 MAX_QUERY_PAIRS = 50
 MAX_QUERY_LENGTH = 2048
 MAX_JSON_DEPTH = 32
@@ -89,7 +93,9 @@ def parse_call(
     method = method.upper()
     if method not in ALLOWED_METHODS:
         raise GatewayError(
-            405, GatewayErrorCode.METHOD_NOT_ALLOWED, f"method {method[:16]} is not supported"
+            405, GatewayErrorCode.METHOD_NOT_ALLOWED,
+            f"method {method[:16]} is not supported; the gateway forwards {ALLOW}",
+            headers={"Allow": ALLOW},
         )
     try:
         route = policies.resolve(method, path)

@@ -10,6 +10,7 @@ Powertools' Event Handler: importing the resolver package costs api_call ~100 ms
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ from kisi_gateway.pipeline.calls import header, parse_call
 from kisi_gateway.pipeline.forwarding import CallContext
 from kisi_gateway.pipeline.kisi_http import same_origin
 from kisi_gateway.pipeline.replies import Reply, error_reply, location_rewriter
+from kisi_gateway.tracing import tracing
 
 LOG = logging.getLogger("kisi_gateway")
 # What API Gateway's ANY covers; the gateway forwards five of them (calls.ALLOWED_METHODS).
@@ -108,10 +110,12 @@ def _route(
     method = str(event.get("httpMethod") or "").upper()
     proxy = _PROXY.fullmatch(path)
     if proxy is not None:
-        given = (event.get("pathParameters") or {}).get("proxy")
+        # The path as the caller sent it (a REST API leaves ``path`` percent-encoded), never
+        # the decoded ``pathParameters.proxy``: ``locks%2F1`` must be refused, not become
+        # ``locks/1``. Validation refuses every escape (core.policy.route_template).
         call = parse_call(
             method=method,
-            path="/" + (given if given is not None else proxy.group("proxy")),
+            path="/" + proxy.group("proxy"),
             query=_query(event),
             body=event.get("body"),
             is_base64=bool(event.get("isBase64Encoded")),
@@ -131,15 +135,39 @@ def _route(
 def handle(
     event: Mapping[str, Any], forwarder: Callable[[], Forwarding], settings: Settings
 ) -> ProxyResponse:
-    """Answer one API Gateway event; never raises."""
+    """Answer one API Gateway event; never raises. Traced as a ``request`` span annotated
+    with the outcome: the status the caller got and, for the gateway's own errors, the code."""
+    with tracing().span("request") as span:
+        reply = _reply(event, forwarder, settings)
+        span.annotate("status", reply.status)
+        span.annotate("attempts", int(reply.headers.get("X-Gateway-Attempts", "0") or 0))
+        if reply.status >= 400 and (code := gateway_code(reply)) is not None:
+            span.annotate("gateway_code", code)
+        return to_response(reply)
+
+
+def _reply(
+    event: Mapping[str, Any], forwarder: Callable[[], Forwarding], settings: Settings
+) -> Reply:
     try:
-        return to_response(_route(event, forwarder, settings))
+        return _route(event, forwarder, settings)
     except GatewayError as error:
-        return to_response(error_reply(error))
+        return error_reply(error)
     except Exception as error:
         # Never a 500 to the caller: log the bug, answer a retryable, Kisi-shaped 503.
         LOG.exception("unexpected error", extra={"error": type(error).__name__})
-        return to_response(error_reply(GatewayError(
+        return error_reply(GatewayError(
             503, GatewayErrorCode.INTERNAL, "the gateway failed unexpectedly",
             retry_after=INTERNAL_RETRY_AFTER_S,
-        )))
+        ))
+
+
+def gateway_code(reply: Reply) -> str | None:
+    """The gateway's own error code in ``reply`` (``9e....``), if it is one of its errors."""
+    if not reply.body.startswith(b'{"error"'):
+        return None
+    try:
+        code = json.loads(reply.body).get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) and code.startswith("9e") else None

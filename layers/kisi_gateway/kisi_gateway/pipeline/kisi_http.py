@@ -8,6 +8,7 @@ the ``KISI-LOGIN`` header and no proxy variable reroutes the key).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -19,7 +20,10 @@ from urllib3.exceptions import NewConnectionError, ProtocolError
 
 from kisi_gateway.core.identity import Credential
 from kisi_gateway.core.outcome import Outcome, Transport, classify_status, classify_transport
+from kisi_gateway.core.records import StoredResponse
+from kisi_gateway.tracing import tracing
 
+LOG = logging.getLogger("kisi_gateway")
 USER_AGENT = "kisi-gateway/0.1"
 # The largest answer passed on: a Lambda's synchronous response is at most 6 MB (base64 of a
 # binary body grows by a third), API Gateway's 10 MB. Bounded memory whatever Kisi sends.
@@ -61,6 +65,12 @@ class KisiResponse:
     @property
     def outcome(self) -> Outcome:
         return classify_status(self.status)
+
+    def stored(self) -> StoredResponse:
+        """This answer as the pipeline keeps it: whole, or marked as not read past the cap."""
+        if self.too_large:
+            return StoredResponse.unread(self.status, self.headers)
+        return StoredResponse.of(self.status, self.headers, self.body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +221,22 @@ class KisiClient:
         return headers
 
     def send(self, call: KisiCall) -> AttemptResult:
-        """Make one attempt; every failure becomes a :class:`TransportFailure`."""
+        """Make one attempt; every failure becomes a :class:`TransportFailure`.
+
+        Traced as a ``kisi`` span annotated with the method and Kisi's status (or the kind of
+        transport failure), so a trace shows how much of a call Kisi took.
+        """
+        with tracing().span("kisi") as span:
+            span.annotate("kisi_method", call.method)
+            result = self._send(call)
+            if isinstance(result, KisiResponse):
+                span.annotate("kisi_status", result.status)
+                span.annotate("kisi_too_large", result.too_large)
+            else:
+                span.annotate("kisi_transport", result.kind.value)
+            return result
+
+    def _send(self, call: KisiCall) -> AttemptResult:
         assert self.session is not None  # set in __post_init__
         url = self.url_for(call.path)
         try:
@@ -229,6 +254,10 @@ class KisiClient:
         except requests.exceptions.RequestException as exc:
             return TransportFailure(kind=transport_kind(exc), detail=type(exc).__name__)
         headers = {name.lower(): value for name, value in response.headers.items()}
+        if body is None:
+            LOG.warning("Kisi's answer passed the cap and was not read",
+                        extra={"method": call.method, "status": response.status_code,
+                               "cap": self.max_answer_bytes})
         return KisiResponse(
             status=response.status_code,
             headers=headers,

@@ -60,7 +60,7 @@ def json_reply(status: int, document: object, headers: Mapping[str, str] | None 
 
 def error_reply(error: GatewayError, request_id: str | None = None) -> Reply:
     """A gateway error as Kisi would shape it, with ``Retry-After`` when it has one."""
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = dict(error.headers)
     if error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
     if request_id:
@@ -142,7 +142,21 @@ def accepted(record: RequestRecord, gateway_prefix: str) -> Reply:
 
 
 def final_reply(record: RequestRecord, rewrite_location: LocationRewriter) -> Reply:
-    """The answer for a request that has ended: Kisi's last answer, or why there is none."""
+    """The answer for a request that has ended: Kisi's last answer, or why there is none.
+
+    An answer the gateway does not hold whole (over its cap, or kept cut in a record) is a
+    502, never a shortened body with Kisi's status.
+    """
+    if record.response is not None and record.response.truncated:
+        error = GatewayError(
+            502, GatewayErrorCode.ANSWER_TOO_LARGE,
+            f"Kisi answered {record.response.status} with a body larger than the gateway "
+            "passes on or keeps for a repeat; Kisi handled the request. Ask for less "
+            "(e.g. a smaller limit) or send a new request without the Idempotency-Key",
+        )
+        return error_reply(error, record.request_id).with_headers(
+            **{"X-Gateway-Attempts": str(record.attempt_count)}
+        )
     if record.response is not None:
         return pass_through(
             record.response,

@@ -81,7 +81,7 @@ class Attempted:
     def response(self) -> StoredResponse | None:
         """Kisi's answer, when there was one."""
         if isinstance(self.result, KisiResponse):
-            return StoredResponse.of(self.result.status, self.result.headers, self.result.body)
+            return self.result.stored()
         return None
 
 

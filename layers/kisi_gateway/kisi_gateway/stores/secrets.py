@@ -54,6 +54,31 @@ def powertools_secret(secret_id: str, refresh: bool) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+# One provider per process, as Powertools' own default provider is: its cache outlives a
+# pipeline built again (after a failed first build, or when make run re-provisions), so a secret
+# read once keeps serving for its max age even if Secrets Manager is unreachable meanwhile.
+_PROVIDER: list[Any] = []
+
+
+def secret_reader(
+    client: Callable[[], Any], max_age_s: int = SECRET_MAX_AGE_S
+) -> Callable[[str, bool], str]:
+    """Like :func:`powertools_secret`, over ``client()`` (a Secrets Manager client built with
+    the gateway's timeouts, on the first read of the process), cached ``max_age_s``."""
+
+    def read(secret_id: str, refresh: bool) -> str:
+        if not _PROVIDER:
+            from aws_lambda_powertools.utilities.parameters import (  # noqa: PLC0415
+                SecretsProvider,
+            )
+
+            _PROVIDER.append(SecretsProvider(boto3_client=client()))
+        value = _PROVIDER[0].get(secret_id, max_age=max_age_s, force_fetch=refresh)
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    return read
+
+
 def read_api_key(secret_id: str, source: Callable[[str, bool], str] = powertools_secret) -> str:
     """The Kisi key in ``secret_id`` now; raises on any failure."""
     return key_from_secret(source(secret_id, False))
