@@ -125,6 +125,9 @@ class MeteredGuard:
         usage = self.ledger.meter()
         usage.wru += (outcome.status == 401) + len(self.guard.trips) - trips
 
+    def probing(self, identity: str, route_key: str) -> list[str]:
+        return self.guard.probing(identity, route_key)  # remembered by the check: no I/O
+
 
 @dataclass(frozen=True, slots=True)
 class ChargedQueue:
