@@ -200,6 +200,8 @@ class DynamoSendBudget:
         if len(requests) == 1:
             answer = conditional(self._client.update_item, requests[0], self._unavailable)
         else:
+            for request in requests:
+                del request["ReturnValues"]  # not part of a transaction's Update
             transaction: list[Any] = [{"Update": request} for request in requests]
             answer = conditional(
                 self._client.transact_write_items, {"TransactItems": transaction},
@@ -232,15 +234,14 @@ def _update_request(table: str, pk: str, state: BucketState, version: int) -> di
     else:
         expr.removes.append(expr.name("held"))
     expr.set("version", {"N": str(_next_version(version))})
-    key = expr.name("pk")
     if version == NO_ITEM:
-        condition = f"attribute_not_exists({key})"
+        condition = f"attribute_not_exists({expr.name('pk')})"
     elif version == UNVERSIONED:
-        condition = f"attribute_exists({key}) AND attribute_not_exists({expr.name('version')})"
+        condition = (f"attribute_exists({expr.name('pk')})"
+                     f" AND attribute_not_exists({expr.name('version')})")
     else:
         condition = f"{expr.name('version')} = {expr.value('expected', {'N': str(version)})}"
-    request = expr.update(table, {"pk": {"S": pk}}, condition, return_values="NONE")
-    return request
+    return expr.update(table, {"pk": {"S": pk}}, condition, return_values="NONE")
 
 
 def _from_item(item: Mapping[str, Any] | None, configured: float, limits: BudgetLimits
