@@ -58,4 +58,4 @@ def test_a_synchronous_send_costs_one_budget_round_trip_and_rare_guard_reads(
         guard_reads = sum(n for (_, table), n in calls.items() if guard in table)
         assert 1 <= guard_reads <= 7
         # nothing else: a synchronous success writes no record and reads no directory
-        assert set(table for _, table in calls) <= {budget, guard}
+        assert {table for _, table in calls} <= {budget, guard}

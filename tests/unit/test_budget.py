@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from kisi_gateway.core.outcome import Transport, classify_status, classify_transport
 from kisi_gateway.core.ratelimit import (
-    Booking,
     BucketState,
     BudgetLimits,
     Grant,
