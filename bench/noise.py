@@ -5,8 +5,9 @@
 one) and send to a Kisi modelled as its simulator's token bucket (5 req/s, burst 5) that also
 answers a share of otherwise good requests 429 at random, with ``Retry-After: 1``. Each sender
 wakes a little late for its slot (uniform up to ``jitter_s``), as Lambda timers do, and the
-network adds a round trip. Reported: successes per second against Kisi's limit, and which
-429s were the bucket's (our own rate) and which were random.
+network adds a round trip. Reported: successes per second against Kisi's limit, which 429s
+were the bucket's (our own rate) and which were random, and the share of requests whose slot
+fell within the caller's 5 s wait when it first asked (answered inline rather than deferred).
 
 ``python -m bench.noise`` prints the figures for 0 % and 10 % random 429s.
 """
@@ -44,6 +45,8 @@ class NoiseRun:
     own_429: int
     random_429: int
     duration_s: float
+    first_asks: int = 0  # requests that asked the budget (a retry after a 429 asks anew)
+    inline: int = 0  # of those, the ones whose slot fell within the caller's wait at once
 
     @property
     def throughput(self) -> float:
@@ -62,8 +65,9 @@ def run(noise: float, *, seed: int = SEED, duration_s: float = DURATION_S,
     kisi = TokenBucket(LIMIT, BURST, BURST, 0.0)
     ok = classify_status(200)
     throttled = classify_status(429)
-    counts = {"successes": 0, "attempts": 0, "own": 0, "random": 0}
-    # (time, sequence, sender, action): "ask" the budget, or "answer" with a status
+    counts = {"successes": 0, "attempts": 0, "own": 0, "random": 0, "asks": 0, "inline": 0}
+    # (time, sequence, sender, action): "ask" the budget ("again" after a refusal), or
+    # "answer" with a status
     events: list[tuple[float, int, int, str, int]] = []
     sequence = 0
 
@@ -85,8 +89,11 @@ def run(noise: float, *, seed: int = SEED, duration_s: float = DURATION_S,
             schedule(now, sender, "ask")  # the next request (a 429 is retried as one)
             continue
         grant = budget.acquire("user", ROUTE, now, WAIT_S, Booking(holder=f"id-{sender % 4}"))
-        if not grant.ok:
-            schedule(now + max(grant.wait_s - WAIT_S, 0.05), sender, "ask")
+        if action == "ask":
+            counts["asks"] += 1
+            counts["inline"] += grant.ok
+        if not grant.ok:  # a deferred caller: its retry asks again later
+            schedule(now + max(grant.wait_s - WAIT_S, 0.05), sender, "again")
             continue
         sent = now + grant.wait_s + rng.uniform(0.0, jitter_s)
         half = rng.uniform(*RTT_S) / 2
@@ -101,7 +108,7 @@ def run(noise: float, *, seed: int = SEED, duration_s: float = DURATION_S,
             counts["random"] += answer == 429
         schedule(sent + 2 * half, sender, "answer", answer)
     return NoiseRun(noise, counts["successes"], counts["attempts"], counts["own"],
-                    counts["random"], duration_s)
+                    counts["random"], duration_s, counts["asks"], counts["inline"])
 
 
 def main() -> None:
@@ -115,7 +122,8 @@ def main() -> None:
             f"random 429s {noise:4.0%}: {result.throughput:.2f} successes/s "
             f"({result.share_of_limit:.0%} of Kisi's {LIMIT:g}/s), "
             f"{result.attempts} attempts, 429s from Kisi's bucket {result.own_429} "
-            f"({result.own_429 / max(result.attempts, 1):.2%}), random {result.random_429}"
+            f"({result.own_429 / max(result.attempts, 1):.2%}), random {result.random_429}, "
+            f"answered inline {result.inline / max(result.first_asks, 1):.1%}"
         )
 
 

@@ -92,10 +92,10 @@ def test_slots_are_reserved_in_line(lambda_budget: Factory) -> None:
 
 
 def overload(budget: DynamoSendBudget, retry_after_s: float | None, now: float) -> None:
-    """Kisi's bucket is empty: a booking, then two 429s in a row while the line is busy."""
-    budget.acquire(BUCKET, GET, now - 0.2, max_wait_s=math.inf)
-    budget.observe(BUCKET, GET, THROTTLED, retry_after_s, now - 0.1)
-    budget.observe(BUCKET, GET, THROTTLED, retry_after_s, now)
+    """Kisi's bucket is empty: a booking, then three 429s in a row while the line is busy."""
+    budget.acquire(BUCKET, GET, now - 0.3, max_wait_s=math.inf)
+    for before in (0.2, 0.1, 0.0):
+        budget.observe(BUCKET, GET, THROTTLED, retry_after_s, now - before)
 
 
 def test_one_round_trip_per_acquire(lambda_budget: Factory) -> None:
@@ -250,23 +250,25 @@ def test_an_isolated_429_is_written_down_but_slows_nobody(
     lambdas[0].observe(BUCKET, GET, THROTTLED, 1.0, NOW + 0.1)
     assert (number(dynamodb, BUCKET, "rate"), number(dynamodb, BUCKET, "strikes")) == (5.0, 1)
     assert lambdas[1].acquire(BUCKET, GET, NOW + 0.2) == Grant(True, 0.0)  # no gate closed
-    # a second one from another Lambda within a second confirms the overload
+    # two more from another Lambda, each within a second of the last, confirm the overload
     lambdas[1].observe(BUCKET, GET, THROTTLED, 1.0, NOW + 0.3)
+    assert number(dynamodb, BUCKET, "rate") == 5.0
+    lambdas[1].observe(BUCKET, GET, THROTTLED, 1.0, NOW + 0.4)
     assert number(dynamodb, BUCKET, "rate") == 3.5
-    assert number(dynamodb, BUCKET, "gate_until") == NOW + 1.3
+    assert number(dynamodb, BUCKET, "gate_until") == NOW + 1.4
 
 
 def test_throttles_in_one_second_lower_the_rate_once(
     dynamodb: Any, lambda_budget: Factory
 ) -> None:
-    lambdas = [lambda_budget() for _ in range(3)]
+    lambdas = [lambda_budget() for _ in range(4)]
     lambdas[0].acquire(BUCKET, GET, NOW)
-    for budget in lambdas:  # three requests already on the wire all come back 429
+    for budget in lambdas:  # four requests already on the wire all come back 429
         budget.observe(BUCKET, GET, THROTTLED, None, NOW + 0.1)
     assert number(dynamodb, BUCKET, "rate") == 3.5
     lambdas[0].acquire(BUCKET, GET, NOW + 1.4, max_wait_s=5.0)
-    lambdas[1].observe(BUCKET, GET, THROTTLED, None, NOW + 1.5)
-    lambdas[2].observe(BUCKET, GET, THROTTLED, None, NOW + 1.6)
+    for n, budget in enumerate(lambdas[1:]):
+        budget.observe(BUCKET, GET, THROTTLED, None, NOW + 1.5 + n * 0.05)
     # lowered again, from where its recovery had got to (back at about 5/s after 1.4 s)
     assert number(dynamodb, BUCKET, "rate") == pytest.approx(3.5, abs=0.01)
     assert number(dynamodb, BUCKET, "peak") < 5.0

@@ -143,10 +143,12 @@ def test_a_confirmed_overload_slows_the_line_and_may_close_the_gate(
     retry_after_s: float | None, close_gate: bool, gate_until: float
 ) -> None:
     limits = BudgetLimits()
-    once = after_throttle(BucketState(rate=5.0, tat=9.8), 5.0, limits, now=9.9,
-                          retry_after_s=retry_after_s, close_gate=close_gate)
-    assert (once.rate, once.tat, once.gate_until, once.strikes) == (5.0, 9.8, 0.0, 1)
-    state = after_throttle(once, 5.0, limits, now=10.0, retry_after_s=retry_after_s,
+    state = BucketState(rate=5.0, tat=9.8)
+    for now in (9.8, 9.9):
+        state = after_throttle(state, 5.0, limits, now=now, retry_after_s=retry_after_s,
+                               close_gate=close_gate)
+    assert (state.rate, state.tat, state.gate_until, state.strikes) == (5.0, 9.8, 0.0, 2)
+    state = after_throttle(state, 5.0, limits, now=10.0, retry_after_s=retry_after_s,
                            close_gate=close_gate)
     assert state == BucketState(rate=3.5, tat=pytest.approx(10.0 + 1 / 3.5),
                                 gate_until=gate_until, lowered_at=10.0, updated_at=10.0,
@@ -154,7 +156,7 @@ def test_a_confirmed_overload_slows_the_line_and_may_close_the_gate(
 
 
 def test_after_throttle_keeps_slots_already_granted_and_a_later_gate() -> None:
-    state = BucketState(rate=5.0, tat=15.0, gate_until=30.0, strikes=1, struck_at=9.9)
+    state = BucketState(rate=5.0, tat=15.0, gate_until=30.0, strikes=2, struck_at=9.9)
     after = after_throttle(state, 5.0, BudgetLimits(), now=10.0, retry_after_s=3.0,
                            close_gate=True)
     assert after.rate == 3.5
@@ -297,10 +299,10 @@ def test_eight_threads_never_exceed_the_rate() -> None:
 
 def overload(budget: MemorySendBudget, route_key: str, retry_after_s: float | None,
              now: float) -> None:
-    """Kisi's bucket is empty: two requests in a row come back 429 while the line is busy."""
-    budget.acquire(BUCKET, route_key, now - 0.2, max_wait_s=math.inf)
-    budget.observe(BUCKET, route_key, THROTTLED, retry_after_s, now=now - 0.1)
-    budget.observe(BUCKET, route_key, THROTTLED, retry_after_s, now=now)
+    """Kisi's bucket is empty: three requests in a row come back 429 while the line is busy."""
+    budget.acquire(BUCKET, route_key, now - 0.3, max_wait_s=math.inf)
+    for before in (0.2, 0.1, 0.0):
+        budget.observe(BUCKET, route_key, THROTTLED, retry_after_s, now=now - before)
 
 
 def test_an_overload_slows_the_bucket_and_time_restores_it() -> None:

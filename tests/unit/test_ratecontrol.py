@@ -6,7 +6,7 @@ import pytest
 from bench.noise import LIMIT, run
 from kisi_gateway.core.ratecontrol import ControlState, RateControl
 
-CONTROL = RateControl()  # beta 0.7, C 0.4, floor 30 %, 2 429s within 1 s confirm
+CONTROL = RateControl(confirm=2)  # beta 0.7, C 0.4, floor 30 %; two 429s confirm here
 
 
 @pytest.mark.parametrize(
@@ -72,6 +72,16 @@ def test_an_overload_before_the_old_peak_lowers_the_peak() -> None:
 def test_a_configuration_lowered_since_clamps_the_stored_rate() -> None:
     assert CONTROL.rate_at(ControlState(5.0), 1.0, now=0.0) == 1.0
     assert CONTROL.rate_at(ControlState(0.01), 5.0, now=0.0) == 1.5
+
+
+def test_by_default_three_429s_in_a_row_confirm_an_overload() -> None:
+    control = RateControl()
+    state = ControlState(5.0)
+    confirmed = []
+    for now in (10.0, 10.5, 11.4, 13.0, 13.2):
+        state, overload = control.throttled(state, 5.0, now=now, busy=True)
+        confirmed.append(overload)
+    assert confirmed == [False, False, True, False, False]
 
 
 @pytest.mark.parametrize(

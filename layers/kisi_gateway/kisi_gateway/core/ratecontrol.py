@@ -7,8 +7,9 @@ on its floor. So a 429 counts as evidence of *our* overload only when
 
 - it arrives while the bucket's line is busy, i.e. the gateway has been sending at or near the
   current rate (a 429 while the line is idle cannot be the rate's fault), and
-- it is *confirmed*: ``confirm`` 429s within ``window_s`` of each other. An overload empties
-  Kisi's bucket and rejects several requests in a row; a random 429 comes alone.
+- it is *confirmed*: ``confirm`` (3) 429s, each within ``window_s`` (1 s) of the one before.
+  An overload empties Kisi's bucket and rejects several requests in a row; random 429s come
+  alone (at 10 % of 5 req/s, three in a row within a second happen for about one 429 in ten).
 
 A confirmed overload multiplies the rate by ``beta`` (0.7, CUBIC's and botocore's adaptive
 mode's), never below ``floor_fraction`` of the configured rate, and recovery follows CUBIC's
@@ -48,7 +49,7 @@ class RateControl:
     beta: float = 0.7
     scale: float = 0.4  # CUBIC's C, in (req/s) per s^3: botocore's value
     floor_fraction: float = 0.3
-    confirm: int = 2
+    confirm: int = 3
     window_s: float = 1.0
     cooldown_s: float = 1.0
     busy_s: float = 1.0  # the line was booked up to this close to now: "sending at the rate"
@@ -97,10 +98,11 @@ class RateControl:
 
         >>> control = RateControl()
         >>> once, overload = control.throttled(ControlState(5.0), 5.0, now=10.0, busy=True)
-        >>> overload, once.strikes
-        (False, 1)
         >>> twice, overload = control.throttled(once, 5.0, now=10.4, busy=True)
-        >>> overload, twice.rate, twice.peak
+        >>> overload, twice.strikes
+        (False, 2)
+        >>> thrice, overload = control.throttled(twice, 5.0, now=10.6, busy=True)
+        >>> overload, thrice.rate, thrice.peak
         (True, 3.5, 5.0)
         """
         recent = state.struck_at is not None and 0 <= now - state.struck_at <= self.window_s

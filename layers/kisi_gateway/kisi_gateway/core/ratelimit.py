@@ -306,8 +306,10 @@ def after_throttle(
     ...                       retry_after_s=3.0, close_gate=True)
     >>> once.rate, once.gate_until, once.strikes
     (5.0, 0.0, 1)
-    >>> twice = after_throttle(once, 5.0, limits, now=10.2, retry_after_s=3.0, close_gate=True)
-    >>> twice.rate, twice.gate_until, round(twice.tat, 3)
+    >>> twice = after_throttle(once, 5.0, limits, now=10.1, retry_after_s=3.0, close_gate=True)
+    >>> thrice = after_throttle(twice, 5.0, limits, now=10.2, retry_after_s=3.0,
+    ...                         close_gate=True)
+    >>> thrice.rate, thrice.gate_until, round(thrice.tat, 3)
     (3.5, 13.2, 10.486)
     """
     control = limits.control
