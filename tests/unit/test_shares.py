@@ -66,6 +66,21 @@ def test_unlocks_get_a_slot_within_a_second_in_a_burst_of_reads() -> None:
     assert_spaced(reads + unlocks + [0.0], 5.0)
 
 
+def test_an_unlock_that_finds_no_slot_makes_later_reads_leave_room() -> None:
+    budget = MemorySendBudget(rate=5.0)
+    for _ in range(40):  # no unlock seen yet: 8 s of reads, no slot left free
+        budget.acquire(BUCKET, READ, 0.0, 25.0, read(f"id-{_ % 4}"))
+    refused = budget.acquire(BUCKET, UNLOCK, 0.5, 5.0, unlock())
+    assert (refused.ok, refused.reason) == (False, "rate")
+    for _ in range(20):  # reads that book after it leave one slot a second free
+        budget.acquire(BUCKET, READ, 0.6, 25.0, read("id-4"))
+    assert len(budget.state(BUCKET).holes) >= 3
+    # when the line has shrunk to its last reads, the unlock gets a slot within a second
+    grant = budget.acquire(BUCKET, UNLOCK, 9.0, 5.0, unlock())
+    assert grant.ok
+    assert grant.wait_s <= 1.0 + EPS
+
+
 def test_without_unlocks_reads_get_the_whole_line() -> None:
     budget = MemorySendBudget(rate=5.0)
     slots = [budget.acquire(BUCKET, READ, 0.0, 25.0, read("id")).wait_s for _ in range(25)]

@@ -213,8 +213,8 @@ def plan_acquire(
     - the end of the line, where a request that is not priority, landing beyond
       ``priority_wait_s``, leaves a hole first if the last one is ``priority_wait_s`` back.
 
-    A slot further away than ``max_wait_s`` refuses (``"rate"``) and changes nothing. The
-    request goes out at one moment, so it takes the same slot in the account and its route
+    A slot further away than ``max_wait_s`` refuses (``"rate"``) and books nothing (a priority
+    request is remembered, so that calls booking after it leave it room). The request goes out at one moment, so it takes the same slot in the account and its route
     bucket; a route-limited request may keep the account's line waiting at most one interval.
 
     >>> plan_acquire(BudgetLimits(), BucketState(rate=5.0), now=1.0, max_wait_s=0.0).grant
@@ -256,6 +256,11 @@ def plan_acquire(
         tat = max(tat, slot) + interval
     wait = slot - now
     if wait > max_wait_s + SLOT_TOLERANCE_S:
+        if booking.priority:
+            # Nothing booked, but from now on calls that book ahead leave room for unlocks,
+            # so this one finds a slot when it comes back.
+            noted = replace(account, priority_at=now, updated_at=now)
+            return Plan(Grant(False, wait, REASON_RATE), account=noted)
         return Plan(Grant(False, wait, REASON_RATE))
     if holder is not None:
         held[holder] = max(now, held.get(holder, now)) + interval

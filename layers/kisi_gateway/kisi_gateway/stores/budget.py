@@ -122,11 +122,13 @@ class DynamoSendBudget:
                 max_wait_s=max_wait_s, route_rate=route_rate, booking=booking,
             )
             if not plan.grant.ok or plan.account is None:
-                if fresh:
-                    return plan.grant
-                self._read(account_pk, limits.rate)  # refused from an old view: check once
-                fresh = True
-                continue
+                if not fresh:
+                    self._read(account_pk, limits.rate)  # refused from an old view: check
+                    fresh = True
+                    continue
+                if plan.account is not None:  # a priority request noted: best effort
+                    self._write([(account_pk, plan.account, account[1])])
+                return plan.grant
             writes = [(account_pk, plan.account, account[1])]
             if route is not None and route_pk is not None and plan.route is not None:
                 writes.append((route_pk, plan.route, route[1]))
