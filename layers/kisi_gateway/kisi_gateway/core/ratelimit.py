@@ -214,8 +214,9 @@ def plan_acquire(
       ``priority_wait_s``, leaves a hole first if the last one is ``priority_wait_s`` back.
 
     A slot further away than ``max_wait_s`` refuses (``"rate"``) and books nothing (a priority
-    request is remembered, so that calls booking after it leave it room). The request goes out at one moment, so it takes the same slot in the account and its route
-    bucket; a route-limited request may keep the account's line waiting at most one interval.
+    request is remembered, so that calls booking after it leave it room). The request goes out
+    at one moment, so it takes the same slot in the account and its route bucket; a
+    route-limited request may keep the account's line waiting at most one interval.
 
     >>> plan_acquire(BudgetLimits(), BucketState(rate=5.0), now=1.0, max_wait_s=0.0).grant
     Grant(ok=True, wait_s=0.0, reason='')
