@@ -60,6 +60,7 @@ from kisi_gateway.pipeline.telemetry import PowertoolsEmfSink, Telemetry
 from kisi_gateway.stores.budget import DynamoSendBudget
 from kisi_gateway.stores.directory import DynamoDirectory
 from kisi_gateway.stores.guard import DynamoGuard
+from kisi_gateway.stores.guard_cache import CachedGuard
 from kisi_gateway.stores.memory import MemoryDirectory, MemoryGuard, MemorySendBudget, MemoryVault
 from kisi_gateway.stores.ports import Applied, Guard, SendBudget
 from kisi_gateway.stores.queue import SqsRetryQueue
@@ -235,7 +236,8 @@ def canned_forwarder(base_url: str) -> Forwarder:
     dynamodb.meta.events.register("before-send.dynamodb", _canned_answer)  # type: ignore[arg-type]
     budget = DynamoSendBudget(dynamodb, "budget", rate=UNTHROTTLED)
     untouched = _Untouched()
-    return _forwarder(base_url, budget, DynamoGuard(dynamodb, "guard"), untouched, untouched,
+    guard = CachedGuard(DynamoGuard(dynamodb, "guard", cache_s=0.0))  # as wiring builds it
+    return _forwarder(base_url, budget, guard, untouched, untouched,
                       DynamoDirectory(dynamodb, "tenants"))
 
 
@@ -244,7 +246,7 @@ def moto_forwarder(base_url: str) -> Forwarder:
     dynamodb, sqs = aws_client("dynamodb"), aws_client("sqs")
     urls = create_resources(dynamodb, sqs)
     budget = DynamoSendBudget(dynamodb, "budget", rate=UNTHROTTLED)
-    return _forwarder(base_url, budget, DynamoGuard(dynamodb, "guard"),
+    return _forwarder(base_url, budget, CachedGuard(DynamoGuard(dynamodb, "guard", cache_s=0.0)),
                       DynamoRecordStore(dynamodb, "requests"),
                       SqsRetryQueue(sqs, urls["queue"], urls["dlq"]),
                       DynamoDirectory(dynamodb, "tenants"))

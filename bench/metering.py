@@ -26,7 +26,7 @@ from bench.sqs_model import VirtualQueue
 from kisi_gateway.core.breaker import Pause
 from kisi_gateway.core.lifecycle import Change
 from kisi_gateway.core.outcome import Outcome, OutcomeClass
-from kisi_gateway.core.ratelimit import Grant
+from kisi_gateway.core.ratelimit import ANYONE, Booking, Grant
 from kisi_gateway.core.records import RequestRecord, RetryMessage
 from kisi_gateway.pipeline.telemetry import MemorySink, PowertoolsEmfSink
 from kisi_gateway.stores.memory import MemoryGuard, MemorySendBudget
@@ -81,15 +81,21 @@ class ChargedBudget:
     full_rate: float
     route_rates: Mapping[str, float]
 
-    def acquire(self, bucket: str, route_key: str, now: float, max_wait_s: float = 0.0) -> Grant:
+    def acquire(
+        self, bucket: str, route_key: str, now: float, max_wait_s: float = 0.0,
+        booking: Booking = ANYONE,
+    ) -> Grant:
         self.charge()
-        grant = self.budget.acquire(bucket, route_key, now, max_wait_s)
-        items = 2 if route_key in self.route_rates else 1
+        grant = self.budget.acquire(bucket, route_key, now, max_wait_s, booking)
         usage = self.ledger.meter()
-        usage.rru += items
-        if grant.ok:
-            usage.wru += 1 if items == 1 else 2 * items  # two items: a transaction
+        if route_key in self.route_rates:  # both items read, then written in one transaction
+            usage.rru += 2
+            usage.wru += 4 if grant.ok else 0
+        elif grant.ok:
+            usage.wru += 1  # one conditional UpdateItem planned from the last view: no read
         else:
+            usage.rru += 1  # a refusal planned from an old view is checked with one read
+        if not grant.ok:
             self.ledger.refused()
         return grant
 
@@ -97,14 +103,12 @@ class ChargedBudget:
         self, bucket: str, route_key: str, outcome: Outcome, retry_after_s: float | None,
         now: float,
     ) -> None:
-        items = 2 if route_key in self.route_rates else 1
-        usage = self.ledger.meter()
-        if outcome.cls is OutcomeClass.RATE_LIMITED:
+        if outcome.cls is OutcomeClass.RATE_LIMITED:  # the controller's strike: read and write
+            items = 2 if route_key in self.route_rates else 1
+            usage = self.ledger.meter()
             usage.rru += items
             usage.wru += items
-        elif outcome.cls is OutcomeClass.SUCCESS and self.budget.state(bucket).rate < \
-                self.full_rate:
-            usage.wru += 1  # raising a lowered rate: the last read is reused
+        # A success writes nothing: the rate recovers as a function of time.
         self.budget.observe(bucket, route_key, outcome, retry_after_s, now)
 
 

@@ -58,6 +58,8 @@ WORKERS = 5  # template.yaml: the retry worker's MaximumConcurrency
 LATENCY_MS = 50  # added by the simulator to every request: loopback is unrealistically fast
 REGION = "us-east-1"
 IDLE_POLL_S = 0.05
+MOTO_ITEM_OPERATIONS = ("get_item", "put_item", "update_item", "delete_item", "batch_get_item",
+                        "transact_write_items", "scan")
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 
 Work = Callable[[str], str]  # path -> how the request ended
@@ -320,11 +322,39 @@ class Tally:
         return cls(len(results), results.count("succeeded"), results.count("unfinished"))
 
 
+@contextmanager
+def atomic_dynamodb_items() -> Iterator[None]:
+    """Make moto apply each DynamoDB item operation atomically, as DynamoDB does.
+
+    moto checks a write's condition and then writes, in two steps: two caller threads could
+    both pass ``version = 7`` and book one send slot twice, and Kisi would answer 429 to a
+    double booking that DynamoDB would never have made.
+    """
+    from moto.dynamodb.models import DynamoDBBackend  # noqa: PLC0415 - moto only here
+
+    lock = threading.RLock()
+    originals = {name: getattr(DynamoDBBackend, name) for name in MOTO_ITEM_OPERATIONS}
+
+    def serialised(original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return original(*args, **kwargs)
+        return call
+
+    for name, original in originals.items():
+        setattr(DynamoDBBackend, name, serialised(original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(DynamoDBBackend, name, original)
+
+
 def run_gateway(base_url: str, paths: Sequence[str], stop_at: float, seed: int) -> Tally:
     """The pipeline on moto in this process: caller threads and worker threads."""
     from moto import mock_aws  # noqa: PLC0415 - only this strategy needs it
 
-    with aws_environment(), mock_aws():
+    with aws_environment(), mock_aws(), atomic_dynamodb_items():
         dynamodb, sqs, kms = aws_client("dynamodb"), aws_client("sqs"), aws_client("kms")
         urls = create_resources(dynamodb, sqs)
         settings = Settings.from_env({

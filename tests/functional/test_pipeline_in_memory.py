@@ -111,21 +111,25 @@ def test_a_success_is_answered_inline_and_writes_nothing(world: World) -> None:
 
 
 def test_every_429_is_told_to_the_budget(world: World) -> None:
-    """The budget halves its rate on a 429 and closes its gate for Kisi's Retry-After."""
-    world.kisi.answer(429, **{"retry-after": "3"})
-    reply = world.call("GET", "/locks/1", prefer="respond-async")
-    assert reply.status == 202
+    """Isolated 429s are only counted; a third in a row is an overload: the budget slows down
+    by 0.7 and closes its gate for Kisi's Retry-After."""
+    world.kisi.answer(429, 429, 429, **{"retry-after": "3"})
+    for n in (1, 2):
+        assert world.call("GET", f"/locks/{n}", prefer="respond-async").status == 202
     state = world.gw.budget.state(USER_BUCKET)
-    assert state.rate == pytest.approx(2.5)
+    assert (state.rate, state.gate_until, state.strikes) == (5.0, 0.0, 2)
+    assert world.call("GET", "/locks/3", prefer="respond-async").status == 202
+    state = world.gw.budget.state(USER_BUCKET)
+    assert state.rate == pytest.approx(3.5)
     assert state.gate_until == pytest.approx(START + 3)
 
 
-def test_a_second_429_within_the_cooldown_is_one_overload(world: World) -> None:
-    world.kisi.answer(429, 429)
-    world.call("GET", "/locks/1", prefer="respond-async")
-    world.call("GET", "/locks/2", prefer="respond-async")
-    assert world.gw.budget.state(USER_BUCKET).rate == pytest.approx(2.5)
-    assert len(world.kisi.sent) == 2
+def test_429s_within_the_cooldown_are_one_overload(world: World) -> None:
+    world.kisi.answer(429, 429, 429, 429)
+    for n in range(4):
+        world.call("GET", f"/locks/{n + 1}", prefer="respond-async")
+    assert world.gw.budget.state(USER_BUCKET).rate == pytest.approx(3.5)
+    assert len(world.kisi.sent) == 4
 
 
 def test_inline_retries_end_at_the_last_attempt(world: World) -> None:

@@ -252,7 +252,7 @@ BEFORE_SENDING = [
     # step, store, operation, with an Idempotency-Key
     ("idempotency-record-read", "records", "get_item", True),
     ("idempotency-record-create", "records", "put_item", True),
-    ("budget-read", "budget", "get_item", False),
+    # the budget books with one conditional write, no read: that write is its only step here
     ("budget-reservation-write", "budget", "update_item", False),
 ]
 
@@ -288,7 +288,8 @@ def test_store_failure_before_sending_answers_503_and_the_retry_goes_through(
 def test_budget_store_down_answers_503_until_it_recovers(monkeypatch, error) -> None:
     with gateway(monkeypatch) as gw:
         stores = rewire(gw)
-        stores.budget.fail("get_item", error, times=1000)
+        for operation in ("get_item", "update_item"):
+            stores.budget.fail(operation, error, times=1000)
         for _ in range(3):
             assert_retry_later(gw.call("POST", "/locks/1/unlock"))
             gw.clock.advance(2)
@@ -388,9 +389,12 @@ def test_sqs_send_failure_answers_503_and_the_callers_retry_goes_through(
 def test_sqs_send_failure_before_any_attempt_leaves_no_record(monkeypatch) -> None:
     with gateway(monkeypatch) as gw:
         stores = rewire(gw)
-        # The budget's gate is closed for 10 s (Kisi's Retry-After): deferred unsent.
-        gw.sender.budget.observe("user-1", "POST /users", classify_status(429), 10.0,
-                                 gw.clock.now())
+        # Kisi's bucket was empty (three 429s in a row while the line was busy), so the
+        # budget's gate is closed for 10 s (Kisi's Retry-After): deferred unsent.
+        now = gw.clock.now()
+        assert gw.sender.budget.acquire("user-1", "GET /users", now, 5.0).ok
+        for _ in range(3):
+            gw.sender.budget.observe("user-1", "POST /users", classify_status(429), 10.0, now)
         stores.sqs.fail("send_message", ERRORS["internal"])
         reply = gw.call("POST", "/users", body=ADA, headers=ASYNC)
         assert_retry_later(reply)
@@ -400,7 +404,6 @@ def test_sqs_send_failure_before_any_attempt_leaves_no_record(monkeypatch) -> No
 
 STUCK_KEY = [
     # step, store, operation, Kisi outage (so that the call is deferred)
-    ("budget-read", "budget", "get_item", 0),
     ("budget-reservation-write", "budget", "update_item", 0),
     ("deferral-record-write", "records", "update_item", 3),
 ]
@@ -476,7 +479,6 @@ def queued(
 WORKER_BEFORE_SENDING = [
     ("record-read", "records", "get_item"),
     ("claim", "records", "update_item"),
-    ("budget-read", "budget", "get_item"),
     ("budget-reservation-write", "budget", "update_item"),
 ]
 

@@ -1,4 +1,5 @@
-"""Send budget: GCRA slot arithmetic, AIMD adaptation and the in-memory budget, on a fake clock.
+"""Send budget: GCRA slot arithmetic, shares of the line, throttling and the in-memory budget,
+on a fake clock.
 
 Slot times are what Kisi would see, so every rate assertion is made on reserved slots
 (``now + wait_s``), never on wall time.
@@ -13,16 +14,13 @@ from hypothesis import strategies as st
 
 from kisi_gateway.core.outcome import Transport, classify_status, classify_transport
 from kisi_gateway.core.ratelimit import (
-    AdaptiveRate,
     BucketState,
     BudgetLimits,
     Grant,
-    after_success,
     after_throttle,
     bucket_id_for_key,
     earliest_slot,
     plan_acquire,
-    reserve,
 )
 from kisi_gateway.stores.memory import MemorySendBudget
 from kisi_gateway.stores.ports import SendBudget
@@ -89,25 +87,8 @@ def assert_at_most_per_second(slots: list[float], rate: float) -> None:
     ],
 )
 def test_earliest_slot(tat: float, now: float, burst: float, slot: float) -> None:
-    assert earliest_slot(BucketState(rate=5.0, tat=tat), now, burst) == pytest.approx(slot)
-
-
-@pytest.mark.parametrize(
-    ("rate", "tat", "slot", "next_tat"),
-    [
-        (5.0, 0.0, 10.0, 10.2),  # idle: the next request one interval after this one
-        (5.0, 10.4, 10.4, 10.6),  # in line
-        (5.0, 10.4, 10.0, 10.6),  # a burst slot before tat still moves tat by one interval
-        (1.0, 3.0, 5.0, 6.0),
-        (0.1, 0.0, 7.0, 17.0),  # POST /signed_upload_urls: 1 per 10 s
-    ],
-)
-def test_reserve_moves_tat_one_interval_past_the_slot(
-    rate: float, tat: float, slot: float, next_tat: float
-) -> None:
-    booked = reserve(BucketState(rate=rate, tat=tat), slot, now=slot)
-    assert booked.tat == pytest.approx(next_tat)
-    assert booked.updated_at == slot
+    state = BucketState(rate=5.0, tat=tat)
+    assert earliest_slot(state, now, 0.2, burst) == pytest.approx(slot)
 
 
 ACCOUNT_IDLE = BucketState(rate=5.0)
@@ -145,7 +126,8 @@ def test_plan_acquire(
     account_tat: float | None,
     route_tat: float | None,
 ) -> None:
-    plan = plan_acquire(account, route, now=10.0, max_wait_s=max_wait_s)
+    plan = plan_acquire(BudgetLimits(), account, route, now=10.0, max_wait_s=max_wait_s,
+                        route_rate=route.rate if route is not None else None)
     assert plan.grant.ok is grant.ok
     assert plan.grant.wait_s == pytest.approx(grant.wait_s)
     assert plan.grant.reason == grant.reason
@@ -153,68 +135,51 @@ def test_plan_acquire(
     assert (plan.route.tat if plan.route else None) == pytest.approx(route_tat)
 
 
-def test_adaptive_decrease_and_increase_exact_sequence() -> None:
-    adaptive = AdaptiveRate()  # halve, floor 20 %, +5 % of configured per success, 1 s cooldown
-    rate, lowered_at = 5.0, None
-    steps = []
-    for now in (100.0, 100.5, 101.0, 102.0, 103.0):  # 429s
-        rate, lowered_at = adaptive.lowered(rate, 5.0, lowered_at, now)
-        steps.append((rate, lowered_at))
-    assert steps == [
-        (2.5, 100.0),
-        (2.5, 100.0),  # within the cooldown: the same overload, not lowered twice
-        (1.25, 101.0),
-        (1.0, 102.0),  # floor: 20 % of 5/s
-        (1.0, 103.0),
-    ]
-    rises = []
-    for _ in range(18):
-        rate = adaptive.raised(rate, 5.0)
-        rises.append(rate)
-    assert rises == [1.25 + 0.25 * k for k in range(16)] + [5.0, 5.0]
-
-
 @pytest.mark.parametrize(
     ("retry_after_s", "close_gate", "gate_until"),
     [(None, True, 0.0), (3.0, True, 13.0), (3.0, False, 0.0), (0.0, True, 0.0)],
 )
-def test_after_throttle(retry_after_s: float | None, close_gate: bool, gate_until: float) -> None:
-    state = after_throttle(BucketState(rate=5.0, tat=9.0), 5.0, AdaptiveRate(), now=10.0,
-                           retry_after_s=retry_after_s, close_gate=close_gate)
-    assert state == BucketState(rate=2.5, tat=10.4, gate_until=gate_until, lowered_at=10.0,
-                                updated_at=10.0)
+def test_a_confirmed_overload_slows_the_line_and_may_close_the_gate(
+    retry_after_s: float | None, close_gate: bool, gate_until: float
+) -> None:
+    limits = BudgetLimits()
+    state = BucketState(rate=5.0, tat=9.8)
+    for now in (9.8, 9.9):
+        state = after_throttle(state, 5.0, limits, now=now, retry_after_s=retry_after_s,
+                               close_gate=close_gate)
+    assert (state.rate, state.tat, state.gate_until, state.strikes) == (5.0, 9.8, 0.0, 2)
+    state = after_throttle(state, 5.0, limits, now=10.0, retry_after_s=retry_after_s,
+                           close_gate=close_gate)
+    assert state == BucketState(rate=3.5, tat=pytest.approx(10.0 + 1 / 3.5),
+                                gate_until=gate_until, lowered_at=10.0, updated_at=10.0,
+                                peak=5.0)
 
 
 def test_after_throttle_keeps_slots_already_granted_and_a_later_gate() -> None:
-    state = BucketState(rate=5.0, tat=15.0, gate_until=30.0)
-    after = after_throttle(state, 5.0, AdaptiveRate(), now=10.0, retry_after_s=3.0,
+    state = BucketState(rate=5.0, tat=15.0, gate_until=30.0, strikes=2, struck_at=9.9)
+    after = after_throttle(state, 5.0, BudgetLimits(), now=10.0, retry_after_s=3.0,
                            close_gate=True)
+    assert after.rate == 3.5
     assert (after.tat, after.gate_until) == (15.0, 30.0)
 
 
-def test_after_success_changes_nothing_at_full_rate() -> None:
-    assert after_success(BucketState(rate=5.0), 5.0, AdaptiveRate(), now=1.0) is None
-    raised = after_success(BucketState(rate=4.9), 5.0, AdaptiveRate(), now=1.0)
-    assert raised is not None
-    assert raised.rate == 5.0
+def test_a_429_while_the_line_is_idle_is_not_ours() -> None:
+    idle = BucketState(rate=5.0, tat=5.0)  # nothing booked for five seconds
+    state = idle
+    for now in (10.0, 10.1, 10.2):
+        state = after_throttle(state, 5.0, BudgetLimits(), now=now, retry_after_s=1.0,
+                               close_gate=True)
+    assert (state.rate, state.gate_until, state.tat) == (5.0, 0.0, 5.0)
 
 
 @pytest.mark.parametrize(
     "kwargs",
     [{"rate": 0.0}, {"rate": -1.0}, {"rate": math.inf}, {"burst": 0.5},
-     {"route_rates": {EVENTS: 0.0}}],
+     {"route_rates": {EVENTS: 0.0}}, {"pace": 0.0}, {"pace": 1.5}, {"share_s": 0.0}],
 )
 def test_limits_reject_nonsense(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="must"):
         BudgetLimits(**kwargs)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    "kwargs", [{"decrease_factor": 1.0}, {"floor_fraction": 0.0}, {"increase_fraction": 0.0}]
-)
-def test_adaptive_rejects_nonsense(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match="must"):
-        AdaptiveRate(**kwargs)
 
 
 def test_bucket_id_is_a_hash_that_never_reveals_the_key() -> None:
@@ -332,25 +297,41 @@ def test_eight_threads_never_exceed_the_rate() -> None:
     assert max(slots) - min(slots) == pytest.approx(399 * 0.2)
 
 
-def test_throttle_slows_the_bucket_and_success_restores_it() -> None:
+def overload(budget: MemorySendBudget, route_key: str, retry_after_s: float | None,
+             now: float) -> None:
+    """Kisi's bucket is empty: three requests in a row come back 429 while the line is busy."""
+    budget.acquire(BUCKET, route_key, now - 0.3, max_wait_s=math.inf)
+    for before in (0.2, 0.1, 0.0):
+        budget.observe(BUCKET, route_key, THROTTLED, retry_after_s, now=now - before)
+
+
+def test_an_overload_slows_the_bucket_and_time_restores_it() -> None:
     budget = MemorySendBudget(rate=5.0)
-    budget.observe(BUCKET, GET, THROTTLED, None, now=10.0)
-    assert budget.state(BUCKET).rate == 2.5
-    # given a 429, when callers line up, then they are spaced 0.4 s, starting one interval on
+    overload(budget, GET, None, now=10.0)
+    assert budget.state(BUCKET).rate == 3.5
+    # given the overload, when callers line up, then they are spaced 1/3.5 s at first
     slots = slots_of(budget, GET, [10.0] * 3, max_wait_s=math.inf)
-    assert slots == pytest.approx([10.4, 10.8, 11.2])
-    for _ in range(10):
-        budget.observe(BUCKET, GET, OK, None, now=11.0)
-    assert budget.state(BUCKET).rate == 5.0
+    assert slots[1] - slots[0] == pytest.approx(1 / 3.5)
+    # no success needs to be written: CUBIC's curve is back at 5/s within two seconds
     assert slots_of(budget, GET, [20.0] * 3, max_wait_s=math.inf) == pytest.approx(
         [20.0, 20.2, 20.4]
     )
 
 
+def test_isolated_429s_do_not_halve_the_rate() -> None:
+    budget = MemorySendBudget(rate=5.0)
+    for second in range(10, 20, 2):  # one 429 every other second, each after a booking
+        budget.acquire(BUCKET, GET, second, max_wait_s=math.inf)
+        budget.observe(BUCKET, GET, THROTTLED, 1.0, now=second + 0.05)
+    state = budget.state(BUCKET)
+    assert (state.rate, state.lowered_at, state.gate_until) == (5.0, None, 0.0)
+    assert budget.acquire(BUCKET, GET, 20.0) == Grant(True, 0.0)
+
+
 def test_retry_after_closes_the_gate_for_every_caller() -> None:
     budget = MemorySendBudget(rate=5.0)
     reserved = budget.acquire(BUCKET, GET, 10.0, max_wait_s=5.0)
-    budget.observe(BUCKET, GET, THROTTLED, 30.0, now=10.0)
+    overload(budget, GET, 30.0, now=10.0)
     for now, route in ((10.0, GET), (25.0, "DELETE /users/{id}"), (39.9, GET)):
         grant = budget.acquire(BUCKET, route, now, max_wait_s=3600.0)
         assert (grant.ok, grant.reason) == (False, "gate")
@@ -364,21 +345,22 @@ def test_retry_after_closes_the_gate_for_every_caller() -> None:
 
 def test_retry_after_on_a_limited_route_closes_that_route_only() -> None:
     budget = MemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
-    budget.observe(BUCKET, EVENTS, THROTTLED, 10.0, now=0.0)
-    assert budget.acquire(BUCKET, EVENTS, 1.0, max_wait_s=30.0).reason == "gate"
-    assert budget.acquire(BUCKET, GET, 1.0).ok
-    assert budget.state(BUCKET, EVENTS).rate == 0.5
-    assert budget.state(BUCKET).rate == 2.5  # we cannot tell which limit Kisi applied: both slow
+    overload(budget, EVENTS, 10.0, now=100.0)
+    assert budget.acquire(BUCKET, EVENTS, 101.0, max_wait_s=30.0).reason == "gate"
+    assert budget.acquire(BUCKET, GET, 101.0).ok
+    assert budget.state(BUCKET, EVENTS).rate == pytest.approx(0.7)
+    assert budget.state(BUCKET).rate == 3.5  # we cannot tell which limit Kisi applied: both slow
 
 
 @pytest.mark.parametrize(
     "outcome",
-    [classify_status(404), classify_status(401), classify_status(503), classify_status(302),
+    [classify_status(200), classify_status(404), classify_status(401), classify_status(503),
+     classify_status(302),
      classify_transport(Transport.READ_TIMEOUT)],
 )
 def test_other_outcomes_leave_the_rate(outcome: object) -> None:
     budget = MemorySendBudget(rate=5.0)
-    budget.observe(BUCKET, GET, THROTTLED, None, now=0.0)
+    overload(budget, GET, None, now=1.0)
     before = budget.state(BUCKET)
     budget.observe(BUCKET, GET, outcome, 60.0, now=5.0)  # type: ignore[arg-type]
     assert budget.state(BUCKET) == before

@@ -63,13 +63,14 @@ def test_head_has_no_route_policy_it_is_never_forwarded() -> None:
         PolicyTable.default().resolve("HEAD", "/locks")
 
 
-def test_unlocks_may_book_send_slots_further_ahead_than_anything_else() -> None:
+def test_only_unlocks_have_priority_and_everyone_books_as_far_as_they_wait() -> None:
     table = PolicyTable.default()
-    unlock = table.by_name("unlock").book_ahead_s
-    assert unlock == 5.0
-    assert all(p.book_ahead_s < unlock for n, p in table.policies.items() if n != "unlock")
-    custom = PolicyTable.from_config('{"policies": {"read": {"book_ahead_s": 2.5}}}')
+    assert [name for name, p in table.policies.items() if p.priority] == ["unlock"]
+    assert all(p.book_ahead_s == 25.0 for p in table.policies.values())
+    custom = PolicyTable.from_config(
+        '{"policies": {"read": {"book_ahead_s": 2.5, "priority": true}}}')
     assert custom.by_name("read").book_ahead_s == 2.5
+    assert custom.by_name("read").priority
 
 
 def test_trailing_slash_and_string_ids() -> None:

@@ -115,7 +115,7 @@ class Settings:
     max_body_bytes: int = _env("MAX_BODY_BYTES", _positive_int, 200_000)
     guard_401_threshold: int = _env("GUARD_401_THRESHOLD", _positive_int, 5)
     guard_cooldown_s: float = _env("GUARD_COOLDOWN_S", _positive_float, 60.0)
-    guard_cache_s: float = _env("GUARD_CACHE_S", _positive_float, 2.0)
+    guard_cache_s: float = _env("GUARD_CACHE_S", _positive_float, 1.0)
     bad_rate_min_volume: int = _env("BAD_RATE_MIN_VOLUME", _positive_int, 20)
     route_bad_volume_threshold: int = _env("ROUTE_BAD_VOLUME_THRESHOLD", _positive_int, 20)
     known_bad_window_s: float = _env("KNOWN_BAD_WINDOW_S", _seconds_or_zero, DEFAULT_WINDOW_S)

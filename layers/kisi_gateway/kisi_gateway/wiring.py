@@ -17,6 +17,7 @@ from kisi_gateway.config import ConfigError, Settings
 from kisi_gateway.core.backoff import RandomSource
 from kisi_gateway.core.breaker import GuardRules
 from kisi_gateway.core.identity import DEFAULT_TENANT
+from kisi_gateway.core.ratelimit import PACE, BudgetLimits
 from kisi_gateway.pipeline.callers import Callers
 from kisi_gateway.pipeline.forwarding import Forwarder
 from kisi_gateway.pipeline.kisi_http import KisiClient, Timeouts, build_session
@@ -105,6 +106,11 @@ def identity_key(settings: Settings, secrets: Callable[[str, bool], str]) -> byt
     return text.strip().encode()
 
 
+def budget_limits(settings: Settings) -> BudgetLimits:
+    """The send budget's configuration: Kisi's rates, booked at :data:`PACE`."""
+    return BudgetLimits(settings.send_rate, settings.rates(), pace=PACE)
+
+
 def kisi_client(settings: Settings) -> Callable[[], KisiSender]:
     """A factory of the Kisi client (one pooled session per container)."""
     session = build_session()
@@ -151,6 +157,7 @@ def build_pipeline(
     from kisi_gateway.stores.budget import DynamoSendBudget  # noqa: PLC0415
     from kisi_gateway.stores.directory import DynamoDirectory  # noqa: PLC0415
     from kisi_gateway.stores.guard import DynamoGuard  # noqa: PLC0415
+    from kisi_gateway.stores.guard_cache import CachedGuard  # noqa: PLC0415
     from kisi_gateway.stores.known_bad import DynamoKnownBad  # noqa: PLC0415
     from kisi_gateway.stores.queue import SqsRetryQueue  # noqa: PLC0415
     from kisi_gateway.stores.records import DynamoRecordStore  # noqa: PLC0415
@@ -171,13 +178,14 @@ def build_pipeline(
         kisi_factory=kisi or kisi_client(settings),
         budget=DynamoSendBudget(
             dynamodb, settings.need(settings.budget_table, "BUDGET_TABLE"),
-            rate=settings.send_rate, route_rates=settings.rates(),
+            limits=budget_limits(settings),
         ),
-        guard=DynamoGuard(
+        # The cache decides how stale a verdict may be; the guard itself reads every time.
+        guard=CachedGuard(DynamoGuard(
             dynamodb, settings.need(settings.guard_table, "GUARD_TABLE"),
             consecutive_401_threshold=settings.guard_401_threshold,
-            cooldown_s=settings.guard_cooldown_s, cache_s=settings.guard_cache_s,
-        ),
+            cooldown_s=settings.guard_cooldown_s, cache_s=0.0,
+        ), staleness_s=settings.guard_cache_s),
         telemetry=telemetry,
         clock=clock,
         rng=rng or random.SystemRandom().random,
@@ -298,7 +306,7 @@ def build_in_memory(
     callers = Callers(directory, ServiceKeys(read), b"in-memory identity key",
                       policy=settings.caller_credentials,
                       default_secret_id=IN_MEMORY_SERVICE_SECRET, clock=clock.now)
-    budget = MemorySendBudget(rate=settings.send_rate, route_rates=settings.rates())
+    budget = MemorySendBudget(limits=budget_limits(settings))
     guard = MemoryGuard(GuardRules(
         consecutive_401_threshold=settings.guard_401_threshold,
         cooldown_s=settings.guard_cooldown_s, cache_s=settings.guard_cache_s,

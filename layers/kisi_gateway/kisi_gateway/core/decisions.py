@@ -32,7 +32,7 @@ from kisi_gateway.core.backoff import Expire as ScheduleExpire
 from kisi_gateway.core.breaker import Pause
 from kisi_gateway.core.outcome import Outcome, OutcomeClass
 from kisi_gateway.core.policy import RoutePolicy
-from kisi_gateway.core.ratelimit import REASON_GATE, REASON_RATE, Grant
+from kisi_gateway.core.ratelimit import REASON_GATE, REASON_RATE, REASON_SHARE, Grant
 from kisi_gateway.core.records import RecordStatus, RequestRecord
 
 # API Gateway gives a Lambda integration 29 s; the function's Timeout is 29 s too. Every
@@ -92,7 +92,7 @@ class Window:
 
     ``until``: the last moment the attempt may start (inline: the caller's wait, capped so the
     attempt ends within API Gateway's limit; a worker: its own short wait). ``book_ahead_s``:
-    the route policy's booking horizon, so slots stay free for an unlock in a burst of reads.
+    the route policy's booking horizon (by default as far as the caller can wait).
     """
 
     until: float
@@ -143,6 +143,10 @@ def before_attempt(
     if grant.ok:
         return Send(grant.wait_s)
     remaining = window.remaining(now, deadline)
+    if grant.reason == REASON_SHARE and grant.wait_s <= remaining and asks_left > 0:
+        # This caller's identity holds its fair share of the line: its turn comes when some
+        # of its own slots have passed.
+        return AskAgain(max(grant.wait_s, MIN_ASK_INTERVAL_S))
     if grant.reason == REASON_RATE and grant.wait_s <= remaining and asks_left > 0:
         # The slot is further ahead than this route may book: wait until it is close.
         booking = window.booking(now, deadline)

@@ -42,17 +42,19 @@ class RoutePolicy:
     deadline_s: float
     repeat_unknown: bool
     backoff: BackoffPolicy = BackoffPolicy()
-    # How far ahead a call may book a send slot in the shared budget. Short for calls that
-    # can wait, longer for calls that cannot: slots stay free for an unlock that arrives
-    # during a burst of reads, instead of all being booked seconds ahead in arrival order.
-    book_ahead_s: float = 1.0
+    # How far ahead a call may book a send slot in the shared budget (at most its own wait):
+    # by default as far as it can wait, so a caller whose slot falls within its wait is
+    # answered inline. Unlocks do not need a short horizon for others to leave them room:
+    # ``priority`` gives them the slots the budget keeps free in a burst (ratelimit.Booking).
+    book_ahead_s: float = MAX_BOOK_AHEAD_S
+    priority: bool = False
 
 
 # Defaults from DESIGN.md "Retry delays". Unlock: 4 attempts within 30 s, short delays.
 DEFAULT_POLICIES: dict[str, RoutePolicy] = {
     "unlock": RoutePolicy(
         "unlock", 4, 30.0, repeat_unknown=True, backoff=BackoffPolicy(base_s=1.0, cap_s=8.0),
-        book_ahead_s=5.0,
+        priority=True,
     ),
     "read": RoutePolicy(
         "read", 12, 24 * HOUR, repeat_unknown=True, backoff=BackoffPolicy(2.0, 3600.0)
@@ -235,6 +237,7 @@ def _policy_from(name: str, entry: object, base: RoutePolicy | None) -> RoutePol
         deadline_s=_number(entry, "deadline_s", base.deadline_s, where),
         repeat_unknown=_bool(entry, "repeat_unknown", base.repeat_unknown, where),
         book_ahead_s=_number(entry, "book_ahead_s", base.book_ahead_s, where),
+        priority=_bool(entry, "priority", base.priority, where),
         backoff=BackoffPolicy(
             base_s=_number(entry, "base_s", base.backoff.base_s, where),
             cap_s=_number(entry, "cap_s", base.backoff.cap_s, where),

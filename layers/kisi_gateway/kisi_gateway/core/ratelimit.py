@@ -13,7 +13,7 @@ Everything here is pure and takes ``now`` as an argument; the stores keep the st
 (:class:`~kisi_gateway.stores.budget.DynamoSendBudget` shared by every Lambda,
 :class:`~kisi_gateway.stores.memory.MemorySendBudget` for tests and the benchmark).
 
->>> plan_acquire(BucketState(rate=5.0, tat=10.5), None, now=10.0, max_wait_s=1.0).grant
+>>> plan_acquire(BudgetLimits(), BucketState(rate=5.0, tat=10.5), now=10.0, max_wait_s=1.0).grant
 Grant(ok=True, wait_s=0.5, reason='')
 """
 
@@ -24,8 +24,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from kisi_gateway.core.ratecontrol import ControlState, RateControl
+
 # Kisi: 5 requests per second per user, all of that user's logins together.
 KISI_USER_RATE = 5.0
+# The share of Kisi's rate the deployed line is booked at. Sending at exactly the limit, any
+# sender that wakes late wastes tokens of Kisi's bucket that later on-time sends then miss,
+# and the bucket drifts empty; 5 % of headroom lets it refill between such hiccups.
+PACE = 0.95
 # A slot this close past the caller's allowance still counts as within it: clocks are not that
 # precise, and float sums of intervals (0.2 + 0.2 + 0.2 ...) drift by far less.
 SLOT_TOLERANCE_S = 1e-6
@@ -33,6 +39,7 @@ SLOT_TOLERANCE_S = 1e-6
 # Reasons of a refused grant.
 REASON_RATE = "rate"
 REASON_GATE = "gate"
+REASON_SHARE = "share"
 
 @dataclass(frozen=True, slots=True)
 class Grant:
@@ -64,105 +71,115 @@ def bucket_id_for_key(api_key: str) -> str:
     return f"key-{digest[:32]}"  # 128 bits: collisions are not a concern at any fleet size
 
 @dataclass(frozen=True, slots=True)
-class AdaptiveRate:
-    """AIMD on a bucket's rate, in the spirit of botocore's adaptive retry mode.
-
-    A 429 multiplies the rate by ``decrease_factor``, never below ``floor_fraction`` of the
-    configured rate (a trickle must go on, or no success could ever prove Kisi recovered). 429s
-    within ``cooldown_s`` of the last decrease do not decrease again: requests already on the
-    wire at the old rate report the same overload, and Kisi's limits are per second. Each
-    success adds ``increase_fraction`` of the configured rate, up to the configured rate.
-
-    AIMD rather than CUBIC: the ceiling is known (Kisi documents it), so there is no unknown
-    capacity to probe for, and additive steps per success give exact, reviewable sequences.
-    With 5/s: 429 -> 2.5; 429 a second later -> 1.25; then -> 1.0 (floor); 16 successes back
-    to 5.0.
-    """
-
-    decrease_factor: float = 0.5
-    floor_fraction: float = 0.2
-    increase_fraction: float = 0.05
-    cooldown_s: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.decrease_factor < 1:
-            raise ValueError("decrease_factor must be between 0 and 1")
-        if not 0 < self.floor_fraction <= 1:
-            raise ValueError("floor_fraction must be in (0, 1]")
-        if not self.increase_fraction > 0:
-            raise ValueError("increase_fraction must be positive")
-        if not self.cooldown_s >= 0:
-            raise ValueError("cooldown_s must not be negative")
-
-    def floor(self, configured: float) -> float:
-        return configured * self.floor_fraction
-
-    def lowered(
-        self, rate: float, configured: float, lowered_at: float | None, now: float
-    ) -> tuple[float, float | None]:
-        """The rate after a 429 at ``now``, and when it was last lowered.
-
-        >>> AdaptiveRate().lowered(5.0, 5.0, None, now=10.0)
-        (2.5, 10.0)
-        >>> AdaptiveRate().lowered(2.5, 5.0, 10.0, now=10.5)  # same overload, already counted
-        (2.5, 10.0)
-        """
-        if lowered_at is not None and now - lowered_at < self.cooldown_s:
-            return rate, lowered_at
-        return max(rate * self.decrease_factor, self.floor(configured)), now
-
-    def raised(self, rate: float, configured: float) -> float:
-        """The rate after a success.
-
-        >>> AdaptiveRate().raised(1.0, 5.0)
-        1.25
-        """
-        return min(rate + configured * self.increase_fraction, configured)
-
-    def clamp(self, rate: float, configured: float) -> float:
-        """A stored rate kept within today's configuration (it may have changed since)."""
-        return min(max(rate, self.floor(configured)), configured)
-
-
-@dataclass(frozen=True, slots=True)
 class BucketState:
-    """One bucket: ``tat`` (theoretical arrival time of the next request), the current
-    ``rate`` (requests per second, adapted), ``gate_until`` (no request before this; set from a
-    ``Retry-After``), ``lowered_at`` (last decrease, for the cooldown) and ``updated_at``."""
+    """One bucket.
+
+    The line: ``tat`` (theoretical arrival time: the first slot nobody holds), ``gate_until``
+    (no request before this; from a confirmed overload's ``Retry-After``). The rate
+    controller's memory (:class:`~kisi_gateway.core.ratecontrol.ControlState`): ``rate``,
+    ``peak``, ``lowered_at``, ``strikes``, ``struck_at``. The shares: ``holes`` (free slots
+    inside the line, kept for priority requests), ``reserved_at`` (the last hole left),
+    ``priority_at`` (the last priority booking) and ``held`` (per holder, the end of its own
+    backlog: one identity's slots ahead, for its fair share). ``updated_at``: last change.
+    """
 
     rate: float
     tat: float = 0.0
     gate_until: float = 0.0
     lowered_at: float | None = None
     updated_at: float = 0.0
+    peak: float | None = None
+    strikes: int = 0
+    struck_at: float | None = None
+    holes: tuple[float, ...] = ()
+    reserved_at: float = 0.0
+    priority_at: float | None = None
+    held: tuple[tuple[str, float], ...] = ()
 
     @property
-    def interval(self) -> float:
-        """Seconds between two requests at the current rate."""
-        return 1.0 / self.rate
+    def control(self) -> ControlState:
+        """The rate controller's part of the bucket."""
+        return ControlState(self.rate, self.peak, self.lowered_at, self.strikes, self.struck_at)
+
+    def with_control(self, control: ControlState, now: float) -> BucketState:
+        return replace(
+            self, rate=control.rate, peak=control.peak, lowered_at=control.lowered_at,
+            strikes=control.strikes, struck_at=control.struck_at, updated_at=now,
+        )
 
 
-def earliest_slot(state: BucketState, now: float, burst: float = 1.0) -> float:
-    """The earliest moment a request arriving at ``now`` may be sent.
+@dataclass(frozen=True, slots=True)
+class BudgetLimits:
+    """The configured rates and how the line is shared.
+
+    ``rate``: the account's (Kisi's per-user limit); ``route_rates``: routes with a stricter
+    one of their own (``{"POST /event_sets": 1.0}``). ``pace``: the share of the rate the line
+    is booked at; below 1, Kisi's bucket keeps a little headroom, so senders that wake late
+    and then send close together (Lambda timers are not exact) do not empty it.
+    ``priority_wait_s``: the longest a priority request (an unlock) should wait in a burst of
+    others; while priority requests were seen in the last ``priority_memory_s``, the line
+    keeps one free slot per ``priority_wait_s`` for them. ``share_s``: one holder (an
+    identity) may hold at most this many seconds of the line ahead of now.
+    """
+
+    rate: float = KISI_USER_RATE
+    route_rates: Mapping[str, float] = field(default_factory=dict)
+    burst: float = 1.0
+    control: RateControl = field(default_factory=RateControl)
+    pace: float = 1.0
+    priority_wait_s: float = 1.0
+    priority_memory_s: float = 60.0
+    share_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.rate) and self.rate > 0):
+            raise ValueError("rate must be a positive number")
+        for route_key, rate in self.route_rates.items():
+            if not (math.isfinite(rate) and rate > 0):
+                raise ValueError(f"rate of {route_key!r} must be a positive number")
+        if not (math.isfinite(self.burst) and self.burst >= 1):
+            raise ValueError("burst must be at least 1")
+        if not 0 < self.pace <= 1:
+            raise ValueError("pace must be in (0, 1]")
+        if not (self.priority_wait_s > 0 and self.priority_memory_s >= 0 and self.share_s > 0):
+            raise ValueError("priority_wait_s and share_s must be positive")
+
+    def route_rate(self, route_key: str) -> float | None:
+        return self.route_rates.get(route_key)
+
+    def fresh(self, configured: float) -> BucketState:
+        """A bucket nobody has used yet: full rate, free now."""
+        return BucketState(rate=configured)
+
+    def interval(self, state: BucketState, configured: float, now: float) -> float:
+        """Seconds between two slots of ``state`` at ``now`` (the controller's rate, paced)."""
+        return 1.0 / (self.control.rate_at(state.control, configured, now) * self.pace)
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """Who asks: ``priority`` (a route that must not wait behind a burst: unlocks) and the
+    ``holder`` whose fair share the slot counts against (an identity; ``None``: nobody's)."""
+
+    priority: bool = False
+    holder: str | None = None
+
+
+ANYONE = Booking()  # a request with no priority, counted in nobody's share
+
+
+def earliest_slot(state: BucketState, now: float, interval: float, burst: float = 1.0) -> float:
+    """The first free slot at the end of the line, for a request arriving at ``now``.
 
     ``burst`` requests may go back to back (GCRA's tolerance ``(burst - 1) * interval``); with
     the default of 1, requests are spaced exactly one interval apart, as Kisi advises.
 
-    >>> earliest_slot(BucketState(rate=5.0, tat=10.4), now=10.0)
+    >>> earliest_slot(BucketState(rate=5.0, tat=10.4), now=10.0, interval=0.2)
     10.4
-    >>> earliest_slot(BucketState(rate=5.0, tat=10.4), now=10.0, burst=3.0)
+    >>> earliest_slot(BucketState(rate=5.0, tat=10.4), now=10.0, interval=0.2, burst=3.0)
     10.0
     """
-    return max(now, state.tat - (burst - 1.0) * state.interval)
-
-
-def reserve(state: BucketState, slot: float, now: float) -> BucketState:
-    """The bucket once a request is booked at ``slot``: the next one is an interval later.
-
-    >>> reserve(BucketState(rate=5.0, tat=10.0), slot=10.0, now=9.0).tat
-    10.2
-    """
-    return replace(state, tat=max(state.tat, slot) + state.interval, updated_at=now)
+    return max(now, state.tat - (burst - 1.0) * interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,53 +192,108 @@ class Plan:
 
 
 def plan_acquire(
+    limits: BudgetLimits,
     account: BucketState,
-    route: BucketState | None,
+    route: BucketState | None = None,
     *,
     now: float,
     max_wait_s: float,
-    burst: float = 1.0,
+    route_rate: float | None = None,
+    booking: Booking = ANYONE,
 ) -> Plan:
-    """Decide one acquisition against the account bucket and, if the route has its own rate,
-    the route bucket.
+    """Decide one acquisition against the account bucket and, if the route has its own rate
+    (``route`` and ``route_rate``), the route bucket.
 
-    The request goes out at one moment, so it takes the *same* slot in both buckets: the later
-    of the two earliest slots. (Booking each bucket at its own earliest slot and sending at the
-    later one would break the account's spacing.) A slot later than the account's own earliest
-    one leaves a hole in the account's line that nobody else can use, because GCRA keeps a
-    single ``tat``; so a route-limited request may keep the account waiting at most one account
-    interval, and is otherwise told to come back when its route is free. Unlocks never queue
-    behind a slow route.
+    In order: a closed gate refuses (``"gate"``); a holder past its fair share refuses
+    (``"share"``, come back when its backlog has shrunk); then the slot is the earliest of
 
-    ``burst`` applies to the account only: a route limit such as "1 per second" forbids two
-    requests in the same second, which is exactly what a burst would send.
+    - a hole (a slot kept free inside the line): a priority request takes any hole within its
+      wait, anyone else only one that is about to pass unused (or any, while no priority
+      request was seen lately);
+    - the end of the line, where a request that is not priority, landing beyond
+      ``priority_wait_s``, leaves a hole first if the last one is ``priority_wait_s`` back.
 
-    >>> plan_acquire(BucketState(rate=5.0), None, now=1.0, max_wait_s=0.0).grant
+    A slot further away than ``max_wait_s`` refuses (``"rate"``) and books nothing (a priority
+    request is remembered, so that calls booking after it leave it room). The request goes out
+    at one moment, so it takes the same slot in the account and its route bucket; a
+    route-limited request may keep the account's line waiting at most one interval.
+
+    >>> plan_acquire(BudgetLimits(), BucketState(rate=5.0), now=1.0, max_wait_s=0.0).grant
     Grant(ok=True, wait_s=0.0, reason='')
     """
     gate = max(account.gate_until, route.gate_until if route is not None else 0.0)
     if gate > now:
         return Plan(Grant(False, gate - now, REASON_GATE))
-    account_slot = earliest_slot(account, now, burst)
-    slot = account_slot
-    if route is not None:
-        slot = max(slot, earliest_slot(route, now))
+    interval = limits.interval(account, limits.rate, now)
+    held = {holder: end for holder, end in account.held if end > now}
+    holder = booking.holder
+    if holder is not None:
+        backlog = max(now, held.get(holder, now)) + interval - now
+        if backlog > limits.share_s + SLOT_TOLERANCE_S:
+            return Plan(Grant(False, backlog - limits.share_s, REASON_SHARE))
+    not_before = now
+    if route is not None and route_rate is not None:
+        not_before = earliest_slot(route, now, limits.interval(route, route_rate, now))
+    account_slot = earliest_slot(account, now, interval, limits.burst)
+    line = max(account_slot, not_before)
+    if line - account_slot > interval + SLOT_TOLERANCE_S:
+        return Plan(Grant(False, line - now, REASON_RATE))
+    reserving = booking.priority or (
+        account.priority_at is not None and now - account.priority_at <= limits.priority_memory_s
+    )
+    holes = tuple(hole for hole in account.holes if hole >= now - SLOT_TOLERANCE_S)
+    hole = _usable_hole(holes, not_before, now, interval, booking.priority, reserving,
+                        max_wait_s)
+    tat, reserved_at = account.tat, account.reserved_at
+    if hole is not None and hole < line:
+        slot = hole
+        holes = tuple(h for h in holes if h != hole)
+    else:
+        slot = line
+        keep = limits.priority_wait_s - interval  # a hole at most this far behind the last
+        if (reserving and not booking.priority and slot - now > keep
+                and slot - reserved_at >= keep - SLOT_TOLERANCE_S):
+            holes, reserved_at, slot = (*holes, slot), slot, slot + interval
+        tat = max(tat, slot) + interval
     wait = slot - now
     if wait > max_wait_s + SLOT_TOLERANCE_S:
+        if booking.priority:
+            # Nothing booked, but from now on calls that book ahead leave room for unlocks,
+            # so this one finds a slot when it comes back.
+            noted = replace(account, priority_at=now, updated_at=now)
+            return Plan(Grant(False, wait, REASON_RATE), account=noted)
         return Plan(Grant(False, wait, REASON_RATE))
-    if slot - account_slot > account.interval + SLOT_TOLERANCE_S:
-        return Plan(Grant(False, wait, REASON_RATE))
-    return Plan(
-        Grant(True, wait),
-        account=reserve(account, slot, now),
-        route=reserve(route, slot, now) if route is not None else None,
+    if holder is not None:
+        held[holder] = max(now, held.get(holder, now)) + interval
+    booked = replace(
+        account, tat=tat, holes=holes, reserved_at=reserved_at, updated_at=now,
+        held=tuple(sorted(held.items())),
+        priority_at=now if booking.priority else account.priority_at,
     )
+    route_after = None
+    if route is not None and route_rate is not None:
+        route_interval = limits.interval(route, route_rate, now)
+        route_after = replace(route, tat=max(route.tat, slot) + route_interval, updated_at=now)
+    return Plan(Grant(True, wait), account=booked, route=route_after)
+
+
+def _usable_hole(
+    holes: tuple[float, ...], not_before: float, now: float, interval: float, priority: bool,
+    reserving: bool, max_wait_s: float,
+) -> float | None:
+    """The earliest hole this request may take (see :func:`plan_acquire`), or ``None``."""
+    for hole in sorted(holes):
+        if hole < not_before - SLOT_TOLERANCE_S or hole - now > max_wait_s + SLOT_TOLERANCE_S:
+            continue
+        if priority or not reserving or hole - now <= interval + SLOT_TOLERANCE_S:
+            return hole
+    return None
 
 
 def after_throttle(
     state: BucketState,
     configured: float,
-    adaptive: AdaptiveRate,
+    limits: BudgetLimits,
     *,
     now: float,
     retry_after_s: float | None,
@@ -229,68 +301,34 @@ def after_throttle(
 ) -> BucketState:
     """The bucket after Kisi answered 429 at ``now``.
 
-    The rate is lowered (:meth:`AdaptiveRate.lowered`); the next new slot is at least one
-    (lowered) interval away, since the 429 says the line was already too full; with a
-    ``Retry-After`` and ``close_gate``, nobody may send before ``now + retry_after_s``.
-    Slots already granted stand: their holders may be sending right now.
+    The controller (:meth:`RateControl.throttled`) decides whether it was the gateway's own
+    overload. Only then does the rate drop, the next new slot move at least one (new) interval
+    away, and, with a ``Retry-After`` and ``close_gate``, the gate close until then: one
+    isolated 429 stops nobody (its own request still honours its ``Retry-After``). Slots
+    already granted stand: their holders may be sending right now.
 
-    >>> after_throttle(BucketState(rate=5.0, tat=9.0), 5.0, AdaptiveRate(), now=10.0,
-    ...                retry_after_s=3.0, close_gate=True)
-    BucketState(rate=2.5, tat=10.4, gate_until=13.0, lowered_at=10.0, updated_at=10.0)
+    >>> limits = BudgetLimits()
+    >>> once = after_throttle(BucketState(rate=5.0, tat=9.5), 5.0, limits, now=10.0,
+    ...                       retry_after_s=3.0, close_gate=True)
+    >>> once.rate, once.gate_until, once.strikes
+    (5.0, 0.0, 1)
+    >>> twice = after_throttle(once, 5.0, limits, now=10.1, retry_after_s=3.0, close_gate=True)
+    >>> thrice = after_throttle(twice, 5.0, limits, now=10.2, retry_after_s=3.0,
+    ...                         close_gate=True)
+    >>> thrice.rate, thrice.gate_until, round(thrice.tat, 3)
+    (3.5, 13.2, 10.486)
     """
-    rate, lowered_at = adaptive.lowered(state.rate, configured, state.lowered_at, now)
+    control = limits.control
+    busy = control.is_busy(state.tat, now)
+    after, overload = control.throttled(state.control, configured, now=now, busy=busy)
+    changed = state.with_control(after, now)
+    if not overload:
+        return changed
     gate_until = state.gate_until
     if close_gate and retry_after_s is not None and retry_after_s > 0:
         gate_until = max(gate_until, now + retry_after_s)
-    return BucketState(
-        rate=rate,
-        tat=max(state.tat, now + 1.0 / rate),
-        gate_until=gate_until,
-        lowered_at=lowered_at,
-        updated_at=now,
-    )
-
-
-def after_success(
-    state: BucketState, configured: float, adaptive: AdaptiveRate, *, now: float
-) -> BucketState | None:
-    """The bucket after a success, or ``None`` when nothing changes (already at full rate).
-
-    >>> after_success(BucketState(rate=5.0), 5.0, AdaptiveRate(), now=1.0) is None
-    True
-    >>> after_success(BucketState(rate=2.5), 5.0, AdaptiveRate(), now=1.0).rate
-    2.75
-    """
-    if state.rate >= configured:
-        return None
-    return replace(state, rate=adaptive.raised(state.rate, configured), updated_at=now)
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetLimits:
-    """The configured rates: the account's, and the routes that have a stricter one of their
-    own (``{"POST /event_sets": 1.0}``; ``config.Settings.rates()`` supplies Kisi's)."""
-
-    rate: float = KISI_USER_RATE
-    route_rates: Mapping[str, float] = field(default_factory=dict)
-    burst: float = 1.0
-    adaptive: AdaptiveRate = field(default_factory=AdaptiveRate)
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.rate) and self.rate > 0):
-            raise ValueError("rate must be a positive number")
-        for route_key, rate in self.route_rates.items():
-            if not (math.isfinite(rate) and rate > 0):
-                raise ValueError(f"rate of {route_key!r} must be a positive number")
-        if not (math.isfinite(self.burst) and self.burst >= 1):
-            raise ValueError("burst must be at least 1")
-
-    def route_rate(self, route_key: str) -> float | None:
-        return self.route_rates.get(route_key)
-
-    def fresh(self, configured: float) -> BucketState:
-        """A bucket nobody has used yet: full rate, free now."""
-        return BucketState(rate=configured)
+    interval = limits.interval(changed, configured, now)
+    return replace(changed, tat=max(state.tat, now + interval), gate_until=gate_until)
 
 
 def throttle_targets(
@@ -308,11 +346,3 @@ def throttle_targets(
     if route_rate is None:
         return [(None, limits.rate, True)]
     return [(route_key, route_rate, True), (None, limits.rate, False)]
-
-
-def buckets(limits: BudgetLimits, route_key: str) -> list[tuple[str | None, float]]:
-    route_rate = limits.route_rate(route_key)
-    buckets: list[tuple[str | None, float]] = [(None, limits.rate)]
-    if route_rate is not None:
-        buckets.append((route_key, route_rate))
-    return buckets

@@ -33,7 +33,7 @@ from kisi_gateway.core.errors import parse_kisi_error
 from kisi_gateway.core.identity import CREDENTIAL_CHECKS, CredentialKind, KisiLogin
 from kisi_gateway.core.outcome import Outcome
 from kisi_gateway.core.policy import Route
-from kisi_gateway.core.ratelimit import Grant
+from kisi_gateway.core.ratelimit import Booking, Grant
 from kisi_gateway.core.records import AttemptEntry, StoredResponse
 from kisi_gateway.core.send_gate import DEFAULT_MAX_GATE_S, gate_wait
 from kisi_gateway.pipeline.callers import Who
@@ -218,7 +218,8 @@ class Sender:
             asked_at = self.clock.now()
             if pause is None:
                 booked = self.budget.acquire(
-                    acting.bucket, route.key, asked_at, window.booking(asked_at, deadline)
+                    acting.bucket, route.key, asked_at, window.booking(asked_at, deadline),
+                    Booking(priority=route.policy.priority, holder=acting.identity),
                 )
                 now = self.clock.now()
                 grant = Grant(booked.ok, max(0.0, asked_at + booked.wait_s - now), booked.reason)

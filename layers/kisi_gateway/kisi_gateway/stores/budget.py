@@ -13,19 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 from kisi_gateway.core.outcome import Outcome, OutcomeClass
 from kisi_gateway.core.ratelimit import (
+    ANYONE,
     KISI_USER_RATE,
     REASON_RATE,
-    AdaptiveRate,
+    Booking,
     BucketState,
     BudgetLimits,
     Grant,
-    after_success,
     after_throttle,
-    buckets,
     plan_acquire,
     throttle_targets,
 )
-from kisi_gateway.stores.dynamo import Lost, conditional, n, number, read
+from kisi_gateway.stores.dynamo import Expression, Lost, conditional, n, number, read
 from kisi_gateway.stores.ports import UNAVAILABLE_RETRY_S, BudgetUnavailableError
 
 if TYPE_CHECKING:
@@ -33,14 +32,18 @@ if TYPE_CHECKING:
 
 _LOG = logging.getLogger(__name__)
 
-# Optimistic writes that lose a race re-read and try again this many times in all. Losing five
-# times in a row means the bucket is busy: the caller is told to come back one interval later.
+# Optimistic writes that lose a race try again with what beat them this many times in all.
+# Losing five times in a row means the bucket is busy: the caller is told to come back one
+# interval later.
 MAX_WRITE_ATTEMPTS = 5
 
 
 Stored = tuple[BucketState, int]  # the state and the item's version
 NO_ITEM = 0  # the version of a bucket that has no item yet
 UNVERSIONED = -1  # an item without a version (written by hand): matched on its absence
+# The bucket's number attributes besides ``version``: stored when set, removed when not.
+_NUMBERS = ("tat", "rate", "gate_until", "updated_at", "lowered_at", "peak", "strikes",
+            "struck_at", "reserved_at", "priority_at")
 
 
 def _next_version(version: int) -> int:
@@ -51,20 +54,20 @@ class DynamoSendBudget:
     """A :class:`SendBudget` shared by every Lambda through one DynamoDB table.
 
     One item per bucket, ``pk`` = the bucket (one per Kisi user) or ``bucket#route_key`` (a
-    route with its own rate), holding ``tat``, ``rate``, ``gate_until``, ``lowered_at``,
-    ``updated_at`` (numbers) and ``version``. Every write is conditional on the ``version``
-    it read (or on the item being absent) and retried with a fresh read when it loses: cheap,
-    and no slot is ever booked twice. A version rather than ``tat`` alone, so that a rate
-    lowered or a gate closed between the read and the write is never overwritten.
+    route with its own rate), holding the :class:`BucketState` numbers, its ``holes`` (a list)
+    and ``held`` (a map, holder -> end of its backlog), and ``version``. Every write is
+    conditional on the ``version`` it planned from (or on the item being absent), so no slot
+    is ever booked twice and a rate lowered or a gate closed meanwhile is never overwritten.
 
-    Calls per acquire in the common case: one consistent GetItem and one UpdateItem. A route
-    with its own rate reads two items and books both in one TransactWriteItems, so a slot is
-    taken in both buckets or in neither (nothing to give back). A success observed while the
-    bucket is at full rate makes no call at all: the rate seen by this process's last read
-    decides, and a stale view can only skip an increase, never a decrease. A 429 always reads
-    fresh and writes.
-
-    Deleting an item resets its bucket (full rate, gate open): the operator's reset.
+    One round trip per acquire on the happy path: the plan is made from this process's last
+    view of the bucket and written conditionally; when another Lambda changed the bucket
+    first, the failed write returns the item as it is now
+    (``ReturnValuesOnConditionCheckFailure``), and the next try plans from that, still without
+    a read. A refusal planned from an old view is checked with one fresh read (the truth can
+    only be better after an operator's reset). A route with its own rate reads both items and
+    books both in one TransactWriteItems, so a slot is taken in both buckets or in neither.
+    A success makes no call: the rate recovers as a function of time. A 429 reads fresh and
+    writes. Deleting an item resets its bucket (full rate, gate open): the operator's reset.
     """
 
     def __init__(
@@ -75,7 +78,7 @@ class DynamoSendBudget:
         rate: float = KISI_USER_RATE,
         route_rates: Mapping[str, float] | None = None,
         burst: float = 1.0,
-        adaptive: AdaptiveRate | None = None,
+        limits: BudgetLimits | None = None,
         max_attempts: int = MAX_WRITE_ATTEMPTS,
         unavailable_retry_s: float = UNAVAILABLE_RETRY_S,
     ) -> None:
@@ -83,9 +86,7 @@ class DynamoSendBudget:
             raise ValueError("max_attempts must be at least 1")
         self._client = client
         self._table = table_name
-        self._limits = BudgetLimits(
-            rate, dict(route_rates or {}), burst, adaptive or AdaptiveRate()
-        )
+        self._limits = limits or BudgetLimits(rate, dict(route_rates or {}), burst)
         self._max_attempts = max_attempts
         self._unavailable_retry_s = unavailable_retry_s
         self._seen: dict[str, Stored] = {}  # last state read or written, per pk
@@ -97,29 +98,43 @@ class DynamoSendBudget:
             raise ValueError("a bucket must be non-empty and contain no '#'")
         return bucket if route_key is None else f"{bucket}#{route_key}"
 
-    def acquire(self, bucket: str, route_key: str, now: float, max_wait_s: float = 0.0) -> Grant:
+    def acquire(
+        self, bucket: str, route_key: str, now: float, max_wait_s: float = 0.0,
+        booking: Booking = ANYONE,
+    ) -> Grant:
         """Reserve a slot; raises :class:`BudgetUnavailableError` when DynamoDB fails."""
         limits = self._limits
         route_rate = limits.route_rate(route_key)
+        account_pk = self.pk(bucket)
+        route_pk = self.pk(bucket, route_key) if route_rate is not None else None
+        fresh = False
         for _ in range(self._max_attempts):
-            account, account_version = self._read(self.pk(bucket), limits.rate)
-            route: Stored | None = None
-            if route_rate is not None:
-                route = self._read(self.pk(bucket, route_key), route_rate)
+            if route_pk is not None and route_rate is not None:
+                account, route = self._read(account_pk, limits.rate), self._read(
+                    route_pk, route_rate)
+                fresh = True
+            else:
+                seen = self._seen.get(account_pk)
+                account = seen if seen is not None else (limits.fresh(limits.rate), NO_ITEM)
+                route = None
             plan = plan_acquire(
-                account,
-                route[0] if route is not None else None,
-                now=now,
-                max_wait_s=max_wait_s,
-                burst=limits.burst,
+                limits, account[0], route[0] if route is not None else None, now=now,
+                max_wait_s=max_wait_s, route_rate=route_rate, booking=booking,
             )
             if not plan.grant.ok or plan.account is None:
+                if not fresh:
+                    self._read(account_pk, limits.rate)  # refused from an old view: check
+                    fresh = True
+                    continue
+                if plan.account is not None:  # a priority request noted: best effort
+                    self._write([(account_pk, plan.account, account[1])])
                 return plan.grant
-            writes = [(self.pk(bucket), plan.account, account_version)]
-            if route is not None and plan.route is not None:
-                writes.append((self.pk(bucket, route_key), plan.route, route[1]))
+            writes = [(account_pk, plan.account, account[1])]
+            if route is not None and route_pk is not None and plan.route is not None:
+                writes.append((route_pk, plan.route, route[1]))
             if self._write(writes):
                 return plan.grant
+            fresh = True  # what beat us is now in _seen (or will be read)
         # Lost every race: the bucket is busy. Nothing was reserved.
         return Grant(False, 1.0 / limits.rate, REASON_RATE)
 
@@ -127,50 +142,34 @@ class DynamoSendBudget:
         self, bucket: str, route_key: str, outcome: Outcome, retry_after_s: float | None,
         now: float,
     ) -> None:
-        """Adapt the rate; never raises.
+        """Adapt to a 429; never raises. Other outcomes change nothing (and cost no call).
 
         Kisi has already answered when this runs; failing here would make the caller mistake
         bookkeeping for a failed send (and, for a create, send twice). A lost update is logged:
-        the next 429 lowers the rate again.
+        the next 429 counts again.
         """
+        if outcome.cls is not OutcomeClass.RATE_LIMITED:
+            return
         limits = self._limits
         try:
-            if outcome.cls is OutcomeClass.RATE_LIMITED:
-                for key, configured, close_gate in throttle_targets(limits, route_key):
-                    throttled = partial(
-                        after_throttle, configured=configured, adaptive=limits.adaptive,
-                        now=now, retry_after_s=retry_after_s, close_gate=close_gate,
-                    )
-                    self._change(self.pk(bucket, key), configured, throttled, seen=None)
-            elif outcome.cls is OutcomeClass.SUCCESS:
-                for key, configured in buckets(limits, route_key):
-                    pk = self.pk(bucket, key)
-                    seen = self._seen.get(pk)
-                    if seen is not None and seen[0].rate >= configured:
-                        continue  # at full rate: nothing to raise, no call
-                    raised = partial(
-                        after_success, configured=configured, adaptive=limits.adaptive, now=now
-                    )
-                    self._change(pk, configured, raised, seen=seen)
+            for key, configured, close_gate in throttle_targets(limits, route_key):
+                throttled = partial(
+                    after_throttle, configured=configured, limits=limits, now=now,
+                    retry_after_s=retry_after_s, close_gate=close_gate,
+                )
+                self._change(self.pk(bucket, key), configured, throttled)
         except BudgetUnavailableError as exc:
             _LOG.warning("send budget not adapted to %s: %s", outcome.cls.value, exc)
 
     def _change(
-        self,
-        pk: str,
-        configured: float,
-        change: Callable[[BucketState], BucketState | None],
-        seen: Stored | None,
+        self, pk: str, configured: float, change: Callable[[BucketState], BucketState]
     ) -> None:
-        """Read (unless ``seen`` is given), change, write conditionally; retry lost races."""
+        """Read, change, write conditionally; a lost race retries from what beat it."""
+        stored = self._read(pk, configured)
         for _ in range(self._max_attempts):
-            state, version = seen if seen is not None else self._read(pk, configured)
-            changed = change(state)
-            if changed is None:
+            if self._write([(pk, change(stored[0]), stored[1])]):
                 return
-            if self._write([(pk, changed, version)]):
-                return
-            seen = None
+            stored = self._seen.get(pk) or self._read(pk, configured)
         raise BudgetUnavailableError(f"bucket kept changing under {self._max_attempts} writes")
 
     def _unavailable(self, code: str) -> BudgetUnavailableError:
@@ -178,95 +177,111 @@ class DynamoSendBudget:
             f"send budget table unavailable: {code}", self._unavailable_retry_s
         )
 
+    def _configured(self, pk: str) -> float:
+        route_key = pk.partition("#")[2]
+        route_rate = self._limits.route_rate(route_key) if route_key else None
+        return route_rate if route_rate is not None else self._limits.rate
+
     def _read(self, pk: str, configured: float) -> Stored:
         request = {"TableName": self._table, "Key": {"pk": {"S": pk}}, "ConsistentRead": True}
         item: Mapping[str, Any] | None = read(
             self._client.get_item, request, self._unavailable
         ).get("Item")
-        stored = _from_item(item, configured, self._limits.adaptive)
+        stored = _from_item(item, configured, self._limits)
         self._seen[pk] = stored
         return stored
 
     def _write(self, writes: list[tuple[str, BucketState, int]]) -> bool:
-        """Store new states, each only if its item is unchanged since read; all or none.
+        """Store new states, each only if its item is unchanged since planned; all or none.
 
-        ``False`` when another writer changed a bucket first (nothing was written).
+        ``False`` when another writer changed a bucket first (nothing was written); the
+        winner's item, when DynamoDB returns it, replaces this process's view.
         """
-        requests = [self._update_request(pk, state, version) for pk, state, version in writes]
+        requests = [_update_request(self._table, pk, state, version)
+                    for pk, state, version in writes]
         if len(requests) == 1:
             answer = conditional(self._client.update_item, requests[0], self._unavailable)
         else:
+            for request in requests:
+                del request["ReturnValues"]  # not part of a transaction's Update
             transaction: list[Any] = [{"Update": request} for request in requests]
             answer = conditional(
                 self._client.transact_write_items, {"TransactItems": transaction},
                 self._unavailable,
             )
         if isinstance(answer, Lost):
+            for pk, _, _ in writes:
+                self._seen.pop(pk, None)
+            if answer.item is not None and len(writes) == 1:
+                pk = writes[0][0]
+                self._seen[pk] = _from_item(answer.item, self._configured(pk), self._limits)
             return False
         for pk, state, version in writes:
             self._seen[pk] = (state, _next_version(version))
         return True
 
-    def _update_request(self, pk: str, state: BucketState, version: int) -> dict[str, Any]:
-        names = {
-            "#tat": "tat",
-            "#rate": "rate",
-            "#gate": "gate_until",
-            "#updated": "updated_at",
-            "#version": "version",
-        }
-        values: dict[str, Any] = {
-            ":tat": n(state.tat),
-            ":rate": n(state.rate),
-            ":gate": n(state.gate_until),
-            ":updated": n(state.updated_at),
-            ":next": {"N": str(_next_version(version))},
-        }
-        sets = [
-            "#tat = :tat",
-            "#rate = :rate",
-            "#gate = :gate",
-            "#updated = :updated",
-            "#version = :next",
-        ]
-        if state.lowered_at is not None:
-            names["#lowered"] = "lowered_at"
-            values[":lowered"] = n(state.lowered_at)
-            sets.append("#lowered = :lowered")
-        if version == NO_ITEM:
-            names["#pk"] = "pk"
-            condition = "attribute_not_exists(#pk)"
-        elif version == UNVERSIONED:
-            names["#pk"] = "pk"
-            condition = "attribute_exists(#pk) AND attribute_not_exists(#version)"
-        else:
-            values[":version"] = {"N": str(version)}
-            condition = "#version = :version"
-        return {
-            "TableName": self._table,
-            "Key": {"pk": {"S": pk}},
-            "UpdateExpression": "SET " + ", ".join(sets),
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": values,
-        }
+
+def _update_request(table: str, pk: str, state: BucketState, version: int) -> dict[str, Any]:
+    """A conditional UpdateItem storing ``state`` over ``version``."""
+    expr = Expression()
+    for attr in _NUMBERS:
+        value = getattr(state, attr)
+        expr.set_or_remove(attr, n(value) if value is not None else None)
+    if state.holes:
+        expr.set("holes", {"L": [n(hole) for hole in state.holes]})
+    else:
+        expr.removes.append(expr.name("holes"))
+    if state.held:
+        expr.set("held", {"M": {holder: n(end) for holder, end in state.held}})
+    else:
+        expr.removes.append(expr.name("held"))
+    expr.set("version", {"N": str(_next_version(version))})
+    if version == NO_ITEM:
+        condition = f"attribute_not_exists({expr.name('pk')})"
+    elif version == UNVERSIONED:
+        condition = (f"attribute_exists({expr.name('pk')})"
+                     f" AND attribute_not_exists({expr.name('version')})")
+    else:
+        condition = f"{expr.name('version')} = {expr.value('expected', {'N': str(version)})}"
+    return expr.update(table, {"pk": {"S": pk}}, condition, return_values="NONE")
 
 
-
-def _from_item(
-    item: Mapping[str, Any] | None, configured: float, adaptive: AdaptiveRate
-) -> Stored:
+def _from_item(item: Mapping[str, Any] | None, configured: float, limits: BudgetLimits
+               ) -> Stored:
     """The state in a stored item; missing or unreadable attributes take their defaults, so an
     item edited by hand degrades to a fresh bucket rather than blocking every send."""
     if not item:
-        return BucketState(rate=configured), NO_ITEM
+        return limits.fresh(configured), NO_ITEM
     rate = number(item, "rate")
     version = number(item, "version")
+    peak = number(item, "peak")
     state = BucketState(
-        rate=adaptive.clamp(rate, configured) if rate is not None and rate > 0 else configured,
+        rate=limits.control.clamp(rate, configured) if rate is not None and rate > 0
+        else configured,
         tat=number(item, "tat") or 0.0,
         gate_until=number(item, "gate_until") or 0.0,
         lowered_at=number(item, "lowered_at"),
         updated_at=number(item, "updated_at") or 0.0,
+        peak=peak if peak is not None and peak > 0 else None,
+        strikes=int(number(item, "strikes") or 0),
+        struck_at=number(item, "struck_at"),
+        holes=tuple(sorted(_numbers(item.get("holes"), "L"))),
+        reserved_at=number(item, "reserved_at") or 0.0,
+        priority_at=number(item, "priority_at"),
+        held=tuple(sorted(_held(item.get("held")))),
     )
     return state, int(version) if version is not None else UNVERSIONED
+
+
+def _numbers(raw: object, kind: str) -> list[float]:
+    if not isinstance(raw, Mapping) or not isinstance(raw.get(kind), list):
+        return []
+    values = [number({"v": entry}, "v") for entry in raw[kind]]
+    return [value for value in values if value is not None]
+
+
+def _held(raw: object) -> list[tuple[str, float]]:
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("M"), Mapping):
+        return []
+    found = [(str(holder), number({"v": end}, "v")) for holder, end in raw["M"].items()]
+    return [(holder, end) for holder, end in found if end is not None]

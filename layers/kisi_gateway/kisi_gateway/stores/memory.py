@@ -34,14 +34,13 @@ from kisi_gateway.core.known_bad import MAX_ENTRIES_PER_PATH, KnownAnswer
 from kisi_gateway.core.lifecycle import Change, applied, created_by, permits
 from kisi_gateway.core.outcome import Outcome, OutcomeClass
 from kisi_gateway.core.ratelimit import (
+    ANYONE,
     KISI_USER_RATE,
-    AdaptiveRate,
+    Booking,
     BucketState,
     BudgetLimits,
     Grant,
-    after_success,
     after_throttle,
-    buckets,
     plan_acquire,
     throttle_targets,
 )
@@ -187,11 +186,9 @@ class MemorySendBudget:
         rate: float = KISI_USER_RATE,
         route_rates: Mapping[str, float] | None = None,
         burst: float = 1.0,
-        adaptive: AdaptiveRate | None = None,
+        limits: BudgetLimits | None = None,
     ) -> None:
-        self._limits = BudgetLimits(
-            rate, dict(route_rates or {}), burst, adaptive or AdaptiveRate()
-        )
+        self._limits = limits or BudgetLimits(rate, dict(route_rates or {}), burst)
         self._lock = threading.Lock()
         self._states: dict[tuple[str, str | None], BucketState] = {}
 
@@ -206,7 +203,10 @@ class MemorySendBudget:
         with self._lock:
             return self._states.get((bucket, route_key)) or self._limits.fresh(configured)
 
-    def acquire(self, bucket: str, route_key: str, now: float, max_wait_s: float = 0.0) -> Grant:
+    def acquire(
+        self, bucket: str, route_key: str, now: float, max_wait_s: float = 0.0,
+        booking: Booking = ANYONE,
+    ) -> Grant:
         limits = self._limits
         route_rate = limits.route_rate(route_key)
         with self._lock:
@@ -215,7 +215,8 @@ class MemorySendBudget:
             if route_rate is not None:
                 route = self._states.get((bucket, route_key)) or limits.fresh(route_rate)
             plan = plan_acquire(
-                account, route, now=now, max_wait_s=max_wait_s, burst=limits.burst
+                limits, account, route, now=now, max_wait_s=max_wait_s, route_rate=route_rate,
+                booking=booking,
             )
             if plan.account is not None:
                 self._states[(bucket, None)] = plan.account
@@ -227,21 +228,16 @@ class MemorySendBudget:
         self, bucket: str, route_key: str, outcome: Outcome, retry_after_s: float | None,
         now: float,
     ) -> None:
+        if outcome.cls is not OutcomeClass.RATE_LIMITED:
+            return  # the rate recovers with time (RateControl.rate_at): nothing to write
         limits = self._limits
         with self._lock:
-            if outcome.cls is OutcomeClass.RATE_LIMITED:
-                for key, configured, close_gate in throttle_targets(limits, route_key):
-                    state = self._states.get((bucket, key)) or limits.fresh(configured)
-                    self._states[(bucket, key)] = after_throttle(
-                        state, configured, limits.adaptive, now=now,
-                        retry_after_s=retry_after_s, close_gate=close_gate,
-                    )
-            elif outcome.cls is OutcomeClass.SUCCESS:
-                for key, configured in buckets(limits, route_key):
-                    state = self._states.get((bucket, key)) or limits.fresh(configured)
-                    raised = after_success(state, configured, limits.adaptive, now=now)
-                    if raised is not None:
-                        self._states[(bucket, key)] = raised
+            for key, configured, close_gate in throttle_targets(limits, route_key):
+                state = self._states.get((bucket, key)) or limits.fresh(configured)
+                self._states[(bucket, key)] = after_throttle(
+                    state, configured, limits, now=now, retry_after_s=retry_after_s,
+                    close_gate=close_gate,
+                )
 
 
 

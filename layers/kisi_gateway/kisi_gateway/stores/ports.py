@@ -26,7 +26,7 @@ from kisi_gateway.core.identity import Caller, Credential, KisiLogin, Tenant
 from kisi_gateway.core.known_bad import KnownAnswer
 from kisi_gateway.core.lifecycle import Change
 from kisi_gateway.core.outcome import Outcome
-from kisi_gateway.core.ratelimit import Grant
+from kisi_gateway.core.ratelimit import ANYONE, Booking, Grant
 from kisi_gateway.core.records import RequestRecord, RetryMessage
 
 # How long a caller should wait when the budget's store cannot be reached (fail closed).
@@ -123,15 +123,20 @@ class RetryQueue(Protocol):
 class SendBudget(Protocol):
     """Ask before sending, report what Kisi answered."""
 
-    def acquire(self, bucket: str, route_key: str, now: float, max_wait_s: float = 0.0) -> Grant:
-        """Reserve a slot in ``bucket`` (a Kisi user's) for one request to ``route_key``."""
+    def acquire(
+        self, bucket: str, route_key: str, now: float, max_wait_s: float = 0.0,
+        booking: Booking = ANYONE,
+    ) -> Grant:
+        """Reserve a slot in ``bucket`` (a Kisi user's) for one request to ``route_key``, at
+        most ``max_wait_s`` ahead; ``booking`` says its priority and whose share it counts in.
+        """
         ...
 
     def observe(
         self, bucket: str, route_key: str, outcome: Outcome, retry_after_s: float | None,
         now: float,
     ) -> None:
-        """Adapt to what Kisi answered: a 429 slows the bucket, a success speeds it up."""
+        """Adapt to what Kisi answered: confirmed overloads slow the bucket down."""
         ...
 
 
