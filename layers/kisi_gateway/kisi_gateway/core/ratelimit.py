@@ -39,6 +39,9 @@ SLOT_TOLERANCE_S = 1e-6
 # Reasons of a refused grant.
 REASON_RATE = "rate"
 REASON_GATE = "gate"
+# A Retry-After longer than this is Kisi's deliberate instruction, not noise: it closes the gate
+# for every sender of the user even when the 429 came alone (capped by the sender at MAX_GATE_S).
+DELIBERATE_WAIT_S = 5.0
 REASON_SHARE = "share"
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +307,8 @@ def after_throttle(
     The controller (:meth:`RateControl.throttled`) decides whether it was the gateway's own
     overload. Only then does the rate drop, the next new slot move at least one (new) interval
     away, and, with a ``Retry-After`` and ``close_gate``, the gate close until then: one
-    isolated 429 stops nobody (its own request still honours its ``Retry-After``). Slots
+    isolated 429 stops nobody (its own request still honours its ``Retry-After``), unless its
+    ``Retry-After`` is longer than ``DELIBERATE_WAIT_S``: a wait Kisi asked for on purpose. Slots
     already granted stand: their holders may be sending right now.
 
     >>> limits = BudgetLimits()
@@ -317,16 +321,21 @@ def after_throttle(
     ...                         close_gate=True)
     >>> thrice.rate, thrice.gate_until, round(thrice.tat, 3)
     (3.5, 13.2, 10.486)
+    >>> asked = after_throttle(BucketState(rate=5.0, tat=9.5), 5.0, limits, now=10.0,
+    ...                        retry_after_s=900.0, close_gate=True)
+    >>> asked.rate, asked.gate_until
+    (5.0, 910.0)
     """
     control = limits.control
     busy = control.is_busy(state.tat, now)
     after, overload = control.throttled(state.control, configured, now=now, busy=busy)
     changed = state.with_control(after, now)
-    if not overload:
-        return changed
+    wait = retry_after_s or 0.0
     gate_until = state.gate_until
-    if close_gate and retry_after_s is not None and retry_after_s > 0:
-        gate_until = max(gate_until, now + retry_after_s)
+    if close_gate and wait > 0 and (overload or wait > DELIBERATE_WAIT_S):
+        gate_until = max(gate_until, now + wait)
+    if not overload:  # a long wait Kisi asked for still stops every sender of the user
+        return replace(changed, gate_until=gate_until)
     interval = limits.interval(changed, configured, now)
     return replace(changed, tat=max(state.tat, now + interval), gate_until=gate_until)
 
