@@ -230,6 +230,10 @@ def test_on_delivery(stored, now, expected) -> None:
     assert on_delivery(stored, UNLOCK if stored is not None else None, now) == expected
 
 
+def test_a_message_whose_record_is_gone_is_dead_lettered_whatever_its_policy() -> None:
+    assert on_delivery(None, UNLOCK, NOW) == DeadLetter("record_missing")
+
+
 # -- a repeat of an Idempotency-Key -------------------------------------------------------
 
 
