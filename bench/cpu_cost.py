@@ -46,24 +46,27 @@ import boto3
 import requests
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HTTPHeaders
 
-from bench.memory_guard import InMemoryGuard
 from bench.realtime import LOOPBACK_ONLY, aws_client, aws_environment, create_resources
 from kisi_gateway.config import Settings
 from kisi_gateway.core.lifecycle import Change
-from kisi_gateway.core.ratelimit import bucket_id_for_key
 from kisi_gateway.core.records import RequestRecord, RetryMessage
+from kisi_gateway.pipeline.callers import Callers
 from kisi_gateway.pipeline.calls import parse_call
 from kisi_gateway.pipeline.forwarding import CallContext, Forwarder
-from kisi_gateway.pipeline.kisi_http import KisiClient, build_session
+from kisi_gateway.pipeline.kisi_http import KisiClient, build_session, same_origin
 from kisi_gateway.pipeline.replies import location_rewriter
 from kisi_gateway.pipeline.sending import Sender, SystemClock
 from kisi_gateway.pipeline.telemetry import PowertoolsEmfSink, Telemetry
 from kisi_gateway.stores.budget import DynamoSendBudget
+from kisi_gateway.stores.directory import DynamoDirectory
 from kisi_gateway.stores.guard import DynamoGuard
+from kisi_gateway.stores.memory import MemoryDirectory, MemoryVault
+from kisi_gateway.stores.memory import MemoryGuard as InMemoryGuard
 from kisi_gateway.stores.memory import MemorySendBudget as InMemorySendBudget
 from kisi_gateway.stores.ports import Applied, Guard, SendBudget
 from kisi_gateway.stores.queue import SqsRetryQueue
 from kisi_gateway.stores.records import DynamoRecordStore
+from kisi_gateway.stores.secrets import ServiceKeys
 from kisi_sim import DEMO_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,8 +158,8 @@ def direct_call(base_url: str) -> Call:
 
 def gateway_call(base_url: str, forwarder: Forwarder) -> Call:
     settings = Settings.from_env({"KISI_BASE_URL": base_url})
-    origin = KisiClient(base_url, api_key="", session=build_session(1))
-    context = CallContext("bench", "", location_rewriter(origin.is_own_origin, ""))
+    context = CallContext("bench", None, "", location_rewriter(
+        lambda url: same_origin(url, base_url), ""))
 
     def call() -> int:
         incoming = parse_call(
@@ -169,20 +172,28 @@ def gateway_call(base_url: str, forwarder: Forwarder) -> Call:
     return call
 
 
-def _sender(base_url: str, budget: SendBudget, guard: Guard) -> Sender:
+def _forwarder(
+    base_url: str, budget: SendBudget, guard: Guard, records: Any, queue: Any,
+    directory: Any,
+) -> Forwarder:
     session = build_session()
-    return Sender(
-        kisi_factory=lambda: KisiClient(base_url, api_key=DEMO_KEY, session=session),
+    sender = Sender(
+        kisi_factory=lambda: KisiClient(base_url, session=session),
         budget=budget, guard=guard, telemetry=Telemetry(PowertoolsEmfSink()),
-        clock=SystemClock(), rng=random.Random(1).random,
+        clock=SystemClock(), rng=random.Random(1).random, directory=directory,
     )
+    callers = Callers(directory, ServiceKeys(lambda secret_id, refresh: DEMO_KEY),
+                      b"cpu-bench-identity-key",
+                      default_secret_id="service-login",  # noqa: S106 - a name, not a secret
+                      clock=time.time)
+    return Forwarder(sender=sender, records=records, queue=queue, callers=callers,
+                     vault=MemoryVault(), record_ttl_s=86_400.0, read_timeout_s=10.0)
 
 
 def in_memory_forwarder(base_url: str) -> Forwarder:
-    sender = _sender(base_url, InMemorySendBudget(rate=UNTHROTTLED), InMemoryGuard())
     untouched = _Untouched()
-    return Forwarder(sender=sender, records=untouched, queue=untouched,
-                     record_ttl_s=86_400.0, read_timeout_s=10.0)
+    return _forwarder(base_url, InMemorySendBudget(rate=UNTHROTTLED), InMemoryGuard(),
+                      untouched, untouched, MemoryDirectory())
 
 
 class _CannedBody(io.BytesIO):
@@ -200,6 +211,7 @@ class _CannedBody(io.BytesIO):
 CANNED_DYNAMODB = {
     "GetItem": b"{}",
     "UpdateItem": b"{}",
+    "PutItem": b"{}",
     "BatchGetItem": b'{"Responses": {}, "UnprocessedKeys": {}}',
 }
 
@@ -223,24 +235,21 @@ def canned_forwarder(base_url: str) -> Forwarder:
     # botocore-stubs types handlers as returning None; a before-send handler that returns a
     # response short-circuits the HTTP send (that is how botocore's own Stubber works).
     dynamodb.meta.events.register("before-send.dynamodb", _canned_answer)  # type: ignore[arg-type]
-    budget = DynamoSendBudget(dynamodb, "budget", bucket_id_for_key(DEMO_KEY),
-                              rate=UNTHROTTLED)
-    sender = _sender(base_url, budget, DynamoGuard(dynamodb, "guard"))
+    budget = DynamoSendBudget(dynamodb, "budget", rate=UNTHROTTLED)
     untouched = _Untouched()
-    return Forwarder(sender=sender, records=untouched, queue=untouched,
-                     record_ttl_s=86_400.0, read_timeout_s=10.0)
+    return _forwarder(base_url, budget, DynamoGuard(dynamodb, "guard"), untouched, untouched,
+                      DynamoDirectory(dynamodb, "tenants"))
 
 
 def moto_forwarder(base_url: str) -> Forwarder:
     """The deployed adapters on moto (call inside ``mock_aws``)."""
     dynamodb, sqs = aws_client("dynamodb"), aws_client("sqs")
     urls = create_resources(dynamodb, sqs)
-    budget = DynamoSendBudget(dynamodb, "budget", bucket_id_for_key(DEMO_KEY),
-                              rate=UNTHROTTLED)
-    sender = _sender(base_url, budget, DynamoGuard(dynamodb, "guard"))
-    return Forwarder(sender=sender, records=DynamoRecordStore(dynamodb, "requests"),
-                     queue=SqsRetryQueue(sqs, urls["queue"], urls["dlq"]),
-                     record_ttl_s=86_400.0, read_timeout_s=10.0)
+    budget = DynamoSendBudget(dynamodb, "budget", rate=UNTHROTTLED)
+    return _forwarder(base_url, budget, DynamoGuard(dynamodb, "guard"),
+                      DynamoRecordStore(dynamodb, "requests"),
+                      SqsRetryQueue(sqs, urls["queue"], urls["dlq"]),
+                      DynamoDirectory(dynamodb, "tenants"))
 
 
 def compare(sides: dict[str, Call], calls: int = CALLS) -> dict[str, float]:

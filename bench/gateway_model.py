@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 
 from bench.engine import Engine, Process, Sleep
 from bench.kisi_model import Reply, VirtualKisi
-from bench.memory_guard import InMemoryGuard
 from bench.sqs_model import EventSourceMapping, Message, VirtualQueue
 from bench.tracking import Final, TrackedCall, final_of
 from kisi_gateway.config import Settings
@@ -44,8 +43,10 @@ from kisi_gateway.core.decisions import (
 from kisi_gateway.core.outcome import Outcome, classify_status
 from kisi_gateway.core.policy import PolicyTable, Route
 from kisi_gateway.pipeline.retrying import Disposition
+from kisi_gateway.stores.memory import MemoryGuard as InMemoryGuard
 from kisi_gateway.stores.memory import MemorySendBudget as InMemorySendBudget
 
+IDENTITY = "id-00000000"  # the one identity the simulated callers share
 STORE_OP_S = 0.01  # one DynamoDB or SQS round trip from a Lambda, roughly
 
 
@@ -130,7 +131,7 @@ class GatewayModel:
         route = self._policies.resolve(call.method, call.path)
         policy = route.policy
         started = self._engine.now
-        pause = self.guard.check(route.key, started)
+        pause = self.guard.check(IDENTITY, route.key, started)
         if pause is not None:
             self.counters.paused_calls += 1
             call.end(started, Final.PAUSED, pause.reason)
@@ -143,7 +144,7 @@ class GatewayModel:
             remaining = max(0.0, min(inline_until, record.deadline) - self._engine.now)
             book_ahead = min(remaining, policy.book_ahead_s)
             yield Sleep(self._store_op_s)
-            grant = self.budget.acquire(route.key, self._engine.now, book_ahead)
+            grant = self.budget.acquire(IDENTITY, route.key, self._engine.now, book_ahead)
             if not grant.ok:
                 if grant.reason == "rate" and grant.wait_s <= remaining and budget_asks:
                     budget_asks -= 1
@@ -156,7 +157,7 @@ class GatewayModel:
                 self._finish(record.call, Final.EXPIRED, "deadline")
                 return
             if record.attempts:
-                pause = self.guard.check(route.key, self._engine.now)
+                pause = self.guard.check(IDENTITY, route.key, self._engine.now)
                 if pause is not None:
                     yield from self._defer(record, pause.retry_after_s, None)
                     return
@@ -201,8 +202,8 @@ class GatewayModel:
         outcome = classify_status(reply.status)
         now = self._engine.now
         retry_after = parse_retry_after(reply.retry_after, now)
-        self.guard.observe(route.key, outcome, now)
-        self.budget.observe(route.key, outcome, retry_after, now)
+        self.guard.observe(IDENTITY, route.key, outcome, now)
+        self.budget.observe(IDENTITY, route.key, outcome, retry_after, now)
         return _Sent(reply, outcome, retry_after)
 
     def _finish(self, call: TrackedCall, final: Final, reason: str) -> None:
@@ -236,13 +237,13 @@ class GatewayModel:
             self.counters.early_deliveries += 1
             self.queue.change_visibility(message, math.ceil(record.next_attempt_at - now))
             return Disposition.LATER
-        pause = self.guard.check(record.route.key, now)
+        pause = self.guard.check(IDENTITY, record.route.key, now)
         if pause is not None:
             self.counters.waits_guard += 1
             return (yield from self._wait(message, record, pause.retry_after_s))
         yield Sleep(self._store_op_s)  # budget
         max_wait = max(0.0, min(WORKER_MAX_WAIT_S, record.deadline - self._engine.now))
-        grant = self.budget.acquire(record.route.key, self._engine.now, max_wait)
+        grant = self.budget.acquire(IDENTITY, record.route.key, self._engine.now, max_wait)
         if not grant.ok:
             self.counters.waits_budget += 1
             delay = math.ceil(max(grant.wait_s, 1.0))

@@ -38,19 +38,16 @@ from requests.adapters import HTTPAdapter
 
 from bench.strategies import IMMEDIATE_ATTEMPTS, urllib3_retry
 from kisi_gateway.config import Settings
-from kisi_gateway.core.ratelimit import bucket_id_for_key
 from kisi_gateway.core.records import TERMINAL, RecordStatus, RetryMessage
 from kisi_gateway.pipeline.calls import parse_call
 from kisi_gateway.pipeline.forwarding import CallContext, Forwarder
-from kisi_gateway.pipeline.kisi_http import KisiClient, Timeouts, build_session
+from kisi_gateway.pipeline.kisi_http import KisiClient, Timeouts, build_session, same_origin
 from kisi_gateway.pipeline.replies import location_rewriter
 from kisi_gateway.pipeline.retrying import Disposition, RetryWorker
-from kisi_gateway.pipeline.sending import Sender, SystemClock
+from kisi_gateway.pipeline.sending import SystemClock
 from kisi_gateway.pipeline.telemetry import MemorySink, Telemetry
-from kisi_gateway.stores.budget import DynamoSendBudget
-from kisi_gateway.stores.guard import DynamoGuard
-from kisi_gateway.stores.queue import SqsRetryQueue
 from kisi_gateway.stores.records import DynamoRecordStore
+from kisi_gateway.wiring import Pipeline, build_pipeline
 from kisi_sim import DEMO_KEY, Faults, KisiSimulator, SimConfig
 
 REQUESTS = 200
@@ -204,7 +201,8 @@ def aws_environment() -> Iterator[None]:
 def create_resources(dynamodb: Any, sqs: Any) -> dict[str, str]:
     """The tables and queues of template.yaml the pipeline uses, with the template's settings
     (retry queue: 180 s visibility, redrive to the DLQ after 15 receives)."""
-    for table, key in (("requests", "request_id"), ("budget", "pk"), ("guard", "scope")):
+    for table, key in (("requests", "request_id"), ("budget", "pk"), ("guard", "scope"),
+                       ("tenants", "pk")):
         dynamodb.create_table(
             TableName=table, BillingMode="PAY_PER_REQUEST",
             AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
@@ -222,55 +220,44 @@ def create_resources(dynamodb: Any, sqs: Any) -> dict[str, str]:
 
 @dataclass
 class _Pipeline:
-    """Builds what each simulated Lambda environment owns, over shared AWS clients."""
+    """Builds what each simulated Lambda environment owns, over shared AWS clients, with the
+    library's own composition root (``wiring.build_pipeline``)."""
 
     base_url: str
     settings: Settings
-    dynamodb: Any
-    sqs: Any
-    urls: dict[str, str]
+    clients: dict[str, Any]
     seed: int
 
-    def sender(self) -> Sender:
-        settings = self.settings
+    def build(self) -> Pipeline:
         session = build_session()
-        return Sender(
-            kisi_factory=lambda: KisiClient(
-                self.base_url, api_key=DEMO_KEY, session=session,
+        settings = self.settings
+        return build_pipeline(
+            settings, aws=self.clients.__getitem__,
+            kisi=lambda: KisiClient(
+                self.base_url, session=session,
                 timeouts=Timeouts(settings.connect_timeout_s, settings.read_timeout_s),
             ),
-            budget=DynamoSendBudget(self.dynamodb, "budget", bucket_id_for_key(DEMO_KEY),
-                                    rate=settings.send_rate, route_rates=settings.rates()),
-            guard=DynamoGuard(self.dynamodb, "guard",
-                              consecutive_401_threshold=settings.guard_401_threshold,
-                              cooldown_s=settings.guard_cooldown_s,
-                              cache_s=settings.guard_cache_s),
+            clock=SystemClock(), rng=random.Random(self.seed).random,
             telemetry=Telemetry(MemorySink()),
-            clock=SystemClock(),
-            rng=random.Random(self.seed).random,
+            secrets=lambda secret_id, refresh: DEMO_KEY, key=b"realtime-bench-identity-key",
         )
 
-    def records(self) -> DynamoRecordStore:
-        return DynamoRecordStore(self.dynamodb, "requests")
-
-    def queue(self) -> SqsRetryQueue:
-        return SqsRetryQueue(self.sqs, self.urls["queue"], self.urls["dlq"])
-
     def forwarder(self) -> Forwarder:
-        return Forwarder(sender=self.sender(), records=self.records(), queue=self.queue(),
-                         record_ttl_s=86_400.0, read_timeout_s=self.settings.read_timeout_s,
-                         connect_timeout_s=self.settings.connect_timeout_s)
+        return self.build().forwarder
 
     def worker(self) -> RetryWorker:
-        return RetryWorker(sender=self.sender(), records=self.records(), queue=self.queue(),
-                           policies=self.settings.policies)
+        return self.build().worker
+
+    def records(self) -> DynamoRecordStore:
+        return DynamoRecordStore(self.clients["dynamodb"], "requests")
 
 
 def _gateway_work(pipeline: _Pipeline, deferred: list[str]) -> Work:
     forwarder = pipeline.forwarder()
     settings = pipeline.settings
-    origin = KisiClient(pipeline.base_url, api_key="", session=build_session(1))
-    context = CallContext("bench", "", location_rewriter(origin.is_own_origin, ""))
+    base = pipeline.base_url
+    context = CallContext("bench", None, "", location_rewriter(
+        lambda url: same_origin(url, base), ""))
 
     def work(path: str) -> str:
         call = parse_call(
@@ -291,8 +278,9 @@ def _worker_loop(pipeline: _Pipeline, stop: threading.Event, errors: list[str]) 
     """One retry_worker 'Lambda': poll, process each message, delete the finished ones."""
     worker = pipeline.worker()
     while not stop.is_set():
-        messages = pipeline.sqs.receive_message(
-            QueueUrl=pipeline.urls["queue"], MaxNumberOfMessages=10, WaitTimeSeconds=0
+        sqs, queue_url = pipeline.clients["sqs"], pipeline.settings.retry_queue_url
+        messages = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
         ).get("Messages", [])
         if not messages:
             stop.wait(IDLE_POLL_S)
@@ -305,8 +293,7 @@ def _worker_loop(pipeline: _Pipeline, stop: threading.Event, errors: list[str]) 
                 errors.append(type(exc).__name__)
                 continue
             if disposition is Disposition.DONE:
-                pipeline.sqs.delete_message(QueueUrl=pipeline.urls["queue"],
-                                            ReceiptHandle=message["ReceiptHandle"])
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
 def _settle(pipeline: _Pipeline, ids: Sequence[str], until: float) -> list[RecordStatus | None]:
@@ -338,10 +325,16 @@ def run_gateway(base_url: str, paths: Sequence[str], stop_at: float, seed: int) 
     from moto import mock_aws  # noqa: PLC0415 - only this strategy needs it
 
     with aws_environment(), mock_aws():
-        dynamodb, sqs = aws_client("dynamodb"), aws_client("sqs")
-        settings = Settings.from_env({"KISI_BASE_URL": base_url})
-        pipeline = _Pipeline(base_url, settings, dynamodb, sqs, create_resources(dynamodb, sqs),
-                             seed)
+        dynamodb, sqs, kms = aws_client("dynamodb"), aws_client("sqs"), aws_client("kms")
+        urls = create_resources(dynamodb, sqs)
+        settings = Settings.from_env({
+            "KISI_BASE_URL": base_url, "REQUESTS_TABLE": "requests", "BUDGET_TABLE": "budget",
+            "GUARD_TABLE": "guard", "TENANTS_TABLE": "tenants", "RETRY_QUEUE_URL": urls["queue"],
+            "DLQ_URL": urls["dlq"], "KISI_API_KEY_SECRET": "service-login",
+            "CREDENTIAL_KEY_ID": kms.create_key()["KeyMetadata"]["KeyId"],
+        })
+        clients = {"dynamodb": dynamodb, "sqs": sqs, "kms": kms}
+        pipeline = _Pipeline(base_url, settings, clients, seed)
         stop = threading.Event()
         errors: list[str] = []
         deferred: list[str] = []

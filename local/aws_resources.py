@@ -57,6 +57,7 @@ BOTO3_TYPES: Final[Mapping[str, str]] = {
     "AWS::SecretsManager::Secret": "not implemented: skipped",
     "AWS::CloudWatch::Alarm": "not implemented: skipped",
     "AWS::SNS::Subscription": "not implemented: skipped",
+    "AWS::KMS::Key": "keeps KeyPolicy as an object: DescribeKey on the key then fails (500)",
 }
 
 
@@ -192,6 +193,7 @@ class AwsResources:
             "AWS::DynamoDB::Table": self.table,
             "AWS::SecretsManager::Secret": self.secret,
             "AWS::CloudWatch::Alarm": self.alarm,
+            "AWS::KMS::Key": self.kms_key,
         }
 
     # plumbing ---------------------------------------------------------------------------
@@ -394,7 +396,13 @@ class AwsResources:
         except ClientError as error:
             if error.response["Error"]["Code"] != "ResourceExistsException":
                 raise
-            arn = sm.put_secret_value(SecretId=name, SecretString=value)["ARN"]
+            if origin == "generated":
+                # Provisioning again (moto restarted): a generated secret keeps its value, as
+                # CloudFormation keeps it across stack updates.
+                current = sm.get_secret_value(SecretId=name)
+                arn, value = current["ARN"], current["SecretString"]
+            else:
+                arn = sm.put_secret_value(SecretId=name, SecretString=value)["ARN"]
         if sm.get_secret_value(SecretId=arn)["SecretString"] != value:
             raise VerificationError(f"secret {name}: stored value differs")
         known = {"Description", "GenerateSecretString", "KmsKeyId", "Name", "SecretString", "Tags"}
@@ -415,6 +423,32 @@ class AwsResources:
             document[spec["GenerateStringKey"]] = password
             return json.dumps(document)
         return password
+
+    # KMS ----------------------------------------------------------------------------------
+    def kms_key(self, logical_id: str, p: dict[str, Any]) -> Outcome:
+        """A symmetric key, found again by an alias of its own on a later provisioning."""
+        kms = self.client("kms")
+        alias = f"alias/{self.name(logical_id, 200)}"
+        try:
+            key_id = kms.describe_key(KeyId=alias)["KeyMetadata"]["KeyId"]
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "NotFoundException":
+                raise
+            request: dict[str, Any] = {"KeyUsage": "ENCRYPT_DECRYPT"}
+            if p.get("Description"):
+                request["Description"] = p["Description"]
+            if p.get("KeyPolicy"):
+                request["Policy"] = json.dumps(p["KeyPolicy"])
+            key_id = kms.create_key(**request)["KeyMetadata"]["KeyId"]
+            kms.create_alias(AliasName=alias, TargetKeyId=key_id)
+        metadata = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+        if not metadata.get("Enabled") or metadata.get("KeyUsage") != "ENCRYPT_DECRYPT":
+            raise VerificationError(f"KMS key {logical_id}: not an enabled encryption key")
+        if _bool(p.get("EnableKeyRotation")):
+            kms.enable_key_rotation(KeyId=key_id)
+        known = {"Description", "KeyPolicy", "EnableKeyRotation", "KeyUsage", "KeySpec", "Tags"}
+        return Outcome(key_id, key_id, {"Arn": metadata["Arn"], "KeyId": key_id},
+                       "verified", _unknown(p, known))
 
     # CloudWatch -----------------------------------------------------------------------------
     def alarm(self, logical_id: str, p: dict[str, Any]) -> Outcome:

@@ -46,6 +46,9 @@ AWS::CloudWatch::Alarm          our boto3 code         not implemented: skipped 
 AWS::SNS::Subscription          our boto3 code; lambda not implemented: skipped; a lambda
                                 endpoints emulated     endpoint gets an SQS tap and in-process
                                                        delivery either way
+AWS::KMS::Key                   our boto3 code         keeps KeyPolicy as an object: DescribeKey
+                                                       on the key then fails (500); ours is found
+                                                       again by an alias after a restart
 AWS::SQS::QueuePolicy,          emulated: recorded,    not implemented: skipped (the queue has no
 AWS::SNS::TopicPolicy           not enforced           Policy, the topic keeps its default one)
 AWS::IAM::Role                  emulated: recorded,    created, but ManagedPolicyArns are not

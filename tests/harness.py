@@ -21,24 +21,23 @@ import boto3
 import pytest
 
 from kisi_gateway.config import Settings
-from kisi_gateway.core.ratelimit import bucket_id_for_key
+from kisi_gateway.core.identity import Credential, KisiLogin, identity_of
 from kisi_gateway.core.records import RequestRecord, RetryMessage
 from kisi_gateway.pipeline.calls import parse_call
 from kisi_gateway.pipeline.forwarding import CallContext, Forwarder
-from kisi_gateway.pipeline.kisi_http import KisiClient, Timeouts
+from kisi_gateway.pipeline.kisi_http import KisiClient, Timeouts, same_origin
 from kisi_gateway.pipeline.replies import Reply, location_rewriter
 from kisi_gateway.pipeline.retrying import Disposition, RetryWorker
 from kisi_gateway.pipeline.sending import Sender
 from kisi_gateway.pipeline.telemetry import MemorySink, Telemetry
-from kisi_gateway.stores.budget import DynamoSendBudget
-from kisi_gateway.stores.guard import DynamoGuard
-from kisi_gateway.stores.queue import SqsRetryQueue
-from kisi_gateway.stores.records import DynamoRecordStore
+from kisi_gateway.stores.directory import DynamoDirectory
+from kisi_gateway.wiring import build_pipeline
 from kisi_sim import DEMO_KEY, KisiSimulator, SimConfig
 
 START = 1_800_000_000.0
 REGION = "us-east-1"
-SCOPE = "caller-scope"
+SCOPE = "caller-scope"  # the calling API key's id
+IDENTITY_KEY = b"identity-key-of-the-test-stack"
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
@@ -127,8 +126,9 @@ def create_hash_table(dynamodb: Any, name: str, key: str) -> None:
 
 def create_tables_and_queues(dynamodb: Any, sqs: Any) -> dict[str, str]:
     """The resources of template.yaml that the pipeline uses, as the template declares them."""
-    names = {"requests": "requests", "budget": "budget", "guard": "guard"}
-    for table, key in (("requests", "request_id"), ("budget", "pk"), ("guard", "scope")):
+    names = {"requests": "requests", "budget": "budget", "guard": "guard", "tenants": "tenants"}
+    for table, key in (("requests", "request_id"), ("budget", "pk"), ("guard", "scope"),
+                       ("tenants", "pk")):
         create_hash_table(dynamodb, table, key)
     dlq = sqs.create_queue(QueueName="retry-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
@@ -144,6 +144,17 @@ def create_tables_and_queues(dynamodb: Any, sqs: Any) -> dict[str, str]:
     return {**names, "queue": queue, "dlq": dlq}
 
 
+def stack_env(names: dict[str, str], kms: Any) -> dict[str, str]:
+    """The environment template.yaml gives the functions, for these tables and queues."""
+    key_id = kms.create_key(Description="caller credentials")["KeyMetadata"]["KeyId"]
+    return {
+        "REQUESTS_TABLE": names["requests"], "BUDGET_TABLE": names["budget"],
+        "GUARD_TABLE": names["guard"], "TENANTS_TABLE": names["tenants"],
+        "RETRY_QUEUE_URL": names["queue"], "DLQ_URL": names["dlq"],
+        "CREDENTIAL_KEY_ID": key_id, "KISI_API_KEY_SECRET": "service-login",
+    }
+
+
 @dataclass
 class Gateway:
     """The pipeline wired to moto and the simulator, plus helpers to drive it."""
@@ -156,6 +167,7 @@ class Gateway:
     names: dict[str, str]
     sink: MemorySink
     rng: random.Random
+    kms: Any
     forwarder: Forwarder = field(init=False)
     worker: RetryWorker = field(init=False)
     sender: Sender = field(init=False)
@@ -164,47 +176,39 @@ class Gateway:
     def __post_init__(self) -> None:
         self.kisi_url = self.sim.url  # kept: a test may stop the simulator
         self.sender, self.forwarder, self.worker = self.build_lambda(self.dynamodb, self.sqs)
+        self.know_login(DEMO_KEY, user_id=1, login_id=1)
+
+    def identity(self, key: str | None = None) -> str:
+        """The identity (guard scope) of a Kisi key sent as KISI-LOGIN (the service key)."""
+        return identity_of(IDENTITY_KEY, Credential("KISI-LOGIN", key or DEMO_KEY))
+
+    def know_login(self, key: str, user_id: int, login_id: int) -> None:
+        """Tell the directory what ``GET /login`` says of ``key``, as an earlier call would
+        have: tests that count Kisi calls count their own, not the one-off lookup."""
+        identity = identity_of(IDENTITY_KEY, Credential("KISI-LOGIN", key))
+        DynamoDirectory(self.dynamodb, self.names["tenants"]).remember_login(
+            identity, KisiLogin(user_id, login_id), self.clock.now() + 10 * 86_400)
 
     def build_lambda(self, dynamodb: Any, sqs: Any) -> tuple[Sender, Forwarder, RetryWorker]:
         """The pieces one execution environment holds, over the clients it is given."""
-        sender = self.build_sender(dynamodb)
-        records = DynamoRecordStore(dynamodb, self.names["requests"])
-        queue = SqsRetryQueue(sqs, self.names["queue"], self.names["dlq"])
-        forwarder = Forwarder(
-            sender=sender, records=records, queue=queue,
-            record_ttl_s=7 * 86_400, read_timeout_s=self.settings.read_timeout_s,
-            connect_timeout_s=self.settings.connect_timeout_s,
+        clients = {"dynamodb": dynamodb, "sqs": sqs, "kms": self.kms}
+        pipeline = build_pipeline(
+            self.settings, aws=clients.__getitem__,
+            kisi=lambda: KisiClient(
+                self.kisi_url,
+                timeouts=Timeouts(self.settings.connect_timeout_s, self.settings.read_timeout_s),
+            ),
+            clock=self.clock, rng=self.rng.random, telemetry=Telemetry(self.sink),
+            secrets=lambda secret_id, refresh: DEMO_KEY, key=IDENTITY_KEY,
         )
-        worker = RetryWorker(
-            sender=sender, records=records, queue=queue, policies=self.settings.policies
-        )
-        return sender, forwarder, worker
+        return pipeline.sender, pipeline.forwarder, pipeline.worker
 
-    def build_sender(self, dynamodb: Any) -> Sender:
-        """A Sender as one Lambda holds it, over ``dynamodb`` (its own client if it likes)."""
-        settings = self.settings
-        return Sender(
-            kisi_factory=lambda: KisiClient(
-                self.kisi_url, api_key=DEMO_KEY,
-                timeouts=Timeouts(settings.connect_timeout_s, settings.read_timeout_s),
-            ),
-            budget=DynamoSendBudget(
-                dynamodb, self.names["budget"], bucket_id_for_key(DEMO_KEY),
-                rate=settings.send_rate, route_rates=settings.rates(),
-            ),
-            guard=DynamoGuard(
-                dynamodb, self.names["guard"],
-                consecutive_401_threshold=settings.guard_401_threshold,
-                cooldown_s=settings.guard_cooldown_s, cache_s=settings.guard_cache_s,
-            ),
-            telemetry=Telemetry(self.sink),
-            clock=self.clock,
-            rng=self.rng.random,
-        )
-
-    def context(self, prefix: str = "/Prod", scope: str = SCOPE) -> CallContext:
-        origin = KisiClient(self.kisi_url, api_key="", session=object())  # type: ignore[arg-type]
-        return CallContext(scope, prefix, location_rewriter(origin.is_own_origin, prefix))
+    def context(
+        self, prefix: str = "/Prod", scope: str = SCOPE, authorization: str | None = None
+    ) -> CallContext:
+        """How api_call sees a call from caller ``scope`` (its API key id)."""
+        rewrite = location_rewriter(lambda url: same_origin(url, self.kisi_url), prefix)
+        return CallContext(scope, authorization, prefix, rewrite)
 
     def call(
         self,
@@ -215,6 +219,7 @@ class Gateway:
         headers: dict[str, str] | None = None,
         query: list[tuple[str, str]] | None = None,
         scope: str = SCOPE,
+        authorization: str | None = None,
     ) -> Reply:
         """Forward a call as api_call would (validation included)."""
         raw = body if isinstance(body, str) or body is None else json.dumps(body)
@@ -224,7 +229,8 @@ class Gateway:
             max_body_bytes=self.settings.max_body_bytes,
             default_wait_s=self.settings.default_wait_s, max_wait_s=self.settings.max_wait_s,
         )
-        return self.forwarder.forward(call, self.context(scope=scope))
+        return self.forwarder.forward(
+            call, self.context(scope=scope, authorization=authorization))
 
     def record(self, request_id: str) -> RequestRecord:
         record = self.forwarder.records.get(request_id)
@@ -304,13 +310,15 @@ def gateway(
     aws_env(monkeypatch)
     clock = FakeClock()
     drive_moto_sqs_clock(monkeypatch, clock)
-    settings = Settings.from_env({"READ_TIMEOUT_S": "2", **(env or {})})
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         sqs = boto3.client("sqs", region_name=REGION)
+        kms = boto3.client("kms", region_name=REGION)
         names = create_tables_and_queues(dynamodb, sqs)
+        settings = Settings.from_env({**stack_env(names, kms), "READ_TIMEOUT_S": "2",
+                                      **(env or {})})
         sim = KisiSimulator(sim_config, clock=clock.now, wall_clock=clock.now,
                             rng=random.Random(seed))
         with sim:
             yield Gateway(clock, sim, settings, sqs, dynamodb, names, MemorySink(),
-                          random.Random(seed))
+                          random.Random(seed), kms)

@@ -48,7 +48,9 @@ def test_revoked_key_pauses_the_account_then_recovers(stack: LocalStack) -> None
     texts = eventually(notification, timeout_s=20)
     assert texts, "no notification reached the notify topic"
     assert "GET /locks/{id}: 5 (401x5)" in texts[0], texts[0]
-    assert "Guard: paused the account" in texts[0], texts[0]
+    # The alarm names what happened; the pause is the fast path's, for this key's identity only.
+    assert "Guard: 5 of 5 bad requests were 401" in texts[0], texts[0]
+    assert "1 identity scope(s) paused now" in texts[0], texts[0]
 
     stack.sim.update_faults({"revoked_keys": []})  # an operator fixed the key
 

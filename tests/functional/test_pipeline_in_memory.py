@@ -17,6 +17,7 @@ from email.utils import format_datetime
 import pytest
 
 from kisi_gateway.config import Settings
+from kisi_gateway.core.identity import Credential
 from kisi_gateway.core.lifecycle import Change
 from kisi_gateway.core.outcome import Transport
 from kisi_gateway.core.ratelimit import REASON_RATE, Grant
@@ -28,6 +29,7 @@ from kisi_gateway.core.records import (
     StoredResponse,
 )
 from kisi_gateway.pipeline import sending
+from kisi_gateway.pipeline.callers import Who
 from kisi_gateway.pipeline.calls import IncomingCall, parse_call
 from kisi_gateway.pipeline.forwarding import CallContext
 from kisi_gateway.pipeline.kisi_http import AttemptResult, KisiCall, KisiResponse, TransportFailure
@@ -40,12 +42,15 @@ from kisi_gateway.stores.ports import (
     BudgetUnavailableError,
     QueueError,
     RecordStoreError,
+    SendBudget,
 )
 from kisi_gateway.wiring import InMemoryGateway, build_in_memory
 from tests.harness import FakeClock
 
 START = 1_800_000_000.0
+USER_BUCKET = "user-1"  # the service key's Kisi user, as GET /login names it
 OK_BODY = b'{"message": "Unlocked!"}'
+SERVICE_LOGIN = Credential("KISI-LOGIN", "sim-demo-key")  # build_in_memory's default tenant's
 # What Kisi answers next: a status (and headers), a transport failure, or something that
 # happens while the call is on the wire (then the status it answers).
 Step = tuple[int, dict[str, str], bytes] | Transport | tuple[Callable[[], object], int]
@@ -63,8 +68,12 @@ class ScriptedKisi:
     script: deque[Step] = field(default_factory=deque)
     sent: list[tuple[float, str, str]] = field(default_factory=list)
     calls: list[KisiCall] = field(default_factory=list)
+    lookups: int = 0
 
     def send(self, call: KisiCall) -> AttemptResult:
+        if (call.method, call.path) == ("GET", "/login"):  # who the key belongs to
+            self.lookups += 1
+            return KisiResponse(200, {}, b'{"id": 7, "user_id": 1}')
         self.sent.append((self.clock.now(), call.method, call.path))
         self.calls.append(call)
         step = self.script.popleft() if self.script else (200, {}, OK_BODY)
@@ -101,6 +110,11 @@ class ScriptedKisi:
         self.script.append((die, 200))
 
 
+def context(caller: str, authorization: str | None) -> CallContext:
+    """Where a call came from: API Gateway's API key id ``caller`` and its Authorization."""
+    return CallContext(caller, authorization, "/Prod", lambda url: url)
+
+
 @dataclass
 class World:
     clock: FakeClock
@@ -110,9 +124,10 @@ class World:
 
     def call(self, method: str, path: str, *, prefer: str | None = None,
              key: str | None = None, query: tuple[tuple[str, str], ...] = (),
-             body: bytes | None = None, scope: str = "me") -> Reply:
+             body: bytes | None = None, caller: str = "me",
+             authorization: str | None = None) -> Reply:
         incoming = self.incoming(method, path, prefer=prefer, key=key, query=query, body=body)
-        return self.gw.forwarder.forward(incoming, CallContext(scope, "/Prod", lambda url: url))
+        return self.gw.forwarder.forward(incoming, context(caller, authorization))
 
     def incoming(self, method: str, path: str, *, prefer: str | None = None,
                  key: str | None = None, query: tuple[tuple[str, str], ...] = (),
@@ -129,8 +144,19 @@ class World:
             default_wait_s=5, max_wait_s=25,
         )
 
-    def lookup(self, request_id: str, scope: str = "me") -> Reply:
-        return self.gw.forwarder.lookup(request_id, CallContext(scope, "/Prod", lambda url: url))
+    def lookup(self, request_id: str, caller: str = "me",
+               authorization: str | None = None) -> Reply:
+        return self.gw.forwarder.lookup(request_id, context(caller, authorization))
+
+    def who(self, caller: str = "me", authorization: str | None = None) -> Who:
+        """Who a call from ``caller`` acts as (its scope, its credential)."""
+        return self.gw.forwarder.callers.who(caller, authorization, "GET /locks/{id}")
+
+    def use_budget(self, budget: SendBudget) -> None:
+        """Send with ``budget`` from now on, once the service key's Kisi user is known (its
+        ``GET /login`` booked in the real budget), so ``budget`` hears only of attempts."""
+        assert self.gw.sender.acting(self.who()).bucket == USER_BUCKET
+        self.gw.sender.budget = budget
 
     def deliver(self) -> list[Disposition]:
         """One retry_worker pass over what is visible now; done messages are deleted."""
@@ -236,7 +262,7 @@ def test_every_429_is_told_to_the_budget(world: World) -> None:
     world.kisi.answer(429, **{"retry-after": "3"})
     reply = world.call("GET", "/locks/1", prefer="respond-async")
     assert reply.status == 202
-    state = world.gw.budget.state()
+    state = world.gw.budget.state(USER_BUCKET)
     assert state.rate == pytest.approx(2.5)
     assert state.gate_until == pytest.approx(START + 3)
 
@@ -245,7 +271,7 @@ def test_a_second_429_within_the_cooldown_is_one_overload(world: World) -> None:
     world.kisi.answer(429, 429)
     world.call("GET", "/locks/1", prefer="respond-async")
     world.call("GET", "/locks/2", prefer="respond-async")
-    assert world.gw.budget.state().rate == pytest.approx(2.5)
+    assert world.gw.budget.state(USER_BUCKET).rate == pytest.approx(2.5)
     assert len(world.kisi.sent) == 2
 
 
@@ -351,7 +377,7 @@ def error_body(message: str, code: str) -> dict[str, str]:
 
 def test_a_call_reaches_kisi_as_it_was_sent(world: World) -> None:
     reply = world.call("POST", "/groups", query=QUERY, body=GROUP)
-    assert world.kisi.calls == [KisiCall("POST", "/groups", QUERY, GROUP)]
+    assert world.kisi.calls == [KisiCall("POST", "/groups", QUERY, GROUP, SERVICE_LOGIN)]
     request_id = reply.headers["X-Gateway-Request-Id"]
     assert len(request_id) == 32
     assert reply == Reply(200, {"Content-Type": JSON, "X-Gateway-Request-Id": request_id,
@@ -386,7 +412,8 @@ def test_a_deferred_call_is_recorded_and_queued_as_it_was_sent(world: World) -> 
         request_id=request_id, status=RecordStatus.QUEUED, method="POST", path="/groups",
         route="POST /groups", policy="create", created_at=START, deadline=deadline,
         expires_at=int(START + 7 * DAY), attempts=(AttemptEntry(START, "server_error", 503, 2),),
-        next_attempt_at=START + 2, scope="me", fields_hash=fingerprint,
+        next_attempt_at=START + 2, scope=world.who().scope, fields_hash=fingerprint,
+        tenant="default", caller="me", credential_kind="service", caller_mode="auto", sealed=None,
     )
     assert world.queue.enqueued == [(RetryMessage(
         request_id, "POST", "/groups", QUERY, GROUP.decode(), 1, deadline, "create",
@@ -483,14 +510,14 @@ def test_a_retry_after_date_closes_the_gate_and_sets_the_next_attempt(world: Wor
     at = format_datetime(datetime.fromtimestamp(START + 30, UTC), usegmt=True)
     world.kisi.answer(429, **{"retry-after": at})
     reply = world.call("GET", "/locks/1", prefer="respond-async")
-    assert world.gw.budget.state().gate_until == START + 30
+    assert world.gw.budget.state(USER_BUCKET).gate_until == START + 30
     assert world.stored(reply).next_attempt_at == START + 30
 
 
 def test_a_429_on_a_route_with_its_own_limit_slows_that_route(world: World) -> None:
     world.kisi.answer(429)
     world.call("POST", "/event_sets", body=b"{}", prefer="respond-async")
-    assert world.gw.budget.state("POST /event_sets").rate == pytest.approx(0.5)
+    assert world.gw.budget.state(USER_BUCKET, "POST /event_sets").rate == pytest.approx(0.5)
 
 
 @pytest.mark.xfail(strict=True, reason="the inline run re-asks the budget every 0.05 s from "
@@ -507,17 +534,18 @@ def test_a_second_event_set_within_a_second_waits_for_its_slot(world: World) -> 
 
 @dataclass
 class ScriptedBudget:
-    """A budget answering from a script; notes each ask (route, when, how far ahead)."""
+    """A budget answering from a script; notes each ask (bucket, route, when, how far ahead)."""
 
     grants: deque[Grant]
-    asked: list[tuple[str, float, float]] = field(default_factory=list)
+    asked: list[tuple[str, str, float, float]] = field(default_factory=list)
 
-    def acquire(self, route_key: str, now: float, max_wait_s: float = 0.0) -> Grant:
-        self.asked.append((route_key, now, max_wait_s))
+    def acquire(self, bucket: str, route_key: str, now: float,
+                max_wait_s: float = 0.0) -> Grant:
+        self.asked.append((bucket, route_key, now, max_wait_s))
         return self.grants.popleft()
 
-    def observe(self, route_key: str, outcome: object, retry_after_s: float | None,
-                now: float) -> None:
+    def observe(self, bucket: str, route_key: str, outcome: object,
+                retry_after_s: float | None, now: float) -> None:
         return None
 
 
@@ -526,10 +554,11 @@ def test_a_slot_further_than_the_route_books_is_asked_for_again_close_to_it(
 ) -> None:
     """A read books at most 1 s ahead: told "3 s", it asks again 2 s later, then sends."""
     budget = ScriptedBudget(deque([Grant(False, 3.0, REASON_RATE), Grant(True, 1.0)]))
-    world.gw.sender.budget = budget
+    world.use_budget(budget)
     reply = world.call("GET", "/locks/1")
     assert reply.status == 200
-    assert budget.asked == [("GET /locks/{id}", START, 1.0), ("GET /locks/{id}", START + 2, 1.0)]
+    assert budget.asked == [(USER_BUCKET, "GET /locks/{id}", START, 1.0),
+                            (USER_BUCKET, "GET /locks/{id}", START + 2, 1.0)]
     assert [at for at, _, _ in world.kisi.sent] == [START + 3]
 
 
@@ -540,12 +569,13 @@ class FarBudget:
     wait_s: float
     asked: int = 0
 
-    def acquire(self, route_key: str, now: float, max_wait_s: float = 0.0) -> Grant:
+    def acquire(self, bucket: str, route_key: str, now: float,
+                max_wait_s: float = 0.0) -> Grant:
         self.asked += 1
         return Grant(False, self.wait_s, REASON_RATE)
 
-    def observe(self, route_key: str, outcome: object, retry_after_s: float | None,
-                now: float) -> None:
+    def observe(self, bucket: str, route_key: str, outcome: object,
+                retry_after_s: float | None, now: float) -> None:
         return None
 
 
@@ -555,17 +585,18 @@ class LateBudget:
 
     wait_s: float
 
-    def acquire(self, route_key: str, now: float, max_wait_s: float = 0.0) -> Grant:
+    def acquire(self, bucket: str, route_key: str, now: float,
+                max_wait_s: float = 0.0) -> Grant:
         return Grant(True, self.wait_s)
 
-    def observe(self, route_key: str, outcome: object, retry_after_s: float | None,
-                now: float) -> None:
+    def observe(self, bucket: str, route_key: str, outcome: object,
+                retry_after_s: float | None, now: float) -> None:
         return None
 
 
 def test_a_caller_asks_the_budget_a_bounded_number_of_times(world: World) -> None:
     budget = FarBudget(1.5)
-    world.gw.sender.budget = budget
+    world.use_budget(budget)
     reply = world.call("GET", "/locks/1", prefer="wait=25")
     assert reply.status == 202
     assert budget.asked == 11  # the first ask and ten more
@@ -573,7 +604,7 @@ def test_a_caller_asks_the_budget_a_bounded_number_of_times(world: World) -> Non
 
 
 def test_a_slot_past_the_deadline_is_never_used(world: World) -> None:
-    world.gw.sender.budget = LateBudget(31.0)
+    world.use_budget(LateBudget(31.0))
     reply = world.call("POST", "/locks/1/unlock", prefer="wait=25")
     assert reply.status == 504
     assert reply.json()["code"] == "9e0508"
@@ -596,7 +627,7 @@ def test_a_key_reused_for_another_request_is_refused(world: World) -> None:
 
 def test_the_same_key_from_another_caller_is_another_request(world: World) -> None:
     first = world.call("POST", "/groups", key="k1", body=GROUP)
-    other = world.call("POST", "/groups", key="k1", body=GROUP, scope="someone else")
+    other = world.call("POST", "/groups", key="k1", body=GROUP, caller="someone else")
     assert (first.status, other.status) == (200, 200)
     assert first.headers["X-Gateway-Request-Id"] != other.headers["X-Gateway-Request-Id"]
     assert len(world.kisi.calls) == 2
@@ -691,9 +722,9 @@ def test_a_record_is_shown_to_its_caller_only(world: World) -> None:
     assert (shown.status, shown.headers) == (200, {"Content-Type": JSON,
                                                    "X-Gateway-Request-Id": request_id})
     assert shown.json() == world.stored(reply).public()
-    for other_id, scope in [(request_id, "someone else"), ("0" * 32, "me"), ("ab-cd", "me"),
+    for other_id, caller in [(request_id, "someone else"), ("0" * 32, "me"), ("ab-cd", "me"),
                             ("a" * 65, "me")]:
-        missing = world.lookup(other_id, scope)
+        missing = world.lookup(other_id, caller)
         assert (missing.status, missing.headers) == (404, {"Content-Type": JSON})
         assert missing.json() == error_body("no such request", "9e0440")
 
@@ -720,14 +751,15 @@ class DownBudget:
     inner: object
     answers: int = 0
 
-    def acquire(self, route_key: str, now: float, max_wait_s: float = 0.0) -> Grant:
+    def acquire(self, bucket: str, route_key: str, now: float,
+                max_wait_s: float = 0.0) -> Grant:
         if self.answers <= 0:
             raise BudgetUnavailableError("the budget table is unreachable")
         self.answers -= 1
-        return self.inner.acquire(route_key, now, max_wait_s)  # type: ignore[attr-defined]
+        return self.inner.acquire(bucket, route_key, now, max_wait_s)  # type: ignore[attr-defined]
 
-    def observe(self, route_key: str, outcome: object, retry_after_s: float | None,
-                now: float) -> None:
+    def observe(self, bucket: str, route_key: str, outcome: object,
+                retry_after_s: float | None, now: float) -> None:
         return None
 
 
@@ -755,7 +787,7 @@ def test_a_call_that_could_not_be_queued_leaves_no_record(world: World, key: str
 
 
 def test_a_keyed_call_kisi_never_saw_is_forgotten_when_the_budget_fails(world: World) -> None:
-    world.gw.sender.budget = DownBudget(world.gw.budget)
+    world.use_budget(DownBudget(world.gw.budget))
     reply = world.call("POST", "/groups", key="k1")
     assert (reply.status, reply.json()) == (503, STORE_DOWN)
     assert world.gw.records.all() == []
@@ -763,7 +795,7 @@ def test_a_keyed_call_kisi_never_saw_is_forgotten_when_the_budget_fails(world: W
 
 
 def test_a_keyed_call_kisi_may_have_seen_is_kept_when_the_budget_fails(world: World) -> None:
-    world.gw.sender.budget = DownBudget(world.gw.budget, answers=1)
+    world.use_budget(DownBudget(world.gw.budget, answers=1))
     world.kisi.fail(Transport.READ_TIMEOUT)  # an unlock may repeat it: one more turn
     reply = world.call("POST", "/locks/1/unlock", key="k1", prefer="wait=10")
     assert (reply.status, reply.json()) == (503, STORE_DOWN)
@@ -788,7 +820,7 @@ def test_the_worker_sends_as_queued_and_reschedules_then_ends(world: World) -> N
     world.clock.advance(2)
     world.kisi.answer(503)
     assert world.deliver() == [Disposition.LATER]
-    assert world.kisi.calls[1] == KisiCall("POST", "/groups", QUERY, GROUP)
+    assert world.kisi.calls[1] == KisiCall("POST", "/groups", QUERY, GROUP, SERVICE_LOGIN)
     record = world.gw.records.get(request_id)
     assert record is not None
     assert record.attempts[1:] == (AttemptEntry(START + 2, "server_error", 503, 4),)

@@ -7,8 +7,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from kisi_gateway.core.identity import Credential
 from kisi_gateway.core.outcome import Transport
 from kisi_gateway.pipeline.kisi_http import KisiCall, KisiClient, Timeouts, TransportFailure
+
+KEY = Credential("KISI-LOGIN", "k1")
 
 RELEASE = threading.Event()
 
@@ -45,13 +48,13 @@ def server() -> Iterator[str]:
 
 
 def test_answer_round_trip(server: str) -> None:
-    result = KisiClient(server, api_key="k1").send(KisiCall("GET", "/locks"))
+    result = KisiClient(server).send(KisiCall("GET", "/locks", credential=KEY))
     assert not isinstance(result, TransportFailure)
     assert (result.status, result.body) == (200, b"KISI-LOGIN k1")
 
 
 def test_read_timeout_means_sent(server: str) -> None:
-    kisi = KisiClient(server, api_key="k", timeouts=Timeouts(1.0, 0.05))
+    kisi = KisiClient(server, timeouts=Timeouts(1.0, 0.05))
     result = kisi.send(KisiCall("GET", "/hang"))
     assert isinstance(result, TransportFailure)
     assert result.kind is Transport.READ_TIMEOUT
@@ -59,7 +62,7 @@ def test_read_timeout_means_sent(server: str) -> None:
 
 
 def test_reset_after_sending_means_sent(server: str) -> None:
-    result = KisiClient(server, api_key="k").send(KisiCall("GET", "/reset"))
+    result = KisiClient(server).send(KisiCall("GET", "/reset"))
     assert isinstance(result, TransportFailure)
     assert result.kind is Transport.CONNECTION_RESET
     assert result.outcome.sent
@@ -69,7 +72,7 @@ def test_refused_connection_means_not_sent() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = KisiClient(f"http://127.0.0.1:{port}", api_key="k").send(KisiCall("GET", "/x"))
+    result = KisiClient(f"http://127.0.0.1:{port}").send(KisiCall("GET", "/x"))
     assert isinstance(result, TransportFailure)
     assert result.kind is Transport.CONNECT_ERROR
     assert not result.outcome.sent

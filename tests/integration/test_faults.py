@@ -27,7 +27,6 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from kisi_gateway.core.outcome import classify_status
-from kisi_gateway.core.ratelimit import bucket_id_for_key
 from kisi_gateway.core.records import RecordStatus, RequestRecord, RetryMessage
 from kisi_gateway.pipeline.forwarding import Forwarder
 from kisi_gateway.pipeline.kisi_http import KisiClient, Timeouts
@@ -39,7 +38,7 @@ from kisi_gateway.stores.budget import DynamoSendBudget
 from kisi_gateway.stores.guard import DynamoGuard
 from kisi_gateway.stores.queue import SqsRetryQueue
 from kisi_gateway.stores.records import DynamoRecordStore
-from kisi_sim import DEMO_KEY, SimConfig
+from kisi_sim import SimConfig
 from tests.harness import REGION, Gateway, gateway, wait_for
 
 pytestmark = pytest.mark.xdist_group("moto")
@@ -142,11 +141,10 @@ def rewire(gw: Gateway) -> Stores:
     settings = gw.settings
     sender = Sender(
         kisi_factory=lambda: KisiClient(
-            gw.kisi_url, api_key=DEMO_KEY,
-            timeouts=Timeouts(settings.connect_timeout_s, settings.read_timeout_s),
+            gw.kisi_url, timeouts=Timeouts(settings.connect_timeout_s, settings.read_timeout_s),
         ),
         budget=DynamoSendBudget(
-            stores.budget, gw.names["budget"], bucket_id_for_key(DEMO_KEY),
+            stores.budget, gw.names["budget"],
             rate=settings.send_rate, route_rates=settings.rates(),
         ),
         guard=DynamoGuard(
@@ -157,16 +155,18 @@ def rewire(gw: Gateway) -> Stores:
         telemetry=Telemetry(gw.sink),
         clock=gw.clock,
         rng=gw.rng.random,
+        directory=gw.sender.directory,
     )
     records = DynamoRecordStore(stores.records, gw.names["requests"])
+    callers, vault = gw.forwarder.callers, gw.forwarder.vault
     queue = SqsRetryQueue(stores.sqs, gw.names["queue"], gw.names["dlq"])
     gw.sender = sender
     gw.forwarder = Forwarder(
-        sender=sender, records=records, queue=queue,
+        sender=sender, records=records, queue=queue, callers=callers, vault=vault,
         record_ttl_s=7 * 86_400, read_timeout_s=settings.read_timeout_s,
     )
     gw.worker = RetryWorker(sender=sender, records=records, queue=queue,
-                            policies=settings.policies)
+                            policies=settings.policies, callers=callers, vault=vault)
     return stores
 
 
@@ -389,7 +389,8 @@ def test_sqs_send_failure_before_any_attempt_leaves_no_record(monkeypatch) -> No
     with gateway(monkeypatch) as gw:
         stores = rewire(gw)
         # The budget's gate is closed for 10 s (Kisi's Retry-After): deferred unsent.
-        gw.sender.budget.observe("POST /users", classify_status(429), 10.0, gw.clock.now())
+        gw.sender.budget.observe("user-1", "POST /users", classify_status(429), 10.0,
+                                 gw.clock.now())
         stores.sqs.fail("send_message", ERRORS["internal"])
         reply = gw.call("POST", "/users", body=ADA, headers=ASYNC)
         assert_retry_later(reply)

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 import local.provision
 from local.aws_resources import BOTO3_TYPES, MOTO_CFN_TYPES
@@ -188,6 +189,16 @@ def test_secret_is_skipped(cfn, endpoint):
         )
     listed = aws_client("secretsmanager", endpoint).list_secrets()["SecretList"]
     assert "fidelity-Secret" not in [secret["Name"] for secret in listed]
+
+
+def test_a_key_policy_breaks_the_key(cfn, endpoint):
+    deployment = cfn.deploy(
+        "Key", "AWS::KMS::Key",
+        {"Description": "fidelity", "KeyPolicy": {"Version": "2012-10-17", "Statement": []}},
+    )
+    kms = aws_client("kms", endpoint)
+    with pytest.raises(ClientError):
+        kms.describe_key(KeyId=deployment.physical_id)
 
 
 def test_alarm_is_skipped(cfn, endpoint):

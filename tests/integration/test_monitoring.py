@@ -9,7 +9,7 @@ import pytest
 from moto import mock_aws
 
 from kisi_gateway.core.alarm_plan import route_alarm_name
-from kisi_gateway.core.breaker import ACCOUNT, route_scope
+from kisi_gateway.core.breaker import route_scope
 from kisi_gateway.core.outcome import Transport, classify_status, classify_transport
 from kisi_gateway.pipeline.monitoring import AlarmChange, Monitor, parse_alarm_event
 from kisi_gateway.pipeline.telemetry import PowertoolsEmfSink, Telemetry
@@ -61,11 +61,15 @@ def make_monitor(now: float) -> tuple[Monitor, dict[str, str]]:
     return monitor, {"inbox": inbox, "alarm_topic": alarm_topic}
 
 
+IDENTITY = "id-0a1b2c3d4e5f6a7b"  # a credential the fast path paused
+OTHER = "id-9f8e7d6c5b4a3f2e"  # anybody else
+
+
 def emit_outcomes(capsys, telemetry: Telemetry, sequence) -> None:
     """Count attempts through Powertools EMF, then let the local EMF path store them."""
     capsys.readouterr()
     for route, outcome, code in sequence:
-        telemetry.attempt(route, outcome, code)
+        telemetry.attempt(route, outcome, code, "acme", "caller")
     lines = capsys.readouterr().out.splitlines()
     cloudwatch = boto3.client("cloudwatch", region_name=REGION)
     for line in lines:
@@ -105,18 +109,18 @@ def test_outcome_metrics_rates_and_notification(aws, capsys) -> None:
     change = AlarmChange(route_alarm_name(PREFIX, users), "ALARM", "OK", "Threshold Crossed",
                          users)
     result = monitor.on_alarm(change, now + 60)
-    assert result["guard"].startswith(f"paused {users}")
-    assert monitor.guard.check(users, now + 61) is not None
-    assert monitor.guard.check(unlock, now + 61) is None
+    # The alarm sees the whole fleet: it describes, it never pauses (pauses are per identity).
+    assert result["guard"] == (f"15 of 15 bad requests were 403/404/422 on {users}: callers "
+                               "send ids or bodies Kisi rejects (nothing paused)")
+    assert monitor.guard.states(now + 61) == []
+    assert monitor.guard.check(IDENTITY, users, now + 61) is None
 
     sqs = boto3.client("sqs", region_name=REGION)
     text = sqs.receive_message(QueueUrl=names["inbox"])["Messages"][0]["Body"]
     assert f"{users}: 15 (403x12, 422x3)" in text
     assert "403 b4d0a1 x12" in text
-    assert "Guard: paused PATCH /users/{id}" in text
-
-    monitor.on_alarm(AlarmChange(change.name, "OK", "ALARM", "back to normal", users), now + 90)
-    assert monitor.guard.check(users, now + 91) is None
+    assert "acme (caller credential): 17" in text  # the notification names the tenant
+    assert "Guard: 15 of 15 bad requests were 403/404/422" in text
 
 
 def test_small_volumes_do_not_count_as_a_rate(aws, capsys) -> None:
@@ -185,7 +189,7 @@ def test_401_storm_opens_the_guard_stops_kisi_calls_and_recovers(monkeypatch) ->
         assert probe.status == 200
         assert gw.call("POST", "/locks/1/unlock").status == 200
         guard = DynamoGuard(gw.dynamodb, "guard")
-        account = next(s for s in guard.states(gw.clock.now()) if s["scope"] == ACCOUNT)
+        account = next(s for s in guard.states(gw.clock.now()) if s["scope"] == gw.identity())
         assert account["state"] == "closed"
 
 
@@ -194,13 +198,14 @@ def test_queued_retries_wait_for_the_guard_without_spending_attempts(monkeypatch
         gw.sim.update_faults({"outage_seconds": 2})
         doc = gw.call("GET", "/users/1", headers={"Prefer": "respond-async"}).json()
         guard = DynamoGuard(gw.dynamodb, "guard")
-        guard.open(route_scope("GET /users/{id}"), "403 storm", gw.clock.now(), cooldown_s=600)
+        paused = route_scope(gw.identity(), "GET /users/{id}")
+        guard.open(paused, "403 storm", gw.clock.now(), cooldown_s=600)
         calls = gw.kisi_calls()
         gw.clock.advance(30)
         gw.deliver()  # the retry is due, but the route is paused: it waits
         assert gw.kisi_calls() == calls
         assert len(gw.record(doc["request_id"]).attempts) == 1
-        guard.close(route_scope("GET /users/{id}"), gw.clock.now())
+        guard.close(paused, gw.clock.now())
         gw.run_retries()
         record = gw.record(doc["request_id"])
         assert record.status.value == "succeeded"
@@ -235,26 +240,15 @@ def test_an_alarm_message_names_its_route(dimensions, route) -> None:
     assert change.route == route
 
 
-def test_an_alarm_on_old_401s_does_not_pause_an_account_that_recovered(aws, capsys) -> None:
+def test_an_alarm_on_a_401_storm_names_it_and_pauses_nobody(aws, capsys) -> None:
     now = datetime.now(UTC).timestamp()
     monitor, _ = make_monitor(now)
     emit_outcomes(capsys, Telemetry(PowertoolsEmfSink("KisiGateway")),
                   [("GET /locks/{id}", classify_status(401), "a1c402")] * 5)
-    guard = monitor.guard
-    guard.open(ACCOUNT, "5 consecutive 401", now)
-    assert guard.check("GET /locks/{id}", now + 61) is None  # the half-open probe ...
-    guard.observe("GET /locks/{id}", classify_status(200), now + 62)  # ... got a 200
+    monitor.guard.open(IDENTITY, "5 consecutive 401", now)  # the fast path's own pause
     change = AlarmChange(f"{PREFIX}-bad-request-volume", "ALARM", "OK", "Threshold", None)
-    result = monitor.on_alarm(change, now + 65)
-    assert result["guard"] == "none: the account recovered after these 401s"
-    assert guard.check("GET /locks/{id}", now + 66) is None
-
-
-def test_an_alarm_on_a_401_storm_pauses_the_account(aws, capsys) -> None:
-    now = datetime.now(UTC).timestamp()
-    monitor, _ = make_monitor(now)
-    emit_outcomes(capsys, Telemetry(PowertoolsEmfSink("KisiGateway")),
-                  [("GET /locks/{id}", classify_status(401), "a1c402")] * 5)
-    change = AlarmChange(f"{PREFIX}-bad-request-volume", "ALARM", "OK", "Threshold", None)
-    assert monitor.on_alarm(change, now + 5)["guard"].startswith("paused the account")
-    assert monitor.guard.check("GET /locks/{id}", now + 6) is not None
+    result = monitor.on_alarm(change, now + 5)
+    assert result["guard"].startswith("5 of 5 bad requests were 401: a key looks expired")
+    assert result["guard"].endswith("(1 identity scope(s) paused now)")
+    assert monitor.guard.check(OTHER, "GET /locks/{id}", now + 6) is None  # nobody else
+    assert monitor.guard.check(IDENTITY, "GET /locks/{id}", now + 6) is not None

@@ -252,8 +252,9 @@ def abandon(gw, method: str, path: str, key: str, body=None, after_s: float = 60
                       headers={"Idempotency-Key": key}, policies=gw.settings.policies,
                       max_body_bytes=10_000, default_wait_s=5, max_wait_s=25)
     context = gw.context()
-    request_id = request_id_for(context.scope, key)
-    record = gw.forwarder.new_record(call, context, request_id, gw.clock.now())
+    who = gw.forwarder.callers.who(context.api_key_id, None, call.route.key)
+    request_id = request_id_for(who.scope, key)
+    record = gw.forwarder.new_record(call, who, request_id, gw.clock.now())
     assert gw.forwarder.records.create(replace(record, claim_until=gw.clock.now() + 1))
     gw.clock.advance(after_s)
     return request_id

@@ -27,6 +27,8 @@ from kisi_gateway.core.ratelimit import (
 from kisi_gateway.stores.memory import MemorySendBudget
 from kisi_gateway.stores.ports import SendBudget
 
+BUCKET = "user-1"  # one Kisi user's bucket
+
 EPS = 1e-9
 GET = "GET /locks"
 EVENTS = "POST /event_sets"
@@ -41,7 +43,7 @@ def slots_of(budget: SendBudget, route_key: str, times: list[float], max_wait_s:
     """The slots granted to callers arriving at ``times`` (refused callers are left out)."""
     slots = []
     for now in times:
-        grant = budget.acquire(route_key, now, max_wait_s)
+        grant = budget.acquire(BUCKET, route_key, now, max_wait_s)
         if grant.ok:
             slots.append(now + grant.wait_s)
     return slots
@@ -50,7 +52,7 @@ def slots_of(budget: SendBudget, route_key: str, times: list[float], max_wait_s:
 def poll(budget: SendBudget, route_key: str, now: float) -> float:
     """A caller that never waits inline: it comes back when told, until it gets a slot now."""
     while True:
-        grant = budget.acquire(route_key, now, 0.0)
+        grant = budget.acquire(BUCKET, route_key, now, 0.0)
         if grant.ok:
             return now + grant.wait_s
         now += grant.wait_s
@@ -257,15 +259,15 @@ def test_thousand_polling_callers_take_two_hundred_seconds() -> None:
 
 def test_max_wait_decides_between_a_reservation_and_a_refusal() -> None:
     budget = MemorySendBudget(rate=5.0)
-    assert budget.acquire(GET, 0.0) == Grant(True, 0.0)
-    refused = budget.acquire(GET, 0.0)
+    assert budget.acquire(BUCKET, GET, 0.0) == Grant(True, 0.0)
+    refused = budget.acquire(BUCKET, GET, 0.0)
     assert (refused.ok, refused.reason) == (False, "rate")
     assert refused.wait_s == pytest.approx(0.2)
-    assert budget.acquire(GET, 0.0, max_wait_s=0.19) == refused  # still nothing reserved
-    reserved = budget.acquire(GET, 0.0, max_wait_s=0.2)
+    assert budget.acquire(BUCKET, GET, 0.0, max_wait_s=0.19) == refused  # still nothing reserved
+    reserved = budget.acquire(BUCKET, GET, 0.0, max_wait_s=0.2)
     assert reserved.ok
     assert reserved.wait_s == pytest.approx(0.2)
-    assert budget.acquire(GET, 0.0, max_wait_s=1.0).wait_s == pytest.approx(0.4)
+    assert budget.acquire(BUCKET, GET, 0.0, max_wait_s=1.0).wait_s == pytest.approx(0.4)
 
 
 def test_route_override_one_per_second() -> None:
@@ -285,7 +287,7 @@ def test_route_override_shares_the_account_with_other_routes() -> None:
     for t in range(10):
         for offset, route in second:
             now = t + offset
-            grant = budget.acquire(route, now, max_wait_s=1.0)
+            grant = budget.acquire(BUCKET, route, now, max_wait_s=1.0)
             if grant.ok:
                 granted[route].append(now + grant.wait_s)
     assert len(granted[GET]) == 30  # reads all go: the account has room for them
@@ -296,10 +298,10 @@ def test_route_override_shares_the_account_with_other_routes() -> None:
 
 def test_a_slow_route_never_holds_the_account_for_long() -> None:
     budget = MemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
-    assert budget.acquire(UPLOADS, 0.0).ok
-    refused = budget.acquire(UPLOADS, 0.0, max_wait_s=60.0)  # its slot is 10 s away
+    assert budget.acquire(BUCKET, UPLOADS, 0.0).ok
+    refused = budget.acquire(BUCKET, UPLOADS, 0.0, max_wait_s=60.0)  # its slot is 10 s away
     assert (refused.ok, refused.reason, refused.wait_s) == (False, "rate", 10.0)
-    assert budget.acquire(GET, 0.2) == Grant(True, 0.0)  # unlocks and reads carry on
+    assert budget.acquire(BUCKET, GET, 0.2) == Grant(True, 0.0)  # unlocks and reads carry on
 
 
 def test_eight_threads_never_exceed_the_rate() -> None:
@@ -312,7 +314,7 @@ def test_eight_threads_never_exceed_the_rate() -> None:
         start.wait()
         for n in range(50):
             now = 1000.0 + n * 0.1 + index * 0.01  # each thread's own clock, interleaved
-            slot = now + (grant := budget.acquire(GET, now, max_wait_s=math.inf)).wait_s
+            slot = now + (grant := budget.acquire(BUCKET, GET, now, max_wait_s=math.inf)).wait_s
             assert grant.ok
             with lock:
                 slots.append(slot)
@@ -332,14 +334,14 @@ def test_eight_threads_never_exceed_the_rate() -> None:
 
 def test_throttle_slows_the_bucket_and_success_restores_it() -> None:
     budget = MemorySendBudget(rate=5.0)
-    budget.observe(GET, THROTTLED, None, now=10.0)
-    assert budget.state().rate == 2.5
+    budget.observe(BUCKET, GET, THROTTLED, None, now=10.0)
+    assert budget.state(BUCKET).rate == 2.5
     # given a 429, when callers line up, then they are spaced 0.4 s, starting one interval on
     slots = slots_of(budget, GET, [10.0] * 3, max_wait_s=math.inf)
     assert slots == pytest.approx([10.4, 10.8, 11.2])
     for _ in range(10):
-        budget.observe(GET, OK, None, now=11.0)
-    assert budget.state().rate == 5.0
+        budget.observe(BUCKET, GET, OK, None, now=11.0)
+    assert budget.state(BUCKET).rate == 5.0
     assert slots_of(budget, GET, [20.0] * 3, max_wait_s=math.inf) == pytest.approx(
         [20.0, 20.2, 20.4]
     )
@@ -347,26 +349,26 @@ def test_throttle_slows_the_bucket_and_success_restores_it() -> None:
 
 def test_retry_after_closes_the_gate_for_every_caller() -> None:
     budget = MemorySendBudget(rate=5.0)
-    reserved = budget.acquire(GET, 10.0, max_wait_s=5.0)
-    budget.observe(GET, THROTTLED, 30.0, now=10.0)
+    reserved = budget.acquire(BUCKET, GET, 10.0, max_wait_s=5.0)
+    budget.observe(BUCKET, GET, THROTTLED, 30.0, now=10.0)
     for now, route in ((10.0, GET), (25.0, "DELETE /users/{id}"), (39.9, GET)):
-        grant = budget.acquire(route, now, max_wait_s=3600.0)
+        grant = budget.acquire(BUCKET, route, now, max_wait_s=3600.0)
         assert (grant.ok, grant.reason) == (False, "gate")
         assert grant.wait_s == pytest.approx(40.0 - now)
     # A slot granted before the 429 stands: the line still holds it, so the next slot after
     # the gate is not earlier than one interval past it.
     assert reserved == Grant(True, 0.0)
-    assert budget.state().tat >= 10.0 + 1 / 5.0
-    assert budget.acquire(GET, 40.0) == Grant(True, 0.0)
+    assert budget.state(BUCKET).tat >= 10.0 + 1 / 5.0
+    assert budget.acquire(BUCKET, GET, 40.0) == Grant(True, 0.0)
 
 
 def test_retry_after_on_a_limited_route_closes_that_route_only() -> None:
     budget = MemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
-    budget.observe(EVENTS, THROTTLED, 10.0, now=0.0)
-    assert budget.acquire(EVENTS, 1.0, max_wait_s=30.0).reason == "gate"
-    assert budget.acquire(GET, 1.0).ok
-    assert budget.state(EVENTS).rate == 0.5
-    assert budget.state().rate == 2.5  # we cannot tell which limit Kisi applied: both slow
+    budget.observe(BUCKET, EVENTS, THROTTLED, 10.0, now=0.0)
+    assert budget.acquire(BUCKET, EVENTS, 1.0, max_wait_s=30.0).reason == "gate"
+    assert budget.acquire(BUCKET, GET, 1.0).ok
+    assert budget.state(BUCKET, EVENTS).rate == 0.5
+    assert budget.state(BUCKET).rate == 2.5  # we cannot tell which limit Kisi applied: both slow
 
 
 @pytest.mark.parametrize(
@@ -376,15 +378,15 @@ def test_retry_after_on_a_limited_route_closes_that_route_only() -> None:
 )
 def test_other_outcomes_leave_the_rate(outcome: object) -> None:
     budget = MemorySendBudget(rate=5.0)
-    budget.observe(GET, THROTTLED, None, now=0.0)
-    before = budget.state()
-    budget.observe(GET, outcome, 60.0, now=5.0)  # type: ignore[arg-type]
-    assert budget.state() == before
+    budget.observe(BUCKET, GET, THROTTLED, None, now=0.0)
+    before = budget.state(BUCKET)
+    budget.observe(BUCKET, GET, outcome, 60.0, now=5.0)  # type: ignore[arg-type]
+    assert budget.state(BUCKET) == before
 
 
 def test_state_of_an_unknown_route_bucket_is_an_error() -> None:
     with pytest.raises(KeyError):
-        MemorySendBudget().state(GET)
+        MemorySendBudget().state(BUCKET, GET)
 
 
 # --- properties -----------------------------------------------------------------------------
@@ -416,7 +418,7 @@ def test_route_and_account_spacing_hold_together(
     budget = MemorySendBudget(rate=5.0, route_rates=KISI_ROUTES)
     by_route: dict[str, list[float]] = {GET: [], EVENTS: [], UPLOADS: []}
     for now, route, max_wait_s in sorted(calls):
-        grant = budget.acquire(route, now, max_wait_s)
+        grant = budget.acquire(BUCKET, route, now, max_wait_s)
         if grant.ok:
             assert grant.wait_s <= max_wait_s + 1e-6
             by_route[route].append(now + grant.wait_s)

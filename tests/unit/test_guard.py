@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kisi_gateway.core.breaker import (
-    ACCOUNT,
     HALF_OPEN_RETRY_S,
     Admit,
     Evidence,
@@ -18,6 +17,7 @@ from kisi_gateway.core.breaker import (
     Pause,
     ReleaseProbe,
     ScopeItem,
+    account_scope,
     admit,
     apply_transition,
     evidence,
@@ -30,9 +30,12 @@ from kisi_gateway.core.breaker import (
 from kisi_gateway.core.outcome import Outcome, Transport, classify_status, classify_transport
 from kisi_gateway.stores.guard import DynamoGuard, scope_item
 
+IDENTITY = "id-0a1b2c3d4e5f6a7b"  # one identity's scopes
+ACCOUNT = account_scope(IDENTITY)
+
 NOW = 1_700_000_000.0
 RULES = GuardRules()  # threshold 5, cooldown 60 s, cap 3600 s, cache 2 s, lease 30 s
-ROUTE = route_scope("PATCH /users/{id}")
+ROUTE = route_scope(IDENTITY, "PATCH /users/{id}")
 CLOSED, OPEN, HALF_OPEN = GuardState.CLOSED, GuardState.OPEN, GuardState.HALF_OPEN
 TIMEOUT = classify_transport(Transport.READ_TIMEOUT)
 REFUSED = classify_transport(Transport.CONNECT_ERROR)
@@ -242,19 +245,21 @@ def test_rules_reject_nonsense(bad: dict[str, float]) -> None:
 @pytest.mark.parametrize(
     ("text", "scope"),
     [
-        ("account", ACCOUNT),
-        ("route:PATCH /users/{id}", "route:PATCH /users/{id}"),
-        ("PATCH /users/{id}", "route:PATCH /users/{id}"),
-        ("POST /locks/{id}/unlock", "route:POST /locks/{id}/unlock"),
+        (IDENTITY, ACCOUNT),
+        (f"{IDENTITY}|PATCH /users/{{id}}", route_scope(IDENTITY, "PATCH /users/{id}")),
+        (f"{IDENTITY}|POST /locks/{{id}}/unlock", route_scope(IDENTITY, "POST /locks/{id}/unlock")),
     ],
 )
 def test_parse_scope(text: str, scope: str) -> None:
     assert parse_scope(text) == scope
 
 
-@pytest.mark.parametrize("text", ["", "Account", "users", "patch /users", "route:", "GET users"])
+@pytest.mark.parametrize(
+    "text", ["", "account", "users", "PATCH /users/{id}", f"{IDENTITY}|", f"{IDENTITY}|GET users",
+             "ID-0A1B2C3D", "id-0a1b|GET /locks"],
+)
 def test_parse_scope_rejects(text: str) -> None:
-    with pytest.raises(ValueError, match="not 'account' or a route"):
+    with pytest.raises(ValueError, match="is not an identity"):
         parse_scope(text)
 
 
@@ -310,25 +315,27 @@ def guard_over(fake: FakeDynamo, **kwargs: Any) -> DynamoGuard:
 
 
 UNLOCK = "POST /locks/{id}/unlock"
+R_UNLOCK = route_scope(IDENTITY, UNLOCK)
+R_LOCKS = route_scope(IDENTITY, "GET /locks")
 
 
 def test_a_calm_closed_scope_is_read_once_per_cache_window() -> None:
     fake = FakeDynamo()
     guard = guard_over(fake, cache_s=2.0)
-    assert guard.check(UNLOCK, NOW) is None
-    assert guard.check(UNLOCK, NOW + 1.9) is None
+    assert guard.check(IDENTITY, UNLOCK, NOW) is None
+    assert guard.check(IDENTITY, UNLOCK, NOW + 1.9) is None
     assert len(fake.reads) == 1
-    assert guard.check(UNLOCK, NOW + 2.0) is None
+    assert guard.check(IDENTITY, UNLOCK, NOW + 2.0) is None
     assert len(fake.reads) == 2
-    assert fake.reads[0] == [ACCOUNT, route_scope(UNLOCK)]  # one round trip for both scopes
+    assert fake.reads[0] == [ACCOUNT, R_UNLOCK]  # one round trip for both scopes
 
 
 def test_only_the_scopes_not_cached_are_read() -> None:
     fake = FakeDynamo()
     guard = guard_over(fake)
-    guard.check(UNLOCK, NOW)
-    guard.check("GET /locks", NOW + 1)
-    assert fake.reads == [[ACCOUNT, route_scope(UNLOCK)], [route_scope("GET /locks")]]
+    guard.check(IDENTITY, UNLOCK, NOW)
+    guard.check(IDENTITY, "GET /locks", NOW + 1)
+    assert fake.reads == [[ACCOUNT, R_UNLOCK], [R_LOCKS]]
 
 
 @pytest.mark.parametrize(
@@ -342,24 +349,24 @@ def test_only_the_scopes_not_cached_are_read() -> None:
 def test_an_open_half_open_or_counting_scope_bypasses_the_cache(stored: dict[str, Any]) -> None:
     fake = FakeDynamo(stored)
     guard = guard_over(fake, cache_s=60.0)
-    first = guard.check(UNLOCK, NOW)
-    guard.check(UNLOCK, NOW + 0.5)
+    first = guard.check(IDENTITY, UNLOCK, NOW)
+    guard.check(IDENTITY, UNLOCK, NOW + 0.5)
     assert [scopes[0] for scopes in fake.reads] == [ACCOUNT, ACCOUNT]
     if stored["state"]["S"] != "closed":
         assert isinstance(first, Pause)
 
 
 def test_an_open_scope_pauses_with_retry_after_to_the_end_of_its_cooldown() -> None:
-    fake = FakeDynamo(raw(route_scope(UNLOCK), "open", until=NOW + 42.5))
-    assert guard_over(fake).check(UNLOCK, NOW) == Pause(route_scope(UNLOCK), "why", 43)
-    assert guard_over(fake).check("GET /locks", NOW) is None
+    fake = FakeDynamo(raw(R_UNLOCK, "open", until=NOW + 42.5))
+    assert guard_over(fake).check(IDENTITY, UNLOCK, NOW) == Pause(R_UNLOCK, "why", 43)
+    assert guard_over(fake).check(IDENTITY, "GET /locks", NOW) is None
 
 
 def test_a_clock_that_goes_back_does_not_serve_the_cache() -> None:
     fake = FakeDynamo()
     guard = guard_over(fake)
-    guard.check(UNLOCK, NOW)
-    guard.check(UNLOCK, NOW - 5)
+    guard.check(IDENTITY, UNLOCK, NOW)
+    guard.check(IDENTITY, UNLOCK, NOW - 5)
     assert len(fake.reads) == 2
 
 
@@ -370,22 +377,22 @@ def test_a_clock_that_goes_back_does_not_serve_the_cache() -> None:
 def test_the_healthy_path_writes_nothing(outcome: Outcome) -> None:
     fake = FakeDynamo()
     guard = guard_over(fake)
-    guard.check(UNLOCK, NOW)
-    guard.observe(UNLOCK, outcome, NOW + 0.1)
+    guard.check(IDENTITY, UNLOCK, NOW)
+    guard.observe(IDENTITY, UNLOCK, outcome, NOW + 0.1)
     assert fake.writes == []
 
 
 def test_an_answer_never_checked_writes_nothing() -> None:
     fake = FakeDynamo(raw(ACCOUNT, "closed", consecutive_401=3))
-    guard_over(fake).observe(UNLOCK, status(200), NOW)
+    guard_over(fake).observe(IDENTITY, UNLOCK, status(200), NOW)
     assert fake.writes == []
 
 
 def test_a_success_resets_a_streak_this_lambda_has_seen() -> None:
     fake = FakeDynamo(raw(ACCOUNT, "closed", consecutive_401=3))
     guard = guard_over(fake)
-    guard.check(UNLOCK, NOW)
-    guard.observe(UNLOCK, status(200), NOW + 1)
+    guard.check(IDENTITY, UNLOCK, NOW)
+    guard.observe(IDENTITY, UNLOCK, status(200), NOW + 1)
     (write,) = fake.writes
     assert write["Key"] == {"scope": {"S": ACCOUNT}}
     assert "#consecutive_401 = :consecutive_401" in write["UpdateExpression"]
@@ -395,7 +402,7 @@ def test_a_success_resets_a_streak_this_lambda_has_seen() -> None:
 
 def test_a_401_is_one_atomic_add_on_the_account() -> None:
     fake = FakeDynamo()
-    guard_over(fake).observe(UNLOCK, status(401), NOW)
+    guard_over(fake).observe(IDENTITY, UNLOCK, status(401), NOW)
     (write,) = fake.writes
     assert write["Key"] == {"scope": {"S": ACCOUNT}}
     assert "ADD #consecutive_401 :one" in write["UpdateExpression"]
@@ -417,9 +424,9 @@ def test_check_fails_open_and_says_so(error: Exception, caplog: pytest.LogCaptur
     fake.error = error
     guard = guard_over(fake)
     with caplog.at_level(logging.WARNING, logger="kisi_gateway.stores.guard"):
-        assert guard.check(UNLOCK, NOW) is None
-        guard.observe(UNLOCK, status(401), NOW)  # never raises either
+        assert guard.check(IDENTITY, UNLOCK, NOW) is None
+        guard.observe(IDENTITY, UNLOCK, status(401), NOW)  # never raises either
     assert "failing open" in caplog.text
-    assert "could not record 401 for account" in caplog.text
+    assert f"could not record 401 for {ACCOUNT}" in caplog.text
     fake.error = None
-    assert isinstance(guard.check(UNLOCK, NOW + 1), Pause)  # the failure was not cached
+    assert isinstance(guard.check(IDENTITY, UNLOCK, NOW + 1), Pause)  # the failure was not cached

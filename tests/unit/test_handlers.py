@@ -17,7 +17,6 @@ import api_call
 import metrics
 import retry_worker
 from kisi_gateway.core.records import RetryMessage
-from kisi_gateway.pipeline import http_api
 from kisi_gateway.pipeline.calls import IncomingCall
 from kisi_gateway.pipeline.forwarding import CallContext
 from kisi_gateway.pipeline.replies import Reply, json_reply
@@ -72,8 +71,26 @@ def test_unlock_event_is_parsed_and_forwarded(event, forwarder) -> None:
     assert call.prefs.wait_s == 5
     assert json.loads(call.body or b"{}")["context"]["location"]["latitude"] == 52.52
     assert context.gateway_prefix == "/Prod"
-    assert context.scope == http_api.caller_scope(event("api_unlock"))
+    assert context.api_key_id == event("api_unlock")["requestContext"]["identity"]["apiKeyId"]
+    assert context.authorization is None  # the sample caller sends no Kisi credential
     assert context.rewrite_location("https://api.kisi.io/locks/1") == "/Prod/kisi/locks/1"
+
+
+def test_the_callers_own_credential_is_handed_on(event, forwarder) -> None:
+    raw = event("api_unlock")
+    raw["headers"]["Authorization"] = "Bearer abc"
+    invoke(raw)
+    _, context = forwarder.calls[0]
+    assert context.authorization == "Bearer abc"
+
+
+def test_two_different_credentials_are_refused(event, forwarder) -> None:
+    raw = event("api_unlock")
+    raw["multiValueHeaders"]["Authorization"] = ["Bearer abc", "KISI-LOGIN def"]
+    response = invoke(raw)
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["code"] == "9e0402"
+    assert forwarder.calls == []
 
 
 def test_list_event_keeps_query_order_and_values(event, forwarder) -> None:

@@ -27,10 +27,12 @@ from openapi_spec_validator import validate
 import api_call
 from kisi_gateway.config import Settings
 from kisi_gateway.core.errors import GatewayErrorCode
+from kisi_gateway.core.identity import CredentialKind
 from kisi_gateway.core.outcome import OutcomeClass
 from kisi_gateway.core.policy import InvalidPathError, route_template
 from kisi_gateway.core.records import AttemptEntry, RecordStatus, RequestRecord, StoredResponse
 from kisi_gateway.pipeline import calls, http_api, replies
+from kisi_gateway.pipeline.callers import Who
 from kisi_gateway.pipeline.calls import IncomingCall
 from kisi_gateway.pipeline.forwarding import CallContext, Forwarder
 from kisi_gateway.pipeline.replies import Reply, json_reply
@@ -229,7 +231,9 @@ def test_every_gateway_error_status_is_documented_with_a_kisi_shaped_body(
 ) -> None:
     statuses = gateway_error_statuses()
     assert {400, 404, 405, 409, 413, 422, 503, 504} <= set(statuses)
-    kisi_methods = [m for p, m, _ in operations(doc) if p == "/kisi/{proxy}"]
+    # The methods the gateway forwards: HEAD and OPTIONS end in 405 before anything else.
+    kisi_methods = [m for p, m, _ in operations(doc)
+                    if p == "/kisi/{proxy}" and m.upper() in calls.ALLOWED_METHODS]
     for status, where in statuses.items():
         documented = [
             (method, answer) for method in kisi_methods
@@ -343,10 +347,23 @@ class Records:
         return self.record
 
 
+@dataclass
+class OneCaller:
+    """Callers for ``Forwarder.lookup``: every call acts in the scope ``scope``."""
+
+    scope: str
+
+    def who(self, api_key_id: str | None, authorization: str | None, route_key: str) -> Who:
+        return Who("default", str(api_key_id), CredentialKind.SERVICE, None, "id-00000000",
+                   self.scope, client=False)
+
+
 def lookup(records: Records, request_id: str) -> Reply:
     forwarder = Forwarder(sender=None, records=records, queue=None,  # type: ignore[arg-type]
+                          callers=OneCaller(a_record().scope),  # type: ignore[arg-type]
+                          vault=None,  # type: ignore[arg-type]
                           record_ttl_s=1.0, read_timeout_s=1.0)
-    return forwarder.lookup(request_id, CallContext("abc", "/Prod", lambda url: url))
+    return forwarder.lookup(request_id, CallContext("abc", None, "/Prod", lambda url: url))
 
 
 def test_get_requests_answers_only_what_is_documented(doc: dict[str, Any]) -> None:
@@ -372,10 +389,10 @@ def test_get_requests_answers_only_what_is_documented(doc: dict[str, Any]) -> No
 
 # -- what the gateway reads from a call ---------------------------------------------------
 def headers_read_by_calls() -> set[str]:
-    """The names in every ``header(headers, "<Name>")`` call of calls.py."""
-    tree = ast.parse(Path(calls.__file__).read_text())
+    """The names in every ``header(headers, "<Name>")`` call of calls.py and http_api.py."""
     names = set()
-    for node in ast.walk(tree):
+    trees = [ast.parse(Path(module.__file__).read_text()) for module in (calls, http_api)]
+    for node in (node for tree in trees for node in ast.walk(tree)):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                 and node.func.id == "header" and len(node.args) == 2):
             literal = node.args[1]
@@ -387,7 +404,7 @@ def headers_read_by_calls() -> set[str]:
 
 def test_the_documented_request_headers_are_those_calls_reads(doc: dict[str, Any]) -> None:
     read = headers_read_by_calls()
-    assert read == {"Idempotency-Key", "Prefer"}
+    assert read == {"Idempotency-Key", "Prefer", "Authorization"}
     for path, method, operation in operations(doc):
         parameters = resolve(doc, operation.get("parameters", []))
         documented = {p["name"] for p in parameters if p["in"] == "header"}

@@ -183,32 +183,43 @@ def test_resource_star_only_for_cloudwatch_actions_without_resource_permissions(
 SENDER_TABLES = {
     "BudgetTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
     "GuardTable": {"dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:UpdateItem"},
+    # directory.py: callers and tenants (GetItem), the GET /login cache (PutItem).
+    "TenantsTable": {"dynamodb:GetItem", "dynamodb:PutItem"},
 }
+# Service logins: the stack's own (the default tenant), each tenant's under the stack's prefix
+# (python -m ops tenant add creates them there), and the identity key.
+TENANT_SECRETS = ("arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}"
+                  ":secret:${AWS::StackName}/tenants/*")
+SENDER_SECRETS = {name: {"secretsmanager:GetSecretValue"}
+                  for name in ("KisiApiKeySecret", "IdentitySecret", TENANT_SECRETS)}
 NEEDS: dict[str, dict[str, dict[str, set[str]]]] = {
     "api_call": {
         "dynamodb": {"RequestsTable": {"dynamodb:GetItem", "dynamodb:PutItem",
                                        "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
                      **SENDER_TABLES},
         "sqs": {"RetryQueue": {"sqs:SendMessage"}},
-        "secretsmanager": {"KisiApiKeySecret": {"secretsmanager:GetSecretValue"}},
+        "secretsmanager": SENDER_SECRETS,
+        "kms": {"CredentialKey": {"kms:Encrypt"}},  # vault.py seals a caller's credential
     },
     "retry_worker": {
         "dynamodb": {"RequestsTable": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
                      **SENDER_TABLES},
         "sqs": {"RetryQueue": {"sqs:SendMessage", "sqs:ChangeMessageVisibility"},
                 "RetryDLQ": {"sqs:SendMessage"}},
-        "secretsmanager": {"KisiApiKeySecret": {"secretsmanager:GetSecretValue"}},
+        "secretsmanager": SENDER_SECRETS,
+        "kms": {"CredentialKey": {"kms:Decrypt"}},  # ...and the worker opens it, only
     },
     "metrics": {
         "dynamodb": {"GuardTable": {"dynamodb:UpdateItem", "dynamodb:Scan"}},
         "sqs": {},
         "secretsmanager": {},
+        "kms": {},
     },
 }
 
 
 @pytest.mark.parametrize("module", FUNCTIONS)
-@pytest.mark.parametrize("service", ["dynamodb", "sqs", "secretsmanager"])
+@pytest.mark.parametrize("service", ["dynamodb", "sqs", "secretsmanager", "kms"])
 def test_each_function_reaches_only_its_own_resources(module: str, service: str) -> None:
     granted = grants(module, service)
     allowed = set(NEEDS[module][service])
@@ -220,7 +231,7 @@ def test_each_function_reaches_only_its_own_resources(module: str, service: str)
 
 
 @pytest.mark.parametrize("module", FUNCTIONS)
-@pytest.mark.parametrize("service", ["dynamodb", "sqs", "secretsmanager"])
+@pytest.mark.parametrize("service", ["dynamodb", "sqs", "secretsmanager", "kms"])
 def test_each_function_may_do_what_its_code_does(module: str, service: str) -> None:
     granted = grants(module, service)
     for resource, actions in NEEDS[module][service].items():
@@ -235,11 +246,10 @@ def test_only_the_sending_functions_may_read_the_kisi_key() -> None:
     readers = {module for module in FUNCTIONS if grants(module, "secretsmanager")}
     assert readers == {"api_call", "retry_worker"}
     for module in readers:
-        assert grants(module, "secretsmanager") == {
-            "KisiApiKeySecret": {"secretsmanager:GetSecretValue"}}
+        assert grants(module, "secretsmanager") == SENDER_SECRETS
 
 
-@pytest.mark.parametrize("service", ["dynamodb", "sqs"])
+@pytest.mark.parametrize("service", ["dynamodb", "sqs", "kms"])
 def test_no_function_is_granted_an_action_its_code_never_performs(service: str) -> None:
     extra = {}
     for module in FUNCTIONS:
@@ -376,5 +386,5 @@ def test_every_variable_a_function_needs_is_set(module: str) -> None:
 def test_needed_variables_are_read_from_the_wiring() -> None:
     assert needed_variables("api_call") == {
         "KISI_API_KEY_SECRET", "BUDGET_TABLE", "GUARD_TABLE", "REQUESTS_TABLE",
-        "RETRY_QUEUE_URL", "DLQ_URL"}
+        "RETRY_QUEUE_URL", "DLQ_URL", "TENANTS_TABLE", "IDENTITY_SECRET", "CREDENTIAL_KEY_ID"}
     assert needed_variables("metrics") == {"GUARD_TABLE"}

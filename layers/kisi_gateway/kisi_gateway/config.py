@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from kisi_gateway.core.identity import CallerCredentials
 from kisi_gateway.core.policy import PolicyConfigError, PolicyTable
 
 T = TypeVar("T")
@@ -80,6 +81,12 @@ class Settings:
     requests_table: str | None = _env("REQUESTS_TABLE")
     budget_table: str | None = _env("BUDGET_TABLE")
     guard_table: str | None = _env("GUARD_TABLE")
+    tenants_table: str | None = _env("TENANTS_TABLE")
+    identity_secret: str | None = _env("IDENTITY_SECRET")
+    credential_key_id: str | None = _env("CREDENTIAL_KEY_ID")
+    caller_credentials: CallerCredentials = _env(
+        "CALLER_CREDENTIALS", CallerCredentials, CallerCredentials.ALLOW
+    )
     retry_queue_url: str | None = _env("RETRY_QUEUE_URL", _url)
     dlq_url: str | None = _env("DLQ_URL", _url)
     alarm_topic_arn: str | None = _env("ALARM_TOPIC_ARN")  # where alarms send changes
@@ -92,13 +99,13 @@ class Settings:
     route_rates: dict[str, float] = _env("ROUTE_RATES", _rates, None)
     default_wait_s: float = _env("DEFAULT_WAIT_S", _positive_float, 5.0)
     max_wait_s: float = _env("MAX_WAIT_S", _positive_float, 25.0)
+    client_wait_s: float = _env("CLIENT_WAIT_S", _positive_float, 4.0)
     connect_timeout_s: float = _env("CONNECT_TIMEOUT_S", _positive_float, 3.05)
     read_timeout_s: float = _env("READ_TIMEOUT_S", _positive_float, 10.0)
     max_body_bytes: int = _env("MAX_BODY_BYTES", _positive_int, 200_000)
     guard_401_threshold: int = _env("GUARD_401_THRESHOLD", _positive_int, 5)
     guard_cooldown_s: float = _env("GUARD_COOLDOWN_S", _positive_float, 60.0)
     guard_cache_s: float = _env("GUARD_CACHE_S", _positive_float, 2.0)
-    bad_rate_threshold_pct: float = _env("BAD_RATE_THRESHOLD_PCT", _positive_float, 10.0)
     bad_rate_min_volume: int = _env("BAD_RATE_MIN_VOLUME", _positive_int, 20)
     route_bad_volume_threshold: int = _env("ROUTE_BAD_VOLUME_THRESHOLD", _positive_int, 20)
     policies: PolicyTable = field(default_factory=PolicyTable.default, metadata={})

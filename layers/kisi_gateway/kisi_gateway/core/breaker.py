@@ -9,9 +9,11 @@ after every answer from Kisi. This module decides; :mod:`kisi_gateway.stores.gua
 state in DynamoDB and :class:`kisi_gateway.stores.memory.MemoryGuard` in memory, both with
 these functions.
 
-Scopes. ``account`` (a 401 storm: the key is bad, every route would fail) and
-``route:<METHOD> <template>``, e.g. ``route:PATCH /users/{id}`` (a 403/404/422 storm: that
-route's ids or rights are bad, the rest of the API is fine).
+Scopes belong to one identity (:mod:`kisi_gateway.core.identity`: a keyed hash of one
+credential), so nobody's storm pauses anybody else: ``<identity>`` (a 401 storm: that key is
+bad, every route would fail for it) and ``<identity>|<METHOD> <template>``, e.g.
+``id-0a1b...|PATCH /users/{id}`` (a 403/404/422 storm: that identity's ids or rights on that
+route are bad, the rest is fine).
 
 Transitions (``now`` is always an argument; the store writes each with a condition so exactly
 one writer wins):
@@ -47,8 +49,7 @@ from typing import Any
 
 from kisi_gateway.core.outcome import Outcome, OutcomeClass
 
-ACCOUNT = "account"
-ROUTE_PREFIX = "route:"
+ROUTE_SEPARATOR = "|"
 
 UNAUTHORIZED = 401
 # Kisi answers 403 for ids that do not exist (KISI_API.md, "Error bodies"), 404 and 422 for
@@ -65,6 +66,7 @@ _NEUTRAL_CLASSES = frozenset(
 HALF_OPEN_RETRY_S = 2
 
 _ROUTE_KEY = re.compile(r"^[A-Z]+ /\S*$")
+_IDENTITY = re.compile(r"^[a-z]+-[0-9a-f]{8,64}$")
 
 
 class GuardState(StrEnum):
@@ -92,23 +94,38 @@ class Pause:
             raise ValueError("retry_after_s must be at least 1")
 
 
-def route_scope(route_key: str) -> str:
-    """The guard scope of a route.
+def account_scope(identity: str) -> str:
+    """The scope of one identity's credential as a whole (a 401 storm: a revoked key)."""
+    return identity
 
-    >>> route_scope("PATCH /users/{id}")
-    'route:PATCH /users/{id}'
+
+def route_scope(identity: str, route_key: str) -> str:
+    """The scope of one route for one identity (a 403/404/422 storm: its ids or rights).
+
+    >>> route_scope("id-0a1b2c3d", "PATCH /users/{id}")
+    'id-0a1b2c3d|PATCH /users/{id}'
     """
-    return ROUTE_PREFIX + route_key
+    return f"{identity}{ROUTE_SEPARATOR}{route_key}"
+
+
+def is_account(scope: str) -> bool:
+    return ROUTE_SEPARATOR not in scope
+
+
+def scopes_of(identity: str, route_key: str) -> tuple[str, str]:
+    """The two scopes a call on ``route_key`` must find closed: its identity's, its route's."""
+    return account_scope(identity), route_scope(identity, route_key)
 
 
 def parse_scope(text: str) -> str:
-    """A scope from operator input: ``account``, ``route:GET /locks`` or bare ``GET /locks``."""
-    if text == ACCOUNT:
-        return ACCOUNT
-    route_key = text.removeprefix(ROUTE_PREFIX)
-    if not _ROUTE_KEY.match(route_key):
-        raise ValueError(f"{text!r} is not 'account' or a route like 'PATCH /users/{{id}}'")
-    return route_scope(route_key)
+    """A scope from operator input: ``id-...`` or ``id-...|PATCH /users/{id}``."""
+    identity, separator, route_key = text.partition(ROUTE_SEPARATOR)
+    if not _IDENTITY.match(identity) or (separator and not _ROUTE_KEY.match(route_key)):
+        raise ValueError(
+            f"{text!r} is not an identity like 'id-0a1b2c3d' or "
+            "'id-0a1b2c3d|PATCH /users/{id}'"
+        )
+    return text
 
 
 # -- pure decisions ---------------------------------------------------------------------------
@@ -181,13 +198,13 @@ def evidence(scope: str, outcome: Outcome) -> Evidence:
 
     >>> from kisi_gateway.core.outcome import classify_status
     >>> forbidden = classify_status(403)  # the key works; the id or the rights do not
-    >>> evidence(ACCOUNT, forbidden), evidence("route:GET /locks/{id}", forbidden)
+    >>> evidence("id-0a1b2c3d", forbidden), evidence("id-0a1b2c3d|GET /locks/{id}", forbidden)
     (<Evidence.GOOD: 'good'>, <Evidence.BAD: 'bad'>)
     """
     status = outcome.status
     if status is None or outcome.cls in _NEUTRAL_CLASSES:
         return Evidence.NEUTRAL
-    if scope == ACCOUNT:
+    if is_account(scope):
         return Evidence.BAD if status == UNAUTHORIZED else Evidence.GOOD
     if status in ROUTE_BAD_STATUSES:
         return Evidence.BAD
@@ -271,7 +288,7 @@ def transition(
     alarm path counts volumes.
     """
     kind = evidence(item.scope, outcome)
-    is_account = item.scope == ACCOUNT
+    account = is_account(item.scope)
     if item.state is GuardState.HALF_OPEN:
         if kind is Evidence.BAD:
             cooldown = next_cooldown(item.cooldown_s, rules)
@@ -279,7 +296,7 @@ def transition(
         if kind is Evidence.GOOD:
             return Recover(f"probe answered {outcome.status}: closed")
         return ReleaseProbe() if holds_probe else None
-    if item.state is GuardState.CLOSED and is_account:
+    if item.state is GuardState.CLOSED and account:
         if kind is Evidence.BAD and item.consecutive_401 >= rules.consecutive_401_threshold:
             return Trip(
                 f"{item.consecutive_401} consecutive 401 from Kisi: "
@@ -294,7 +311,7 @@ def transition(
 
 def reopen_reason(scope: str, outcome: Outcome) -> str:
     """Why a failed probe reopened ``scope``."""
-    if scope == ACCOUNT:
+    if is_account(scope):
         return f"probe answered {outcome.status} again: the key still looks expired or revoked"
     return (
         f"probe answered {outcome.status} again: Kisi still rejects this route "

@@ -36,7 +36,7 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from kisi_gateway.core.records import (
@@ -131,6 +131,7 @@ class Change:
     response: StoredResponse | None = None
     lease_until: float = 0.0
     now: float = 0.0
+    sealed: bytes | None = field(default=None, repr=False)  # a caller's credential, deferred
 
     @property
     def row(self) -> Row:
@@ -191,6 +192,8 @@ def applied(record: RequestRecord, change: Change) -> RequestRecord | None:
         reason=change.reason,
         response=change.response if change.response is not None else record.response,
         claim_until=0.0,
+        # A caller's sealed credential lives exactly as long as its request.
+        sealed=None if change.status in TERMINAL else (change.sealed or record.sealed),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, TypedDict
 
@@ -114,6 +114,14 @@ class RequestRecord:
     claim_until: float = 0.0
     scope: str = ""  # who may read it: the caller identity that created it (hashed)
     fields_hash: str = ""  # hash of method, path, query and body, for Idempotency-Key reuse
+    # Who it acts as, for the worker: the tenant, the caller (API key id), the kind of
+    # credential and the caller's mode; a caller's own credential only sealed (KMS), and only
+    # until the request ends.
+    tenant: str = "default"
+    caller: str = ""
+    credential_kind: str = "service"
+    caller_mode: str = "auto"
+    sealed: bytes | None = field(default=None, repr=False)
 
     @property
     def terminal(self) -> bool:

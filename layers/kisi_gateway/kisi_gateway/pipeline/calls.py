@@ -34,6 +34,7 @@ class CallerPrefs:
 
     wait_s: float
     respond_async: bool
+    explicit_wait: bool = False  # the caller named its wait (``wait=N``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +194,7 @@ def parse_prefer(value: str | None, default_wait_s: float, max_wait_s: float) ->
     """``Prefer: wait=N`` (seconds, capped) and ``Prefer: respond-async``.
 
     >>> parse_prefer("respond-async, wait=100", 5, 25)
-    CallerPrefs(wait_s=25.0, respond_async=True)
+    CallerPrefs(wait_s=25.0, respond_async=True, explicit_wait=True)
     """
     if not value:
         return CallerPrefs(wait_s=default_wait_s, respond_async=False)
@@ -201,4 +202,4 @@ def parse_prefer(value: str | None, default_wait_s: float, max_wait_s: float) ->
     match = _WAIT.search(lowered)
     wait = min(float(match.group(1)), float(max_wait_s)) if match else float(default_wait_s)
     respond_async = "respond-async" in lowered
-    return CallerPrefs(wait_s=wait, respond_async=respond_async)
+    return CallerPrefs(wait_s=wait, respond_async=respond_async, explicit_wait=match is not None)

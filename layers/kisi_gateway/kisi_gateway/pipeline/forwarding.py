@@ -2,16 +2,20 @@
 
 ::
 
-    validate -> repeat of an Idempotency-Key? (on_repeat) -> guard open? (503)
+    validate -> who (callers) -> repeat of an Idempotency-Key? (on_repeat) -> guard open? (503)
       -> turn (guard, budget: before_attempt) -> send -> after_attempt
            Finish                              -> Kisi's answer (or why there is none)
            RetryLater, the caller still waits  -> sleep the delay, next turn
-           RetryLater, no time left            -> record + SQS message -> 202
-      a turn that cannot come in time          -> record + SQS message (Defer) or end (Expire)
+           RetryLater, no time left            -> service contract: record + SQS message -> 202
+                                                  client contract: Kisi's last answer
+      a turn that cannot come in time          -> Defer (as above) or Expire
 
-Every decision is :mod:`kisi_gateway.core.decisions`'; this module performs them. A request
-is written to the record store only when it is deferred or carries an ``Idempotency-Key``;
-the common synchronous call costs no record write.
+Two contracts (RFC 7240 ``Prefer``): a caller on the service login gets a 202 and a record to
+poll when Kisi keeps failing; a Kisi client (a caller with its own credential, by default)
+is answered as Kisi would answer it: never a 202 it did not ask for with ``Prefer:
+respond-async``, Kisi's last answer (with ``Retry-After``) when its short wait runs out, and
+nothing queued. Every decision is :mod:`kisi_gateway.core.decisions`'; this module performs
+them. A record is written only when a call is deferred or carries an ``Idempotency-Key``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import hashlib
 import logging
 import math
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from kisi_gateway.core.decisions import (
     INLINE_LIMIT_S,
@@ -32,6 +36,7 @@ from kisi_gateway.core.decisions import (
     Finish,
     InProgress,
     Mismatch,
+    RetryLater,
     StillQueued,
     TakeOver,
     Window,
@@ -41,14 +46,14 @@ from kisi_gateway.core.decisions import (
     on_repeat,
 )
 from kisi_gateway.core.errors import GatewayError, GatewayErrorCode, unavailable
-from kisi_gateway.core.lifecycle import Change, Event
-from kisi_gateway.core.records import (
-    AttemptEntry,
-    RecordStatus,
-    RequestRecord,
-    RetryMessage,
-    StoredResponse,
+from kisi_gateway.core.identity import (
+    SERVICE_LOGIN_BY_ID,
+    CredentialKind,
+    protects_service_login,
 )
+from kisi_gateway.core.lifecycle import Change, Event
+from kisi_gateway.core.records import AttemptEntry, RecordStatus, RequestRecord, RetryMessage
+from kisi_gateway.pipeline.callers import Callers, Who
 from kisi_gateway.pipeline.calls import IncomingCall
 from kisi_gateway.pipeline.kisi_http import KisiCall
 from kisi_gateway.pipeline.replies import (
@@ -56,22 +61,28 @@ from kisi_gateway.pipeline.replies import (
     Reply,
     accepted,
     error_reply,
+    final_reply,
     json_reply,
-    pass_through,
 )
-from kisi_gateway.pipeline.sending import Sender
+from kisi_gateway.pipeline.sending import Acting, Attempted, Sender
 from kisi_gateway.stores.ports import (
     BudgetUnavailableError,
+    CredentialVault,
+    DirectoryError,
     QueueError,
     RecordStore,
     RecordStoreError,
     RetryQueue,
+    SecretUnavailableError,
+    VaultError,
 )
 
 LOG = logging.getLogger("kisi_gateway")
 STORE_RETRY_AFTER_S = 2  # what a caller is told to wait when DynamoDB or SQS failed
 LEASE_SLACK_S = 5.0  # a keyed call's lease outlives its longest inline run by this much
 REPLAYED = {"Idempotent-Replayed": "true"}
+STORES_DOWN = (RecordStoreError, QueueError, BudgetUnavailableError, DirectoryError,
+               VaultError, SecretUnavailableError)
 
 
 def request_id_for(scope: str, idempotency_key: str | None) -> str:
@@ -84,9 +95,11 @@ def request_id_for(scope: str, idempotency_key: str | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
-    """Where a call came from: the caller's scope and how to write gateway URLs."""
+    """Where a call came from: the caller's API key id and ``Authorization``, and how to
+    write gateway URLs for it."""
 
-    scope: str
+    api_key_id: str | None
+    authorization: str | None = field(repr=False)
     gateway_prefix: str
     rewrite_location: LocationRewriter
 
@@ -106,10 +119,13 @@ class Forwarder:
     sender: Sender
     records: RecordStore
     queue: RetryQueue
+    callers: Callers
+    vault: CredentialVault
     record_ttl_s: float
     read_timeout_s: float
     connect_timeout_s: float = 3.05
     inline_limit_s: float = INLINE_LIMIT_S
+    client_wait_s: float = 4.0  # a Kisi client's answer by then: its timeout is 5 s
 
     @property
     def attempt_s(self) -> float:
@@ -118,15 +134,19 @@ class Forwarder:
 
     def forward(self, call: IncomingCall, context: CallContext) -> Reply:
         """Answer one validated call; never raises for anything a caller or Kisi does."""
-        request_id = request_id_for(context.scope, call.idempotency_key)
+        request_id = ""
         try:
-            return self._forward(call, context, request_id)
-        except (RecordStoreError, QueueError, BudgetUnavailableError) as exc:
+            who = self.callers.who(context.api_key_id, context.authorization, call.route.key)
+            request_id = request_id_for(who.scope, call.idempotency_key)
+            return self._forward(call, context, who, request_id)
+        except GatewayError as error:
+            return error_reply(error, request_id or None)
+        except STORES_DOWN as exc:
             LOG.error("gateway store unavailable", extra={"error": type(exc).__name__})
             return error_reply(
                 unavailable("the gateway could not reach its own store; retry later",
                             STORE_RETRY_AFTER_S),
-                request_id,
+                request_id or None,
             )
 
     def lookup(self, request_id: str, context: CallContext) -> Reply:
@@ -135,27 +155,41 @@ class Forwarder:
         if not request_id.isalnum() or len(request_id) > 64:
             return error_reply(not_found)
         try:
+            who = self.callers.who(context.api_key_id, context.authorization, "GET /requests")
             record = self.records.get(request_id)
-        except RecordStoreError:
+        except GatewayError as error:
+            return error_reply(error)
+        except STORES_DOWN:
             return error_reply(unavailable("request records are unavailable", STORE_RETRY_AFTER_S))
-        if record is None or record.scope != context.scope:
+        if record is None or record.scope != who.scope:
             return error_reply(not_found)
         return json_reply(200, record.public(), {"X-Gateway-Request-Id": request_id})
 
-    def window(self, call: IncomingCall, started: float) -> Window:
-        """How long this call may wait inline: the caller's ``Prefer: wait``, and at most until
-        the last start that still ends within API Gateway's limit."""
-        until = min(started + call.prefs.wait_s, started + self.inline_limit_s - self.attempt_s)
+    def window(self, call: IncomingCall, who: Who, started: float) -> Window:
+        """How long this call may wait inline: the caller's ``Prefer: wait`` (a Kisi client's
+        shorter default), and at most until the last start that still ends within API
+        Gateway's limit."""
+        wait = call.prefs.wait_s
+        if who.client and not call.prefs.explicit_wait:
+            wait = min(wait, self.client_wait_s)
+        until = min(started + wait, started + self.inline_limit_s - self.attempt_s)
         return Window(until=until, book_ahead_s=call.route.policy.book_ahead_s)
 
-    def _forward(self, call: IncomingCall, context: CallContext, request_id: str) -> Reply:
+    def _forward(
+        self, call: IncomingCall, context: CallContext, who: Who, request_id: str
+    ) -> Reply:
         started = self.sender.clock.now()
-        keyed = call.idempotency_key is not None
-        if keyed:
+        if call.idempotency_key is not None:
             existing = self.records.get(request_id)
             if existing is not None:
-                return self._replay(existing, call, context)
-        pause = self.sender.check(call.route)
+                return self._replay(existing, call, context, who)
+        acting = self.sender.acting(who)
+        self._refuse_deleting_the_service_login(call, acting)
+        pause = self.sender.check(call.route, acting)
+        if pause is not None and (fresh := self.callers.rotated(who)) is not None:
+            # The service key was replaced while paused: the new key is a new identity.
+            who, acting = fresh, self.sender.acting(fresh)
+            pause = self.sender.check(call.route, acting)
         if pause is not None:
             return error_reply(
                 GatewayError(503, GatewayErrorCode.PAUSED,
@@ -163,15 +197,29 @@ class Forwarder:
                              retry_after=pause.retry_after_s),
                 request_id,
             )
-        record = self.new_record(call, context, request_id, started)
-        if keyed and not self.records.create(record):
+        record = self.new_record(call, who, request_id, started)
+        if call.idempotency_key is not None and not self.records.create(record):
             existing = self.records.get(request_id)
             if existing is not None:
-                return self._replay(existing, call, context)
-        return self._run(call, context, record)
+                return self._replay(existing, call, context, who)
+        return self._run(call, context, acting, record)
+
+    def _refuse_deleting_the_service_login(self, call: IncomingCall, acting: Acting) -> None:
+        """The service login is the stack's lifeline: it never deletes or replaces itself."""
+        if acting.who.kind is not CredentialKind.SERVICE:
+            return
+        login = self.sender.login(acting.who) if call.route.key in SERVICE_LOGIN_BY_ID else None
+        login_id = login.login_id if login is not None else None
+        unknown = call.route.key in SERVICE_LOGIN_BY_ID and login_id is None
+        if unknown or protects_service_login(call.route.key, call.path, login_id):
+            raise GatewayError(
+                403, GatewayErrorCode.SERVICE_LOGIN_PROTECTED,
+                "the gateway's own Kisi login cannot be deleted or changed through the "
+                "gateway; send your own credential in Authorization to manage your logins",
+            )
 
     def new_record(
-        self, call: IncomingCall, context: CallContext, request_id: str, now: float
+        self, call: IncomingCall, who: Who, request_id: str, now: float
     ) -> RequestRecord:
         """The record a call starts with: sending, leased for its longest inline run."""
         lease = min(call.prefs.wait_s, self.inline_limit_s) + self.attempt_s + LEASE_SLACK_S
@@ -180,28 +228,30 @@ class Forwarder:
             request_id=request_id, status=RecordStatus.SENDING, method=call.method,
             path=call.path, route=call.route.key, policy=policy.name, created_at=now,
             deadline=now + policy.deadline_s, expires_at=int(now + self.record_ttl_s),
-            claim_until=now + lease, scope=context.scope, fields_hash=call.fingerprint(),
+            claim_until=now + lease, scope=who.scope, fields_hash=call.fingerprint(),
+            tenant=who.tenant, caller=who.caller, credential_kind=who.kind.value,
+            caller_mode=who.mode.value,
         )
 
-    def _run(self, call: IncomingCall, context: CallContext, record: RequestRecord) -> Reply:
-        run = _InlineRun(self, call, context, record, self.window(call, record.created_at))
+    def _run(
+        self, call: IncomingCall, context: CallContext, acting: Acting, record: RequestRecord
+    ) -> Reply:
+        window = self.window(call, acting.who, record.created_at)
+        run = _InlineRun(self, call, context, acting, record, window)
         if call.idempotency_key is not None:
             run.stored = RecordStatus.SENDING
         try:
             return run.run()
-        except (RecordStoreError, QueueError, BudgetUnavailableError):
-            if not run.ambiguous and run.stored is not None:
-                # Kisi did not act on anything sent so far: forget the request, so the
-                # caller's retry (told by the 503) starts afresh.
-                with contextlib.suppress(RecordStoreError):
-                    self.records.apply(record.request_id,
-                                       Change(Event.WITHDRAW, state=run.stored))
+        except STORES_DOWN:
+            run.withdraw()
             raise
 
-    def _replay(self, record: RequestRecord, call: IncomingCall, context: CallContext) -> Reply:
+    def _replay(
+        self, record: RequestRecord, call: IncomingCall, context: CallContext, who: Who
+    ) -> Reply:
         """A repeated ``Idempotency-Key``: the first call's result, and no call to Kisi."""
         now = self.sender.clock.now()
-        match on_repeat(record, context.scope, call.fingerprint(), now):
+        match on_repeat(record, who.scope, call.fingerprint(), now):
             case Mismatch():
                 return error_reply(
                     GatewayError(422, GatewayErrorCode.UNPROCESSABLE,
@@ -209,7 +259,7 @@ class Forwarder:
                     record.request_id,
                 )
             case TakeOver():
-                return self._take_over(record, call, context)
+                return self._take_over(record, call, context, who)
             case InProgress():
                 return in_progress(record.request_id).with_headers(**REPLAYED)
             case StillQueued():
@@ -218,7 +268,9 @@ class Forwarder:
                 return final_reply(record, context.rewrite_location).with_headers(**REPLAYED)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _take_over(self, record: RequestRecord, call: IncomingCall, context: CallContext) -> Reply:
+    def _take_over(
+        self, record: RequestRecord, call: IncomingCall, context: CallContext, who: Who
+    ) -> Reply:
         """The first call of this key vanished mid-send (its Lambda died or timed out)."""
         now = self.sender.clock.now()
         lease = call.prefs.wait_s + self.attempt_s + LEASE_SLACK_S
@@ -231,7 +283,8 @@ class Forwarder:
         ending = after_vanished(policy)
         if ending is None:
             deadline = min(current.deadline, now + policy.deadline_s)
-            return self._run(call, context, replace(current, created_at=now, deadline=deadline))
+            fresh = replace(current, created_at=now, deadline=deadline)
+            return self._run(call, context, self.sender.acting(who), fresh)
         ended = self.records.apply(record.request_id, Change(
             Event.FINISH, state=RecordStatus.SENDING, done=current.attempt_count,
             status=ending.status, reason=ending.reason))
@@ -241,31 +294,6 @@ class Forwarder:
         return final_reply(final, context.rewrite_location)
 
 
-def final_reply(record: RequestRecord, rewrite_location: LocationRewriter) -> Reply:
-    """The answer for a request that has ended: Kisi's last answer, or why there is none."""
-    if record.response is not None:
-        return pass_through(
-            record.response,
-            request_id=record.request_id,
-            attempts=record.attempt_count,
-            rewrite_location=rewrite_location,
-        )
-    if record.reason == "unknown_outcome":
-        error = GatewayError(
-            504, GatewayErrorCode.UNKNOWN_OUTCOME,
-            "Kisi did not answer after the request was sent; it may have been applied and "
-            "this route does not repeat it",
-        )
-    else:
-        error = GatewayError(
-            504, GatewayErrorCode.EXPIRED,
-            f"Kisi could not be reached before the request ended ({record.reason})",
-        )
-    return error_reply(error, record.request_id).with_headers(
-        **{"X-Gateway-Attempts": str(record.attempt_count)}
-    )
-
-
 @dataclass
 class _InlineRun:
     """One caller's wait: attempts while time allows, then a final answer or a deferral."""
@@ -273,10 +301,17 @@ class _InlineRun:
     forwarder: Forwarder
     call: IncomingCall
     context: CallContext
+    acting: Acting
     record: RequestRecord
     window: Window
     ambiguous: bool = False  # did an attempt reach Kisi without a readable answer?
     stored: RecordStatus | None = None  # the record's state in the store, if written
+    last: Attempted | None = None
+
+    @property
+    def answers_now(self) -> bool:
+        """A Kisi client that did not ask for an asynchronous answer is never deferred."""
+        return self.acting.who.client and not self.call.prefs.respond_async
 
     def run(self) -> Reply:
         sender = self.forwarder.sender
@@ -285,14 +320,16 @@ class _InlineRun:
         kisi_call = KisiCall(route.method, self.call.path, self.call.query, self.call.body)
         while True:
             turn = sender.wait_for_turn(
-                route, deadline=self.record.deadline, window=self.window, asks=MAX_BUDGET_ASKS,
-                check_guard=bool(entries),  # the first check came before the record
+                route, self.acting, deadline=self.record.deadline, window=self.window,
+                asks=MAX_BUDGET_ASKS, check_guard=bool(entries),  # the first came before
             )
             if isinstance(turn, Defer):
-                return self._defer(entries, turn.delay_s, None)
+                return self._later(entries, turn.delay_s, None)
             if isinstance(turn, Expire):
-                return self._end(entries, Finish(RecordStatus.EXPIRED, turn.reason), None)
-            attempted = sender.attempt(route, kisi_call)
+                return self._end(entries, Finish(RecordStatus.EXPIRED, turn.reason))
+            within = self.window.until - sender.clock.now() if self.answers_now else None
+            attempted = sender.attempt(route, replace(kisi_call, within_s=within), self.acting)
+            self.last = attempted
             self.ambiguous = self.ambiguous or attempted.outcome.unknown_outcome
             verdict = after_attempt(
                 attempted.outcome, route.policy, len(entries) + 1, now=attempted.at,
@@ -301,17 +338,44 @@ class _InlineRun:
             )
             if isinstance(verdict, Finish):
                 entries.append(attempted.entry())
-                return self._end(entries, verdict, attempted.response)
+                return self._end(entries, verdict)
             entries.append(attempted.entry(verdict.delay_s))
             sender.telemetry.retry_delay(verdict.delay_s)
             if not keep_waiting(verdict, self.window, self.call.prefs.respond_async):
-                return self._defer(entries, verdict.delay_s, verdict.at)
+                return self._later(entries, verdict.delay_s, verdict)
             sender.clock.sleep(verdict.delay_s)
 
-    def _end(
-        self, entries: list[AttemptEntry], ending: Finish, response: StoredResponse | None
+    def _later(
+        self, entries: list[AttemptEntry], delay_s: int, retry: RetryLater | None
     ) -> Reply:
+        """The wait ran out: a 202 (service contract) or Kisi's last answer (a client)."""
+        if not self.answers_now:
+            return self._defer(entries, delay_s, retry.at if retry else None)
+        self.withdraw()
+        if self.last is not None and self.last.response is not None:
+            reply = final_reply(
+                replace(self.record, attempts=tuple(entries), response=self.last.response),
+                self.context.rewrite_location)
+            if "Retry-After" not in reply.headers:  # say when it is worth trying again
+                reply = reply.with_headers(**{"Retry-After": str(delay_s)})
+            return reply
+        return error_reply(GatewayError(
+            429, GatewayErrorCode.RATE_LIMITED,
+            "Kisi's rate limit for this user is used up for now; retry after the delay",
+            retry_after=delay_s), self.record.request_id)
+
+    def withdraw(self) -> None:
+        """Forget a keyed record nothing was sent for, so the caller's retry starts afresh."""
+        if self.ambiguous or self.stored is None:
+            return
+        with contextlib.suppress(RecordStoreError):
+            self.forwarder.records.apply(self.record.request_id,
+                                         Change(Event.WITHDRAW, state=self.stored))
+        self.stored = None
+
+    def _end(self, entries: list[AttemptEntry], ending: Finish) -> Reply:
         """The request ended inline: Kisi's answer, or why there is none."""
+        response = self.last.response if self.last is not None and entries else None
         self.forwarder.sender.telemetry.finished(ending.status.value, ending.reason)
         record = replace(self.record, status=ending.status, attempts=tuple(entries),
                          reason=ending.reason, response=response)
@@ -331,11 +395,15 @@ class _InlineRun:
         forwarder = self.forwarder
         now = forwarder.sender.clock.now()
         next_at = at if at is not None else now + delay_s
+        who = self.acting.who
+        sealed = None
+        if who.kind is CredentialKind.CALLER and who.credential is not None:
+            sealed = forwarder.vault.seal(who.credential, self.record.request_id)
         record = replace(self.record, status=RecordStatus.QUEUED, attempts=tuple(entries),
-                         next_attempt_at=next_at, claim_until=0.0)
+                         next_attempt_at=next_at, claim_until=0.0, sealed=sealed)
         if self.stored is RecordStatus.SENDING:
             change = Change(Event.DEFER, state=RecordStatus.SENDING, status=RecordStatus.QUEUED,
-                            entries=tuple(entries), next_attempt_at=next_at)
+                            entries=tuple(entries), next_attempt_at=next_at, sealed=sealed)
             if forwarder.records.apply(record.request_id, change) is None:
                 raise RecordStoreError("record changed while sending")
         elif not forwarder.records.create(record):

@@ -10,7 +10,6 @@ Powertools' Event Handler: importing the resolver package costs api_call ~100 ms
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -18,7 +17,7 @@ from typing import Any, Protocol, TypedDict
 
 from kisi_gateway.config import Settings
 from kisi_gateway.core.errors import GatewayError, GatewayErrorCode
-from kisi_gateway.pipeline.calls import parse_call
+from kisi_gateway.pipeline.calls import header, parse_call
 from kisi_gateway.pipeline.forwarding import CallContext
 from kisi_gateway.pipeline.kisi_http import same_origin
 from kisi_gateway.pipeline.replies import Reply, error_reply, location_rewriter
@@ -47,11 +46,25 @@ class Forwarding(Protocol):
     def lookup(self, request_id: str, context: CallContext) -> Reply: ...
 
 
-def caller_scope(event: Mapping[str, Any]) -> str:
-    """Who is calling, hashed: records and idempotency keys belong to one caller."""
+def caller_id(event: Mapping[str, Any]) -> str | None:
+    """Which caller this is: its API key's id (as API Gateway fills it in), else its IAM user."""
     identity = (event.get("requestContext") or {}).get("identity") or {}
-    who = identity.get("apiKeyId") or identity.get("apiKey") or identity.get("userArn")
-    return hashlib.sha256(str(who or "anonymous").encode()).hexdigest()[:24]
+    who = identity.get("apiKeyId") or identity.get("userArn")
+    return str(who) if who else None
+
+
+def authorization(event: Mapping[str, Any]) -> str | None:
+    """The caller's ``Authorization`` header; two different ones are refused (which would
+    Kisi receive?)."""
+    values = {
+        str(value) for name, many in (event.get("multiValueHeaders") or {}).items()
+        if str(name).lower() == "authorization" for value in many or []
+    }
+    if len(values) > 1:
+        raise GatewayError(400, GatewayErrorCode.INVALID_HEADER,
+                           "Authorization: send one credential, not several")
+    single = header(event.get("headers"), "Authorization")
+    return single if single is not None else next(iter(values), None)
 
 
 def gateway_prefix(event: Mapping[str, Any]) -> str:
@@ -66,7 +79,8 @@ def context_for(event: Mapping[str, Any], settings: Settings) -> CallContext:
     prefix = gateway_prefix(event)
     base = settings.kisi_base_url
     return CallContext(
-        scope=caller_scope(event),
+        api_key_id=caller_id(event),
+        authorization=authorization(event),
         gateway_prefix=prefix,
         rewrite_location=location_rewriter(lambda url: same_origin(url, base), prefix),
     )

@@ -8,7 +8,7 @@ the ``KISI-LOGIN`` header and no proxy variable reroutes the key).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -17,9 +17,35 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError, ProtocolError
 
+from kisi_gateway.core.identity import Credential
 from kisi_gateway.core.outcome import Outcome, Transport, classify_status, classify_transport
 
 USER_AGENT = "kisi-gateway/0.1"
+# The largest answer passed on: a Lambda's synchronous response is at most 6 MB (base64 of a
+# binary body grows by a third), API Gateway's 10 MB. Bounded memory whatever Kisi sends.
+MAX_ANSWER_BYTES = 4_000_000
+_CHUNK = 64 * 1024
+
+
+def read_capped(response: requests.Response, cap: int) -> bytes | None:
+    """The body, streamed, or ``None`` once it is known to pass ``cap`` bytes (not read on).
+
+    A declared ``Content-Length`` above the cap stops it before a byte is read; otherwise it
+    stops at the first chunk past the cap, so at most ``cap + 64 KiB`` is ever held.
+    """
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        response.close()
+        return None
+    chunks: list[bytes] = []
+    total = 0
+    for chunk in response.iter_content(_CHUNK):
+        total += len(chunk)
+        if total > cap:
+            response.close()
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +56,7 @@ class KisiResponse:
     headers: Mapping[str, str]
     body: bytes
     elapsed_s: float = 0.0
+    too_large: bool = False  # the body passed the cap: not read, ``body`` is empty
 
     @property
     def outcome(self) -> Outcome:
@@ -58,15 +85,30 @@ class Timeouts:
     connect_s: float = 3.05
     read_s: float = 10.0
 
+    def bounded(self, within_s: float | None) -> tuple[float, float]:
+        """``(connect, read)`` for an attempt that must end within ``within_s`` seconds.
+
+        >>> Timeouts(3.05, 10.0).bounded(4.0)
+        (2.0, 2.0)
+        """
+        if within_s is None:
+            return self.connect_s, self.read_s
+        half = max(within_s, 0.2) / 2
+        return min(self.connect_s, half), min(self.read_s, half)
+
 
 @dataclass(frozen=True, slots=True)
 class KisiCall:
-    """A call to send: method, path (already validated), query pairs and a JSON body."""
+    """A call to send: method, path (already validated), query pairs, a JSON body, the
+    credential Kisi receives (``None``: no ``Authorization`` at all, as a sign-in needs) and,
+    for a caller that cannot wait long, a bound on the whole attempt."""
 
     method: str
     path: str
     query: Sequence[tuple[str, str]] = ()
     body: bytes | None = None
+    credential: Credential | None = field(default=None, repr=False)
+    within_s: float | None = None
 
 
 class HttpSession(Protocol):
@@ -82,6 +124,7 @@ class HttpSession(Protocol):
         headers: Mapping[str, str],
         timeout: tuple[float, float],
         allow_redirects: bool,
+        stream: bool,
     ) -> requests.Response: ...
 
 
@@ -118,21 +161,20 @@ def build_session(pool_size: int = 10) -> requests.Session:
 
 @dataclass
 class KisiClient:
-    """Sends one call to Kisi with the integrator's key and reports what happened.
+    """Sends one call to Kisi with the call's credential and reports what happened.
 
-    >>> client = KisiClient("https://api.kisi.io", api_key="secret")  # doctest: +SKIP
-    >>> client.send(KisiCall("GET", "/locks", query=[("limit", "10")]))  # doctest: +SKIP
+    >>> client = KisiClient("https://api.kisi.io")  # doctest: +SKIP
+    >>> key = Credential("KISI-LOGIN", "secret")  # doctest: +SKIP
+    >>> client.send(KisiCall("GET", "/locks", (("limit", "10"),), credential=key))  # doctest: +SKIP
     KisiResponse(status=200, ...)
     """
 
     base_url: str
-    # The key itself, or a function that returns the current one (a cached secret read, so a
-    # rotated key is picked up without a new container).
-    api_key: str | Callable[[], str] = field(repr=False)
     session: HttpSession | None = None
     timeouts: Timeouts = Timeouts()
     integration_identifier: str | None = None
     integration_contact: str | None = None
+    max_answer_bytes: int = MAX_ANSWER_BYTES
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -156,15 +198,10 @@ class KisiClient:
         """Does ``url`` point at the configured Kisi origin?"""
         return origin_of(url) == self._origin
 
-    def current_key(self) -> str:
-        return self.api_key() if callable(self.api_key) else self.api_key
-
-    def headers(self, has_body: bool) -> dict[str, str]:
-        headers = {
-            "Authorization": f"KISI-LOGIN {self.current_key()}",
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-        }
+    def headers(self, has_body: bool, credential: Credential | None) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        if credential is not None:
+            headers["Authorization"] = credential.header()
         if has_body:
             headers["Content-Type"] = "application/json"
         if self.integration_identifier:
@@ -183,19 +220,21 @@ class KisiClient:
                 url,
                 params=list(call.query),
                 data=call.body,
-                headers=self.headers(call.body is not None),
-                timeout=(self.timeouts.connect_s, self.timeouts.read_s),
+                headers=self.headers(call.body is not None, call.credential),
+                timeout=self.timeouts.bounded(call.within_s),
                 allow_redirects=False,
+                stream=True,
             )
-            body = response.content
+            body = read_capped(response, self.max_answer_bytes)
         except requests.exceptions.RequestException as exc:
             return TransportFailure(kind=transport_kind(exc), detail=type(exc).__name__)
         headers = {name.lower(): value for name, value in response.headers.items()}
         return KisiResponse(
             status=response.status_code,
             headers=headers,
-            body=body,
+            body=body if body is not None else b"",
             elapsed_s=response.elapsed.total_seconds(),
+            too_large=body is None,
         )
 
 

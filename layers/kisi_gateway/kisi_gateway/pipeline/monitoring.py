@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kisi_gateway.core.alarm_plan import ROUTE_ALARM_INFIX, desired_route_alarms, plan
-from kisi_gateway.core.breaker import ACCOUNT, route_scope
 from kisi_gateway.stores.cloudwatch import CloudWatchAlarms, MetricsReader
 from kisi_gateway.stores.guard import DynamoGuard
 
@@ -90,6 +89,7 @@ class Failing:
     by_route: list[tuple[str, float]]
     by_route_status: dict[str, Counter[str]]
     by_code: list[tuple[str, float]]
+    by_tenant: list[tuple[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -179,9 +179,22 @@ class Monitor:
             if count > 0:
                 codes[f"{dims['Status']} {dims['Code']}"] += int(count)
         by_code = sorted(codes.items(), key=lambda item: (-item[1], item[0]))
-        return Failing(by_route[:TOP], by_route_status, [(c, float(n)) for c, n in by_code[:TOP]])
+        tenants: Counter[str] = Counter()
+        for dims in self.reader.dimension_values("BadRequestsByTenant", ("Tenant", "Credential")):
+            count = self.reader.total("BadRequestsByTenant", start, end, **dims)
+            if count > 0:
+                tenants[f"{dims['Tenant']} ({dims['Credential']} credential)"] += int(count)
+        by_tenant = sorted(tenants.items(), key=lambda item: (-item[1], item[0]))
+        return Failing(by_route[:TOP], by_route_status, [(c, float(n)) for c, n in by_code[:TOP]],
+                       [(name, float(n)) for name, n in by_tenant[:TOP]])
 
     def _guard_action(self, change: AlarmChange, failing: Failing, now: float) -> str:
+        """What the storm looks like, and what the guard is doing about it.
+
+        The alarm path never pauses anyone: an alarm sees the fleet, and a fleet-wide pause
+        would let one caller's storm stop everybody's traffic. Pauses are per identity, taken
+        where the requests are sent (the guard's fast paths); this says which are in force.
+        """
         route = change.route or self._route_of(change.name)
         statuses: Counter[str] = Counter()
         scoped = {route: failing.by_route_status.get(route, Counter())} if route else (
@@ -189,32 +202,19 @@ class Monitor:
         for counter in scoped.values():
             statuses.update(counter)
         total = sum(statuses.values())
-        if change.new_state == "ALARM" and total:
-            if statuses["401"] * 2 >= total:
-                if self._account_recovered_since(now - WINDOW_S, now):
-                    # A good answer closed the account after these 401s: the key works now.
-                    # A new storm trips the fast path in the sending Lambdas anyway.
-                    return "none: the account recovered after these 401s"
-                reason = f"{statuses['401']} of {total} bad requests were 401 (alarm {change.name})"
-                self.guard.open(ACCOUNT, reason, now)
-                return f"paused the account: {reason}"
-            rejected = sum(statuses[s] for s in ROUTE_PAUSING_STATUSES)
-            if route and rejected * 2 >= total:
-                reason = f"{rejected} of {total} bad requests were 403/404/422 on {route}"
-                self.guard.open(route_scope(route), reason, now)
-                return f"paused {route}: {reason}"
-        if change.new_state == "OK" and route:
-            self.guard.close(route_scope(route), now, f"alarm {change.name} is OK")
-            return f"resumed {route}"
-        return "no guard change"
-
-    def _account_recovered_since(self, since: float, now: float) -> bool:
-        for state in self.guard.states(now):
-            if state.get("scope") == ACCOUNT:
-                closed = state.get("state") == "closed"
-                return closed and float(state.get("updated_at") or 0) >= since and bool(
-                    state.get("reason"))
-        return False
+        paused = [s for s in self.guard.states(now) if s.get("state") != "closed"]
+        in_force = f"{len(paused)} identity scope(s) paused now" if paused else "nothing paused"
+        if change.new_state != "ALARM" or not total:
+            return f"no guard change ({in_force})"
+        if statuses["401"] * 2 >= total:
+            return (f"{statuses['401']} of {total} bad requests were 401: a key looks expired "
+                    f"or revoked; its identity is paused after 5 in a row ({in_force})")
+        rejected = sum(statuses[s] for s in ROUTE_PAUSING_STATUSES)
+        if rejected * 2 >= total:
+            where = f" on {route}" if route else ""
+            return (f"{rejected} of {total} bad requests were 403/404/422{where}: callers send "
+                    f"ids or bodies Kisi rejects ({in_force})")
+        return f"no guard change ({in_force})"
 
     def _route_of(self, alarm_name: str) -> str | None:
         """The route of one of our per-route alarms (its description names it)."""
@@ -265,6 +265,8 @@ def compose_notification(
             lines.append(f"  {route}: {count:.0f} ({statuses})")
     else:
         lines.append("  none recorded")
+    lines.append("Tenants (bad requests, by kind of credential):")
+    lines += [f"  {name}: {count:.0f}" for name, count in failing.by_tenant] or ["  none"]
     lines.append("Kisi error codes (status code x count):")
     lines += [f"  {code} x{count:.0f}" for code, count in failing.by_code] or ["  none"]
     lines += ["", f"Guard: {guard_action}"]
@@ -273,9 +275,9 @@ def compose_notification(
         lines.append(f"  {state.get('scope')}: {state.get('state')} ({state.get('reason')})")
     lines += [
         "",
-        "What to do: see README 'Operating'. A 401 storm means the Kisi key expired or was "
-        "revoked: put a valid key in the secret, then reset the guard "
-        "(python -m kisi_gateway.stores.guard reset --table <GuardTable>).",
+        "What to do: see README 'Operating'. A 401 storm means a Kisi key expired or was "
+        "revoked: for a tenant's service login, put a valid key in its secret (traffic "
+        "resumes within seconds); `python -m ops guard status` lists what is paused.",
     ]
     return subject, "\n".join(line for line in lines if line is not None)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from kisi_gateway.core.errors import GatewayError
+from kisi_gateway.core.errors import GatewayError, GatewayErrorCode
 from kisi_gateway.core.records import AttemptEntry, RequestRecord, StoredResponse
 
 PASS_THROUGH_HEADERS = (
@@ -137,4 +137,29 @@ def accepted(record: RequestRecord, gateway_prefix: str) -> Reply:
             "X-Gateway-Request-Id": record.request_id,
             "X-Gateway-Attempts": str(record.attempt_count),
         },
+    )
+
+
+def final_reply(record: RequestRecord, rewrite_location: LocationRewriter) -> Reply:
+    """The answer for a request that has ended: Kisi's last answer, or why there is none."""
+    if record.response is not None:
+        return pass_through(
+            record.response,
+            request_id=record.request_id,
+            attempts=record.attempt_count,
+            rewrite_location=rewrite_location,
+        )
+    if record.reason == "unknown_outcome":
+        error = GatewayError(
+            504, GatewayErrorCode.UNKNOWN_OUTCOME,
+            "Kisi did not answer after the request was sent; it may have been applied and "
+            "this route does not repeat it",
+        )
+    else:
+        error = GatewayError(
+            504, GatewayErrorCode.EXPIRED,
+            f"Kisi could not be reached before the request ended ({record.reason})",
+        )
+    return error_reply(error, record.request_id).with_headers(
+        **{"X-Gateway-Attempts": str(record.attempt_count)}
     )

@@ -35,6 +35,7 @@ from kisi_gateway.core.decisions import (
     after_vanished,
     on_delivery,
 )
+from kisi_gateway.core.identity import CallerMode, CredentialKind
 from kisi_gateway.core.lifecycle import Change, Event
 from kisi_gateway.core.policy import PolicyTable, Route
 from kisi_gateway.core.records import (
@@ -44,9 +45,10 @@ from kisi_gateway.core.records import (
     RetryMessage,
     StoredResponse,
 )
+from kisi_gateway.pipeline.callers import Callers, Who
 from kisi_gateway.pipeline.kisi_http import KisiCall
-from kisi_gateway.pipeline.sending import Sender
-from kisi_gateway.stores.ports import RecordStore, RetryQueue
+from kisi_gateway.pipeline.sending import Acting, Sender
+from kisi_gateway.stores.ports import CredentialVault, RecordStore, RetryQueue
 
 LOG = logging.getLogger("kisi_gateway")
 
@@ -66,6 +68,8 @@ class RetryWorker:
     records: RecordStore
     queue: RetryQueue
     policies: PolicyTable
+    callers: Callers
+    vault: CredentialVault
     claim_lease_s: float = 60.0
 
     def process(self, message: RetryMessage, receipt_handle: str) -> Disposition:
@@ -87,12 +91,16 @@ class RetryWorker:
         assert route is not None
         if isinstance(delivery, Expire):
             return self._end(message, record, Finish(RecordStatus.EXPIRED, delivery.reason))
+        who = self._who(record)
+        if who is None:
+            return self._end(message, record, Finish(RecordStatus.FAILED, "credential_unavailable"))
+        acting = self.sender.acting(who)
         # Queued retries book as far ahead as the worker may wait, whatever their route: they
         # already waited their turn in the queue (book_ahead_s shapes fresh calls).
         now = clock.now()
         window = Window(until=now + WORKER_MAX_WAIT_S, book_ahead_s=WORKER_MAX_WAIT_S)
         turn = self.sender.wait_for_turn(
-            route, deadline=record.deadline, window=window, asks=0, check_guard=True
+            route, acting, deadline=record.deadline, window=window, asks=0, check_guard=True
         )
         if isinstance(turn, Defer):
             return self._wait(message, record, turn.delay_s)
@@ -109,7 +117,7 @@ class RetryWorker:
             ending = after_vanished(route.policy)  # an earlier worker may have sent it
             if ending is not None:
                 return self._end(message, claim.after, ending)
-        return self._send(message, claim.after, route, receipt_handle)
+        return self._send(message, claim.after, route, acting, receipt_handle)
 
     def _route(self, message: RetryMessage, record: RequestRecord) -> Route:
         route = self.policies.resolve(record.method, record.path)
@@ -117,12 +125,31 @@ class RetryWorker:
             route = replace(route, policy=self.policies.by_name(message.policy))
         return route
 
+    def _who(self, record: RequestRecord) -> Who | None:
+        """Who the queued request acts as; ``None`` if its caller's credential is gone.
+
+        A caller's own credential was sealed for this request; opening it can fail only for
+        an unreachable KMS (raised: the message comes back) or a record that lost it.
+        """
+        try:
+            kind = CredentialKind(record.credential_kind)
+            mode = CallerMode(record.caller_mode)
+        except ValueError:
+            return None
+        credential = None
+        if kind is CredentialKind.CALLER:
+            if record.sealed is None:
+                return None
+            credential = self.vault.open(record.sealed, record.request_id)
+        return self.callers.rebuild(record.tenant, record.caller, mode, kind, credential)
+
     def _send(
-        self, message: RetryMessage, record: RequestRecord, route: Route, receipt_handle: str
+        self, message: RetryMessage, record: RequestRecord, route: Route, acting: Acting,
+        receipt_handle: str,
     ) -> Disposition:
         body = message.body.encode() if message.body is not None else None
         attempted = self.sender.attempt(
-            route, KisiCall(route.method, message.path, message.query, body)
+            route, KisiCall(route.method, message.path, message.query, body), acting
         )
         attempt_no = record.attempt_count + 1
         verdict = after_attempt(

@@ -9,10 +9,11 @@ outcome metric, the guard's fast path (401 storms), the budget's adaptive rate (
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from kisi_gateway.core.backoff import RandomSource, parse_retry_after
@@ -28,13 +29,15 @@ from kisi_gateway.core.decisions import (
     before_attempt,
 )
 from kisi_gateway.core.errors import parse_kisi_error
+from kisi_gateway.core.identity import CREDENTIAL_CHECKS, CredentialKind, KisiLogin
 from kisi_gateway.core.outcome import Outcome
 from kisi_gateway.core.policy import Route
 from kisi_gateway.core.ratelimit import Grant
 from kisi_gateway.core.records import AttemptEntry, StoredResponse
+from kisi_gateway.pipeline.callers import Who
 from kisi_gateway.pipeline.kisi_http import AttemptResult, KisiCall, KisiResponse
 from kisi_gateway.pipeline.telemetry import Telemetry
-from kisi_gateway.stores.ports import Clock, Guard, SendBudget
+from kisi_gateway.stores.ports import Clock, Directory, Guard, SendBudget
 
 LOG = logging.getLogger("kisi_gateway")
 
@@ -79,11 +82,26 @@ class Attempted:
 
 
 Turn = Send | Defer | Expire
+UNAUTHENTICATED = "unauthenticated"  # Kisi's per-IP bucket, for calls without a credential
+LOGIN_TTL_S = 3600.0  # how long GET /login's answer (the credential's Kisi user) is trusted
+LOOKUP_RETRY_S = 60.0  # after a failed lookup, the identity's own bucket for this long
+
+
+@dataclass(frozen=True, slots=True)
+class Acting:
+    """Who an attempt acts as, and the send-budget bucket it books in (its Kisi user's)."""
+
+    who: Who
+    bucket: str
+
+    @property
+    def identity(self) -> str:
+        return self.who.identity
 
 
 @dataclass
 class Sender:
-    """Sends attempts for both Lambdas. ``kisi`` is built lazily: the key is a secret."""
+    """Sends attempts for both Lambdas. ``kisi`` is built lazily."""
 
     kisi_factory: Callable[[], KisiSender]
     budget: SendBudget
@@ -91,7 +109,9 @@ class Sender:
     telemetry: Telemetry
     clock: Clock
     rng: RandomSource
+    directory: Directory | None = None
     _kisi: KisiSender | None = None
+    _logins: dict[str, tuple[KisiLogin | None, float]] = field(default_factory=dict)
 
     @property
     def kisi(self) -> KisiSender:
@@ -99,15 +119,55 @@ class Sender:
             self._kisi = self.kisi_factory()
         return self._kisi
 
-    def check(self, route: Route) -> Pause | None:
-        """The guard's verdict for ``route`` now (``None``: go ahead); a pause is counted."""
-        pause = self.guard.check(route.key, self.clock.now())
+    def acting(self, who: Who) -> Acting:
+        """``who`` and its bucket: its Kisi user's (all that user's keys share Kisi's 5 req/s),
+        else, while the user is unknown, its own identity's."""
+        if who.kind is CredentialKind.NONE:
+            return Acting(who, UNAUTHENTICATED)
+        login = self.login(who)
+        return Acting(who, f"user-{login.user_id}" if login else who.identity)
+
+    def login(self, who: Who) -> KisiLogin | None:
+        """What ``GET /login`` says of ``who``'s credential: this process's memory, else the
+        directory's, else Kisi (once per identity per hour). ``None`` when it cannot say."""
+        now = self.clock.now()
+        known = self._logins.get(who.identity)
+        if known is not None and known[1] > now:
+            return known[0]
+        login = self.directory.login(who.identity, now) if self.directory else None
+        if login is None and who.credential is not None:
+            login = self._ask_kisi(who, now)
+            if login is not None and self.directory is not None:
+                self.directory.remember_login(who.identity, login, now + LOGIN_TTL_S)
+        if login is None:
+            self.telemetry.user_unknown(who.tenant, who.kind.value)
+        self._logins[who.identity] = (login, now + (LOGIN_TTL_S if login else LOOKUP_RETRY_S))
+        return login
+
+    def _ask_kisi(self, who: Who, now: float) -> KisiLogin | None:
+        """``GET /login``: a request like any other, booked in the identity's own bucket."""
+        if not self.budget.acquire(who.identity, "GET /login", now).ok:
+            return None
+        result = self.kisi.send(KisiCall("GET", "/login", credential=who.credential))
+        if not isinstance(result, KisiResponse) or result.status != 200:
+            return None
+        return login_of(result.body)
+
+    def check(self, route: Route, acting: Acting) -> Pause | None:
+        """The guard's verdict for ``route`` now (``None``: go ahead); a pause is counted.
+
+        A credential check (sign-in) is never paused: its 401 is an end user's wrong password.
+        """
+        if route.key in CREDENTIAL_CHECKS:
+            return None
+        pause = self.guard.check(acting.identity, route.key, self.clock.now())
         if pause is not None:
             self.telemetry.paused()
         return pause
 
     def wait_for_turn(
-        self, route: Route, *, deadline: float, window: Window, asks: int, check_guard: bool
+        self, route: Route, acting: Acting, *, deadline: float, window: Window, asks: int,
+        check_guard: bool,
     ) -> Turn:
         """Ask the guard and the budget until the decision is not "ask again".
 
@@ -118,12 +178,12 @@ class Sender:
         """
         asks_left = asks
         while True:
-            pause = self.check(route) if check_guard else None
+            pause = self.check(route, acting) if check_guard else None
             grant = None
             asked_at = self.clock.now()
             if pause is None:
                 booked = self.budget.acquire(
-                    route.key, asked_at, window.booking(asked_at, deadline)
+                    acting.bucket, route.key, asked_at, window.booking(asked_at, deadline)
                 )
                 now = self.clock.now()
                 grant = Grant(booked.ok, max(0.0, asked_at + booked.wait_s - now), booked.reason)
@@ -145,8 +205,9 @@ class Sender:
             assert not isinstance(step, Refuse)  # only a fresh call is refused
             return step
 
-    def attempt(self, route: Route, call: KisiCall) -> Attempted:
-        """Send once and account for what happened."""
+    def attempt(self, route: Route, call: KisiCall, acting: Acting) -> Attempted:
+        """Send once, with ``acting``'s credential, and account for what happened."""
+        call = replace(call, credential=acting.who.credential)
         result = self.kisi.send(call)
         now = self.clock.now()
         outcome = result.outcome
@@ -157,13 +218,17 @@ class Sender:
             self._note_deprecation(route, result)
             if outcome.bad_request:
                 kisi_code = parse_kisi_error(result.body, result.status).code
-        self.telemetry.attempt(route.key, outcome, kisi_code)
-        self.guard.observe(route.key, outcome, now)
-        self.budget.observe(route.key, outcome, retry_after, now)
+        who = acting.who
+        self.telemetry.attempt(route.key, outcome, kisi_code, who.tenant, who.kind.value)
+        if route.key not in CREDENTIAL_CHECKS:  # a wrong password never trips the guard
+            self.guard.observe(acting.identity, route.key, outcome, now)
+        self.budget.observe(acting.bucket, route.key, outcome, retry_after, now)
         LOG.info(
             "kisi attempt",
             extra={
                 "route": route.key,
+                "tenant": who.tenant,
+                "credential": who.kind.value,
                 "outcome": outcome.cls.value,
                 "status": outcome.status,
                 "transport": outcome.transport.value if outcome.transport else None,
@@ -179,3 +244,22 @@ class Sender:
                 "Kisi marks this route deprecated",
                 extra={"route": route.key, "deprecation": deprecation, "sunset": sunset},
             )
+
+
+def login_of(body: bytes) -> KisiLogin | None:
+    """The Kisi user (and login id) in ``GET /login``'s answer; ``None`` if it has none.
+
+    >>> login_of(b'{"id": 7, "user_id": 42}')
+    KisiLogin(user_id=42, login_id=7)
+    """
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    user, login = doc.get("user_id"), doc.get("id")
+    if isinstance(user, bool) or not isinstance(user, int) or user <= 0:
+        return None
+    own = login if isinstance(login, int) and not isinstance(login, bool) else None
+    return KisiLogin(user, own)

@@ -20,6 +20,12 @@ metric                        dimensions          meaning
 ``BadRequestsByRoute``        ``Route``           ... by route template
 ``BadRequestsByRouteStatus``  ``Route, Status``   ... by route and HTTP status
 ``BadRequestsByCode``         ``Status, Code``    ... by status and Kisi's error code
+``AttemptsByTenant``          ``Tenant,           every attempt, by tenant and kind of credential
+                              Credential``        (service, caller, none)
+``BadRequestsByTenant``       ``Tenant,           bad requests, by tenant and kind of credential
+                              Credential``
+``KisiUserUnknown``           ``Tenant,           GET /login could not name a credential's user:
+                              Credential``        its own send bucket was used
 ``ServerErrors``              (none)              5xx from Kisi
 ``RateLimited``               (none)              429 from Kisi
 ``NetworkErrors``             (none)              no answer from Kisi
@@ -114,9 +120,24 @@ class Telemetry:
     sink: MetricSink
     _deprecations_seen: set[str] = field(default_factory=set)
 
-    def attempt(self, route_key: str, outcome: Outcome, kisi_code: str | None = None) -> None:
-        """Count one attempt to reach Kisi (``kisi_code``: the error body's code, if bad)."""
+    def attempt(
+        self,
+        route_key: str,
+        outcome: Outcome,
+        kisi_code: str | None = None,
+        tenant: str = "default",
+        credential: str = "service",
+    ) -> None:
+        """Count one attempt to reach Kisi (``kisi_code``: the error body's code, if bad).
+
+        ``tenant`` and ``credential`` (service, caller, none) name whose attempt it was: a
+        bounded set, never the identity itself.
+        """
         route = metric_route(route_key)
+        who = {"Tenant": tenant, "Credential": credential}
+        self.sink.emit("AttemptsByTenant", 1, "Count", who)
+        if outcome.bad_request:
+            self.sink.emit("BadRequestsByTenant", 1, "Count", who)
         # Details first, totals last: whoever sees a total (an alarm) finds its details there.
         self.sink.emit("AttemptsByOutcome", 1, "Count", {"Outcome": outcome.cls.value})
         self.sink.emit("AttemptsByRoute", 1, "Count", {"Route": route})
@@ -145,6 +166,10 @@ class Telemetry:
         self.sink.emit("Finished", 1, "Count", {"Status": status})
         if reason:
             self.sink.emit("FinishedByReason", 1, "Count", {"Status": status, "Reason": reason})
+
+    def user_unknown(self, tenant: str, credential: str) -> None:
+        """``GET /login`` could not name a credential's Kisi user: its own bucket is used."""
+        self.sink.emit("KisiUserUnknown", 1, "Count", {"Tenant": tenant, "Credential": credential})
 
     def paused(self) -> None:
         self.sink.emit("GuardPaused", 1, "Count", {})

@@ -50,7 +50,7 @@ def _next_version(version: int) -> int:
 class DynamoSendBudget:
     """A :class:`SendBudget` shared by every Lambda through one DynamoDB table.
 
-    One item per bucket, ``pk`` = ``bucket_id`` (the account) or ``bucket_id#route_key`` (a
+    One item per bucket, ``pk`` = the bucket (one per Kisi user) or ``bucket#route_key`` (a
     route with its own rate), holding ``tat``, ``rate``, ``gate_until``, ``lowered_at``,
     ``updated_at`` (numbers) and ``version``. Every write is conditional on the ``version``
     it read (or on the item being absent) and retried with a fresh read when it loses: cheap,
@@ -71,7 +71,6 @@ class DynamoSendBudget:
         self,
         client: DynamoDBClient,
         table_name: str,
-        bucket_id: str,
         *,
         rate: float = KISI_USER_RATE,
         route_rates: Mapping[str, float] | None = None,
@@ -80,13 +79,10 @@ class DynamoSendBudget:
         max_attempts: int = MAX_WRITE_ATTEMPTS,
         unavailable_retry_s: float = UNAVAILABLE_RETRY_S,
     ) -> None:
-        if not bucket_id or "#" in bucket_id:
-            raise ValueError("bucket_id must be non-empty and contain no '#'")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._client = client
         self._table = table_name
-        self._bucket_id = bucket_id
         self._limits = BudgetLimits(
             rate, dict(route_rates or {}), burst, adaptive or AdaptiveRate()
         )
@@ -94,19 +90,22 @@ class DynamoSendBudget:
         self._unavailable_retry_s = unavailable_retry_s
         self._seen: dict[str, Stored] = {}  # last state read or written, per pk
 
-    def pk(self, route_key: str | None = None) -> str:
-        """The item key of the account bucket, or of ``route_key``'s own bucket."""
-        return self._bucket_id if route_key is None else f"{self._bucket_id}#{route_key}"
+    @staticmethod
+    def pk(bucket: str, route_key: str | None = None) -> str:
+        """The item key of ``bucket`` (a Kisi user's), or of ``route_key``'s own bucket in it."""
+        if not bucket or "#" in bucket:
+            raise ValueError("a bucket must be non-empty and contain no '#'")
+        return bucket if route_key is None else f"{bucket}#{route_key}"
 
-    def acquire(self, route_key: str, now: float, max_wait_s: float = 0.0) -> Grant:
+    def acquire(self, bucket: str, route_key: str, now: float, max_wait_s: float = 0.0) -> Grant:
         """Reserve a slot; raises :class:`BudgetUnavailableError` when DynamoDB fails."""
         limits = self._limits
         route_rate = limits.route_rate(route_key)
         for _ in range(self._max_attempts):
-            account, account_version = self._read(self.pk(), limits.rate)
+            account, account_version = self._read(self.pk(bucket), limits.rate)
             route: Stored | None = None
             if route_rate is not None:
-                route = self._read(self.pk(route_key), route_rate)
+                route = self._read(self.pk(bucket, route_key), route_rate)
             plan = plan_acquire(
                 account,
                 route[0] if route is not None else None,
@@ -116,16 +115,17 @@ class DynamoSendBudget:
             )
             if not plan.grant.ok or plan.account is None:
                 return plan.grant
-            writes = [(self.pk(), plan.account, account_version)]
+            writes = [(self.pk(bucket), plan.account, account_version)]
             if route is not None and plan.route is not None:
-                writes.append((self.pk(route_key), plan.route, route[1]))
+                writes.append((self.pk(bucket, route_key), plan.route, route[1]))
             if self._write(writes):
                 return plan.grant
         # Lost every race: the bucket is busy. Nothing was reserved.
         return Grant(False, 1.0 / limits.rate, REASON_RATE)
 
     def observe(
-        self, route_key: str, outcome: Outcome, retry_after_s: float | None, now: float
+        self, bucket: str, route_key: str, outcome: Outcome, retry_after_s: float | None,
+        now: float,
     ) -> None:
         """Adapt the rate; never raises.
 
@@ -141,10 +141,10 @@ class DynamoSendBudget:
                         after_throttle, configured=configured, adaptive=limits.adaptive,
                         now=now, retry_after_s=retry_after_s, close_gate=close_gate,
                     )
-                    self._change(self.pk(key), configured, throttled, seen=None)
+                    self._change(self.pk(bucket, key), configured, throttled, seen=None)
             elif outcome.cls is OutcomeClass.SUCCESS:
                 for key, configured in buckets(limits, route_key):
-                    pk = self.pk(key)
+                    pk = self.pk(bucket, key)
                     seen = self._seen.get(pk)
                     if seen is not None and seen[0].rate >= configured:
                         continue  # at full rate: nothing to raise, no call

@@ -64,7 +64,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kisi_gateway.core.breaker import (
-    ACCOUNT,
     HALF_OPEN_RETRY_S,
     Admit,
     Evidence,
@@ -82,8 +81,9 @@ from kisi_gateway.core.breaker import (
     closed,
     elected,
     evidence,
+    is_account,
     opened,
-    route_scope,
+    scopes_of,
     transition,
 )
 from kisi_gateway.core.outcome import Outcome
@@ -182,7 +182,7 @@ class DynamoGuard:
 
     # -- hot path ---------------------------------------------------------------------------
 
-    def check(self, route_key: str, now: float) -> Pause | None:
+    def check(self, identity: str, route_key: str, now: float) -> Pause | None:
         """May a request on ``route_key`` be sent now? ``None``: yes (maybe as the probe).
 
         Reads the account and the route through the cache, pauses if either is open, and when
@@ -191,18 +191,18 @@ class DynamoGuard:
         protects the account but must not take the gateway down.
         """
         try:
-            return self._check(route_key, now)
+            return self._check(identity, route_key, now)
         except Exception:
             logger.warning("guard: state unreadable, failing open (sending %s)", route_key,
                            exc_info=True)
             return None
 
-    def observe(self, route_key: str, outcome: Outcome, now: float) -> None:
+    def observe(self, identity: str, route_key: str, outcome: Outcome, now: float) -> None:
         """Count Kisi's answer: the 401 fast path, streak resets, and half-open verdicts.
 
         Never raises: a failed write is logged and dropped (the answer is already in hand).
         """
-        for scope in (ACCOUNT, route_scope(route_key)):
+        for scope in scopes_of(identity, route_key):
             try:
                 self._observe(scope, outcome, now)
             except Exception:
@@ -242,14 +242,14 @@ class DynamoGuard:
         return was_open
 
     def states(self, now: float) -> list[dict[str, Any]]:
-        """Every scope with its state, reason, times and counters; the account first."""
-        items = sorted(self._scan(), key=lambda item: (item.scope != ACCOUNT, item.scope))
+        """Every scope with its state, reason, times and counters, by identity."""
+        items = sorted(self._scan(), key=lambda item: (item.scope.split('|')[0], item.scope))
         return [item.summary(now) for item in items]
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _check(self, route_key: str, now: float) -> Pause | None:
-        items = self._read((ACCOUNT, route_scope(route_key)), now)
+    def _check(self, identity: str, route_key: str, now: float) -> Pause | None:
+        items = self._read(scopes_of(identity, route_key), now)
         verdicts = [(item, admit(item, now)) for item in items]
         for _, verdict in verdicts:
             if isinstance(verdict, Pause):
@@ -360,8 +360,8 @@ class DynamoGuard:
 
     def _observe(self, scope: str, outcome: Outcome, now: float) -> None:
         kind = evidence(scope, outcome)
-        if scope == ACCOUNT and kind is Evidence.BAD:
-            item: ScopeItem | None = self._count_401(now)
+        if is_account(scope) and kind is Evidence.BAD:
+            item: ScopeItem | None = self._count_401(scope, now)
         else:
             item = self._known(scope)
         if item is None:
@@ -376,7 +376,7 @@ class DynamoGuard:
             return
         self._apply(item, change, now)
 
-    def _count_401(self, now: float) -> ScopeItem:
+    def _count_401(self, scope: str, now: float) -> ScopeItem:
         """ADD one to the account's streak atomically; the item after (one round trip)."""
         expr = Expression()
         count, state = expr.name("consecutive_401"), expr.name("state")
@@ -384,7 +384,7 @@ class DynamoGuard:
         expr.set("updated_at", n(now))
         expr.sets.append(
             f"{state} = if_not_exists({state}, {expr.value('closed', s('closed'))})")
-        stored = self._update(expr.update(self._table, _key(ACCOUNT), None), now)
+        stored = self._update(expr.update(self._table, _key(scope), None), now)
         assert isinstance(stored, ScopeItem)  # an unconditional update cannot lose
         return stored
 

@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from kisi_gateway.core.breaker import (
-    ACCOUNT,
     Admit,
     Evidence,
     GuardRules,
@@ -26,9 +25,11 @@ from kisi_gateway.core.breaker import (
     apply_transition,
     elected,
     evidence,
-    route_scope,
+    is_account,
+    scopes_of,
     transition,
 )
+from kisi_gateway.core.identity import Caller, Credential, KisiLogin, Tenant
 from kisi_gateway.core.lifecycle import Change, applied, created_by, permits
 from kisi_gateway.core.outcome import Outcome, OutcomeClass
 from kisi_gateway.core.ratelimit import (
@@ -44,7 +45,7 @@ from kisi_gateway.core.ratelimit import (
     throttle_targets,
 )
 from kisi_gateway.core.records import RequestRecord, RetryMessage
-from kisi_gateway.stores.ports import Applied
+from kisi_gateway.stores.ports import Applied, VaultError
 
 
 class MemoryRecordStore:
@@ -191,10 +192,10 @@ class MemorySendBudget:
             rate, dict(route_rates or {}), burst, adaptive or AdaptiveRate()
         )
         self._lock = threading.Lock()
-        self._states: dict[str | None, BucketState] = {}
+        self._states: dict[tuple[str, str | None], BucketState] = {}
 
-    def state(self, route_key: str | None = None) -> BucketState:
-        """The account bucket, or the own bucket of ``route_key`` (for inspection)."""
+    def state(self, bucket: str, route_key: str | None = None) -> BucketState:
+        """A user's bucket, or the own bucket of ``route_key`` in it (for inspection)."""
         configured = self._limits.rate
         if route_key is not None:
             route_rate = self._limits.route_rate(route_key)
@@ -202,43 +203,44 @@ class MemorySendBudget:
                 raise KeyError(f"{route_key!r} has no rate of its own")
             configured = route_rate
         with self._lock:
-            return self._states.get(route_key) or self._limits.fresh(configured)
+            return self._states.get((bucket, route_key)) or self._limits.fresh(configured)
 
-    def acquire(self, route_key: str, now: float, max_wait_s: float = 0.0) -> Grant:
+    def acquire(self, bucket: str, route_key: str, now: float, max_wait_s: float = 0.0) -> Grant:
         limits = self._limits
         route_rate = limits.route_rate(route_key)
         with self._lock:
-            account = self._states.get(None) or limits.fresh(limits.rate)
+            account = self._states.get((bucket, None)) or limits.fresh(limits.rate)
             route = None
             if route_rate is not None:
-                route = self._states.get(route_key) or limits.fresh(route_rate)
+                route = self._states.get((bucket, route_key)) or limits.fresh(route_rate)
             plan = plan_acquire(
                 account, route, now=now, max_wait_s=max_wait_s, burst=limits.burst
             )
             if plan.account is not None:
-                self._states[None] = plan.account
+                self._states[(bucket, None)] = plan.account
             if plan.route is not None:
-                self._states[route_key] = plan.route
+                self._states[(bucket, route_key)] = plan.route
             return plan.grant
 
     def observe(
-        self, route_key: str, outcome: Outcome, retry_after_s: float | None, now: float
+        self, bucket: str, route_key: str, outcome: Outcome, retry_after_s: float | None,
+        now: float,
     ) -> None:
         limits = self._limits
         with self._lock:
             if outcome.cls is OutcomeClass.RATE_LIMITED:
                 for key, configured, close_gate in throttle_targets(limits, route_key):
-                    state = self._states.get(key) or limits.fresh(configured)
-                    self._states[key] = after_throttle(
+                    state = self._states.get((bucket, key)) or limits.fresh(configured)
+                    self._states[(bucket, key)] = after_throttle(
                         state, configured, limits.adaptive, now=now,
                         retry_after_s=retry_after_s, close_gate=close_gate,
                     )
             elif outcome.cls is OutcomeClass.SUCCESS:
                 for key, configured in buckets(limits, route_key):
-                    state = self._states.get(key) or limits.fresh(configured)
+                    state = self._states.get((bucket, key)) or limits.fresh(configured)
                     raised = after_success(state, configured, limits.adaptive, now=now)
                     if raised is not None:
-                        self._states[key] = raised
+                        self._states[(bucket, key)] = raised
 
 
 
@@ -256,9 +258,9 @@ class MemoryGuard:
         self._probes: dict[str, float] = {}  # scope -> lease of the probe this fleet holds
         self.trips: list[tuple[float, str]] = []  # (when, scope): for the report
 
-    def check(self, route_key: str, now: float) -> Pause | None:
+    def check(self, identity: str, route_key: str, now: float) -> Pause | None:
         """``None``: send (possibly as the half-open probe); else the pause to honour."""
-        items = [self._item(scope) for scope in (ACCOUNT, route_scope(route_key))]
+        items = [self._item(scope) for scope in scopes_of(identity, route_key)]
         verdicts = [(item, admit(item, now)) for item in items]
         for _, verdict in verdicts:
             if isinstance(verdict, Pause):
@@ -270,11 +272,11 @@ class MemoryGuard:
                 self._probes[item.scope] = probe.probe_until or now
         return None
 
-    def observe(self, route_key: str, outcome: Outcome, now: float) -> None:
+    def observe(self, identity: str, route_key: str, outcome: Outcome, now: float) -> None:
         """Count Kisi's answer as ``the deployed guard`` does (401 streak, probe verdicts)."""
-        for scope in (ACCOUNT, route_scope(route_key)):
+        for scope in scopes_of(identity, route_key):
             item = self._items.get(scope)
-            if scope == ACCOUNT and evidence(scope, outcome) is Evidence.BAD:
+            if is_account(scope) and evidence(scope, outcome) is Evidence.BAD:
                 base = item or ScopeItem(scope)
                 item = replace(base, consecutive_401=base.consecutive_401 + 1, updated_at=now)
                 self._items[scope] = item
@@ -293,3 +295,47 @@ class MemoryGuard:
 
     def _item(self, scope: str) -> ScopeItem:
         return self._items.get(scope) or ScopeItem(scope)
+
+
+class MemoryDirectory:
+    """The directory in memory (tests and the benchmark)."""
+
+    def __init__(self) -> None:
+        self.tenants: dict[str, Tenant] = {}
+        self.callers: dict[str, Caller] = {}
+        self.logins: dict[str, tuple[KisiLogin, float]] = {}
+        self._lock = threading.Lock()
+
+    def caller(self, api_key_id: str) -> Caller | None:
+        return self.callers.get(api_key_id)
+
+    def tenant(self, name: str) -> Tenant | None:
+        return self.tenants.get(name)
+
+    def login(self, identity: str, now: float) -> KisiLogin | None:
+        with self._lock:
+            found = self.logins.get(identity)
+        return found[0] if found is not None and found[1] > now else None
+
+    def remember_login(self, identity: str, login: KisiLogin, until: float) -> None:
+        with self._lock:
+            self.logins[identity] = (login, until)
+
+
+class MemoryVault:
+    """Seals credentials in memory: the sealed bytes are an opaque token, bound to a context."""
+
+    def __init__(self) -> None:
+        self._sealed: dict[bytes, tuple[Credential, str]] = {}
+        self._ids = itertools.count()
+
+    def seal(self, credential: Credential, context: str) -> bytes:
+        token = f"sealed-{next(self._ids)}".encode()
+        self._sealed[token] = (credential, context)
+        return token
+
+    def open(self, sealed: bytes, context: str) -> Credential:
+        found = self._sealed.get(sealed)
+        if found is None or found[1] != context:
+            raise VaultError("no such sealed credential for this request")
+        return found[0]

@@ -10,6 +10,8 @@ port               deployed                                   in memory (tests, 
 ``RetryQueue``     :class:`~.queue.SqsRetryQueue`              :class:`~.memory.MemoryQueue`
 ``SendBudget``     :class:`~.budget.DynamoSendBudget`          :class:`~.memory.MemorySendBudget`
 ``Guard``          :class:`~.guard.DynamoGuard`                :class:`~.memory.MemoryGuard`
+``Directory``      :class:`~.directory.DynamoDirectory`        :class:`~.memory.MemoryDirectory`
+``CredentialVault`` :class:`~.vault.KmsVault`                  :class:`~.memory.MemoryVault`
 =================  =========================================  ======================================
 """
 
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kisi_gateway.core.breaker import Pause
+from kisi_gateway.core.identity import Caller, Credential, KisiLogin, Tenant
 from kisi_gateway.core.lifecycle import Change
 from kisi_gateway.core.outcome import Outcome
 from kisi_gateway.core.ratelimit import Grant
@@ -45,6 +48,18 @@ class QueueError(Exception):
 
 class GuardStoreError(Exception):
     """The guard's table could not be read or written (callers of ``check`` never see it)."""
+
+
+class DirectoryError(Exception):
+    """The directory of tenants and callers could not be read or written."""
+
+
+class SecretUnavailableError(Exception):
+    """A service login's secret could not be read, and no earlier read of it succeeded."""
+
+
+class VaultError(Exception):
+    """A caller's credential could not be sealed or opened (KMS unreachable, or refused)."""
 
 
 class BudgetUnavailableError(Exception):
@@ -102,12 +117,13 @@ class RetryQueue(Protocol):
 class SendBudget(Protocol):
     """Ask before sending, report what Kisi answered."""
 
-    def acquire(self, route_key: str, now: float, max_wait_s: float = 0.0) -> Grant:
-        """Reserve a slot for one request to ``route_key`` (``"POST /event_sets"``)."""
+    def acquire(self, bucket: str, route_key: str, now: float, max_wait_s: float = 0.0) -> Grant:
+        """Reserve a slot in ``bucket`` (a Kisi user's) for one request to ``route_key``."""
         ...
 
     def observe(
-        self, route_key: str, outcome: Outcome, retry_after_s: float | None, now: float
+        self, bucket: str, route_key: str, outcome: Outcome, retry_after_s: float | None,
+        now: float,
     ) -> None:
         """Adapt to what Kisi answered: a 429 slows the bucket, a success speeds it up."""
         ...
@@ -116,10 +132,30 @@ class SendBudget(Protocol):
 class Guard(Protocol):
     """The circuit breaker over bad requests (:mod:`kisi_gateway.core.breaker`)."""
 
-    def check(self, route_key: str, now: float) -> Pause | None:
-        """``None``: send (possibly as the elected half-open probe); else the pause to honour."""
+    def check(self, identity: str, route_key: str, now: float) -> Pause | None:
+        """``None``: ``identity`` may send on ``route_key`` (perhaps as the elected half-open
+        probe); else the pause to honour."""
         ...
 
-    def observe(self, route_key: str, outcome: Outcome, now: float) -> None:
-        """Record Kisi's answer to a request that was sent."""
+    def observe(self, identity: str, route_key: str, outcome: Outcome, now: float) -> None:
+        """Record Kisi's answer to a request ``identity`` sent."""
         ...
+
+
+class Directory(Protocol):
+    """Tenants, their callers, and the Kisi login behind each identity (:mod:`.directory`)."""
+
+    def caller(self, api_key_id: str) -> Caller | None: ...
+    def tenant(self, name: str) -> Tenant | None: ...
+    def login(self, identity: str, now: float) -> KisiLogin | None: ...
+    def remember_login(self, identity: str, login: KisiLogin, until: float) -> None: ...
+
+
+class CredentialVault(Protocol):
+    """Seals a caller's credential for a deferred retry, and opens it for the worker.
+
+    ``context`` binds the sealed bytes to one request: they open only for that request id.
+    """
+
+    def seal(self, credential: Credential, context: str) -> bytes: ...
+    def open(self, sealed: bytes, context: str) -> Credential: ...

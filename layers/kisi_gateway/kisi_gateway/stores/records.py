@@ -13,7 +13,13 @@ from decimal import Decimal
 from typing import Any
 
 from kisi_gateway.core.lifecycle import Change, Event, applied, created_by
-from kisi_gateway.core.records import AttemptEntry, RecordStatus, RequestRecord, StoredResponse
+from kisi_gateway.core.records import (
+    TERMINAL,
+    AttemptEntry,
+    RecordStatus,
+    RequestRecord,
+    StoredResponse,
+)
 from kisi_gateway.stores.dynamo import Expression, Lost, conditional, n, read, s
 from kisi_gateway.stores.ports import Applied, RecordStoreError
 
@@ -55,7 +61,13 @@ def _to_item(record: RequestRecord) -> dict[str, Any]:
         "claim_until": Decimal(str(record.claim_until)),
         "scope": record.scope,
         "fields_hash": record.fields_hash,
+        "tenant": record.tenant,
+        "caller": record.caller,
+        "credential_kind": record.credential_kind,
+        "caller_mode": record.caller_mode,
     }
+    if record.sealed is not None:
+        data["sealed"] = record.sealed
     if record.next_attempt_at is not None:
         data["next_attempt_at"] = Decimal(str(record.next_attempt_at))
     if record.reason is not None:
@@ -124,6 +136,11 @@ def _from_item(item: Mapping[str, Any]) -> RequestRecord:
         claim_until=_num(data.get("claim_until")),
         scope=data.get("scope", ""),
         fields_hash=data.get("fields_hash", ""),
+        tenant=data.get("tenant", "default"),
+        caller=data.get("caller", ""),
+        credential_kind=data.get("credential_kind", "service"),
+        caller_mode=data.get("caller_mode", "auto"),
+        sealed=bytes(data["sealed"]) if "sealed" in data else None,
     )
 
 
@@ -169,6 +186,10 @@ def _update(change: Change, expr: Expression) -> None:
     expr.set_or_remove("reason", s(change.reason) if change.reason is not None else None)
     if change.response is not None:
         expr.set("response", {"M": _serialize_map(_response_to_item(change.response))})
+    if change.status in TERMINAL:
+        expr.removes.append(expr.name("sealed"))
+    elif change.sealed is not None:
+        expr.set("sealed", {"B": change.sealed})
 
 
 class DynamoRecordStore:
