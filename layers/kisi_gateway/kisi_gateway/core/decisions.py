@@ -141,9 +141,17 @@ def before_attempt(
         return Send(grant.wait_s)
     remaining = window.remaining(now, deadline)
     if grant.reason == REASON_RATE and grant.wait_s <= remaining and asks_left > 0:
-        # The slot is further ahead than this route may book: wait until it is close.
         booking = window.booking(now, deadline)
-        return AskAgain(max(grant.wait_s - booking, MIN_ASK_INTERVAL_S))
+        if grant.wait_s > booking:
+            # The slot is further ahead than this route may book: wait until it is close.
+            after = grant.wait_s - booking
+        else:
+            # Within reach, yet refused: a route with its own, slower limit (POST /event_sets)
+            # is booked only within one account interval of the account's next slot, so a
+            # booking now would leave the account idle. Ask again just before the slot (asking
+            # every MIN_ASK_INTERVAL_S would use up the asks a second before it).
+            after = grant.wait_s - MIN_ASK_INTERVAL_S
+        return AskAgain(max(after, MIN_ASK_INTERVAL_S))
     return defer_or_expire(grant.wait_s, now, deadline)
 
 
