@@ -323,8 +323,9 @@ def test_a_copy_delivered_early_is_not_sent_before_its_time(world: World) -> Non
     world.gw.queue.enqueue(message_for(stored.request_id, world), 0)
     assert world.deliver() == [Disposition.LATER]
     assert len(world.kisi.sent) == 1  # not sent early
+    assert world.queue.postponed == [2]  # hidden until its time, not the visibility timeout
     world.clock.advance(2)
-    assert Disposition.DONE in world.deliver()
+    assert world.deliver() == [Disposition.DONE, Disposition.DONE]  # it and the original
     assert len(world.kisi.sent) == 2
     assert world.kisi.sent[1][0] == START + 2
 
@@ -1015,7 +1016,7 @@ def test_a_worker_that_vanished_mid_send(
     assert record.attempt_count == kisi_calls - 1  # the vanished attempt is not recorded
     assert len(world.lookup(request_id).json()["attempts"]) == kisi_calls - 1
     assert len(world.kisi.calls) == kisi_calls
-    assert [reason for _, reason in world.gw.queue.dead_lettered] == dead_lettered
+    assert world.gw.queue.dead_lettered == [(message, reason) for reason in dead_lettered]
 
 
 def test_the_system_clock_sleeps_only_positive_times(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1128,4 +1129,50 @@ def test_a_keyed_call_whose_withdrawal_fails_still_answers_503(world: World) -> 
     reply = world.call("POST", "/groups", key="k1")
     assert (reply.status, reply.json()) == (503, STORE_DOWN)
     assert world.kisi.calls == []
+
+
+def test_a_queued_event_set_whose_slot_is_taken_comes_back_unsent(world: World) -> None:
+    """A worker does not wait for a route-limited slot a fresh call took: a copy a second later,
+    no attempt spent."""
+    request_id = deferred(world, "POST", "/event_sets", body=b"{}")
+    world.clock.advance(2)
+    assert world.call("POST", "/event_sets", body=b"{}").status == 200  # takes this second
+    assert world.deliver() == [Disposition.DONE]
+    copy, delay = world.queue.enqueued[-1]
+    assert (copy.request_id, copy.prior_attempts, delay) == (request_id, 1, 1)
+    assert len(world.kisi.calls) == 2
+    record = world.gw.records.get(request_id)
+    assert record is not None
+    assert (record.status, record.attempt_count) == (RecordStatus.QUEUED, 1)
+
+
+def test_a_queued_unlock_the_budget_holds_past_its_deadline_expires_unsent(
+    world: World,
+) -> None:
+    request_id = deferred(world, "POST", "/locks/1/unlock")  # next attempt at START + 1
+    world.kisi.answer(429, **{"retry-after": "40"})
+    world.call("GET", "/locks/2", prefer="respond-async")  # the gate closes for 40 s
+    world.clock.advance(1)
+    [(queued, _)] = [(m, d) for m, d in world.queue.enqueued if m.request_id == request_id]
+    assert world.deliver() == [Disposition.DONE]
+    record = world.gw.records.get(request_id)
+    assert record is not None
+    assert (record.status, record.reason, record.attempt_count) == (
+        RecordStatus.EXPIRED, "deadline", 1)
+    assert world.gw.queue.dead_lettered == [(queued, "deadline")]
+    assert len(world.kisi.calls) == 2
+
+
+def test_a_queued_sign_in_goes_without_a_credential(world: World) -> None:
+    """A sign-in (POST /logins) sent without Authorization is queued and retried as it came:
+    the service login is never attached to it."""
+    body = b'{"login": {"email": "a@b.c", "password": "x"}}'
+    request_id = deferred(world, "POST", "/logins", body=body)
+    record = world.gw.records.get(request_id)
+    assert record is not None
+    assert (record.credential_kind, record.sealed) == ("none", None)
+    world.clock.advance(2)
+    assert world.deliver() == [Disposition.DONE]
+    assert [call.credential for call in world.kisi.calls] == [None, None]
+    assert world.kisi.lookups == 0  # nobody's Kisi user to look up
 
