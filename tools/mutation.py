@@ -21,11 +21,18 @@ survives that is not listed there, or if mutmut itself fails.
 
 Re-test one mutant after changing a test (from ``.mutation/``):
 ``../.venv-mutation/bin/mutmut run 'kisi_gateway.core.decisions.x_on_delivery__mutmut_7'``.
+
+A run stopped part-way (Ctrl-C: mutmut keeps every result so far) goes on with ``--resume``:
+the stage and its results are kept, and mutmut tests only the mutants not yet tested, or with
+``--first PATTERN`` (fnmatch over mutant names, repeatable) those matching first, in that order.
+``--report`` only writes the report of the results so far; mutants never tested count as
+``not checked``.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import shutil
 import subprocess
@@ -164,7 +171,8 @@ def collect(stage_dir: Path) -> list[Mutant]:
             data.load()
             for name, exit_code in data.exit_code_by_key.items():
                 status = status_by_exit_code[exit_code]
-                diff = "" if status == "killed" else get_diff_for_mutant(name, path=path)
+                shown = status not in ("killed", "not checked")
+                diff = get_diff_for_mutant(name, path=path) if shown else ""
                 mutants.append(Mutant(name, status, _diff_body(diff)))
         return mutants
     finally:
@@ -194,7 +202,7 @@ def unexplained(mutants: list[Mutant], equivalents: list[Equivalent]) -> list[Mu
 
     A timeout counts as noticed: the mutant made a test hang until mutmut stopped it.
     """
-    return [m for m in mutants if m.status not in ("killed", "timeout")
+    return [m for m in mutants if m.status not in ("killed", "timeout", "not checked")
             and not any(e.matches(m) for e in equivalents)]
 
 
@@ -222,6 +230,10 @@ def report(mutants: list[Mutant], equivalents: list[Equivalent], elapsed_s: floa
     if timeouts:
         lines += ["", f"## Timeouts (noticed: a test hung): {len(timeouts)}", ""]
         lines += [_section(m) for m in timeouts]
+    unchecked = Counter(m.function for m in mutants if m.status == "not checked")
+    if unchecked:
+        lines += ["", f"## Not checked (the run stopped first): {sum(unchecked.values())}", ""]
+        lines += [f"- `{function}`: {n}" for function, n in sorted(unchecked.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -232,21 +244,55 @@ def _section(mutant: Mutant, why: str | None = None) -> str:
     return text + f"```diff\n{mutant.diff}\n```\n"
 
 
+def untested_first(mutants: list[Mutant], patterns: list[str]) -> list[list[str]]:
+    """The names of the mutants not yet tested, one batch per pattern (in the order given),
+    then the rest."""
+    left = [m.name for m in mutants if m.status == "not checked"]
+    batches = []
+    for pattern in patterns:
+        batch = [name for name in left if fnmatch.fnmatchcase(name, pattern)]
+        left = [name for name in left if name not in batch]
+        batches.append(batch)
+    return [batch for batch in [*batches, left] if batch]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Stage, run mutmut, report; 1 if a mutant survived unexplained or mutmut failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2,
                         help="mutants tested at once (default: the number of CPUs)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the last run's stage and results; test what it did not")
+    parser.add_argument("--first", action="append", default=[], metavar="PATTERN",
+                        help="with --resume: untested mutants matching PATTERN first")
+    parser.add_argument("--report", action="store_true",
+                        help="only write the report of the results so far")
     args = parser.parse_args(argv)
     settings, pythonpath = load_settings(ROOT)
     equivalents = load_equivalents(EQUIVALENT_FILE)
-    stage(ROOT, STAGE, settings, pythonpath)
     started = time.monotonic()
-    run = mutmut(STAGE, "run", "--max-children", str(args.max_children))
+    if args.resume or args.report:
+        if not (STAGE / "mutants").exists():
+            raise SystemExit("error: no earlier run to resume or report on")
+    else:
+        stage(ROOT, STAGE, settings, pythonpath)
+    children = ("--max-children", str(args.max_children))
+    if args.resume:
+        # mutmut re-tests a mutant it is given by name: name only those never tested.
+        try:
+            for batch in untested_first(collect(STAGE), args.first):
+                run = mutmut(STAGE, "run", *children, *batch)
+                if run.returncode != 0:
+                    print(f"error: mutmut run failed (exit {run.returncode})", file=sys.stderr)
+                    return run.returncode
+        except KeyboardInterrupt:  # mutmut saved every result it had: report those
+            print("stopped: the rest stays not checked", file=sys.stderr)
+    elif not args.report:
+        run = mutmut(STAGE, "run", *children)
+        if run.returncode != 0:
+            print(f"error: mutmut run failed (exit {run.returncode})", file=sys.stderr)
+            return run.returncode
     elapsed = time.monotonic() - started
-    if run.returncode != 0:
-        print(f"error: mutmut run failed (exit {run.returncode})", file=sys.stderr)
-        return run.returncode
     mutants = collect(STAGE)
     if not mutants:
         print("error: mutmut reported no mutants", file=sys.stderr)

@@ -548,8 +548,20 @@ def test_event_sets_within_a_second_wait_for_their_slots(
     assert world.gw.records.all() == []
 
 
+class StandInBudget:
+    """A send budget that decides grants its own way (``acquire``) and ignores outcomes."""
+
+    def acquire(self, bucket: str, route_key: str, now: float,
+                max_wait_s: float = 0.0) -> Grant:
+        raise NotImplementedError
+
+    def observe(self, bucket: str, route_key: str, outcome: object,
+                retry_after_s: float | None, now: float) -> None:
+        return None
+
+
 @dataclass
-class ScriptedBudget:
+class ScriptedBudget(StandInBudget):
     """A budget answering from a script; notes each ask (bucket, route, when, how far ahead)."""
 
     grants: deque[Grant]
@@ -559,10 +571,6 @@ class ScriptedBudget:
                 max_wait_s: float = 0.0) -> Grant:
         self.asked.append((bucket, route_key, now, max_wait_s))
         return self.grants.popleft()
-
-    def observe(self, bucket: str, route_key: str, outcome: object,
-                retry_after_s: float | None, now: float) -> None:
-        return None
 
 
 def test_a_slot_further_than_the_route_books_is_asked_for_again_close_to_it(
@@ -579,7 +587,7 @@ def test_a_slot_further_than_the_route_books_is_asked_for_again_close_to_it(
 
 
 @dataclass
-class FarBudget:
+class FarBudget(StandInBudget):
     """A budget whose next slot is always ``wait_s`` ahead, beyond what a call may book."""
 
     wait_s: float
@@ -590,13 +598,9 @@ class FarBudget:
         self.asked += 1
         return Grant(False, self.wait_s, REASON_RATE)
 
-    def observe(self, bucket: str, route_key: str, outcome: object,
-                retry_after_s: float | None, now: float) -> None:
-        return None
-
 
 @dataclass
-class LateBudget:
+class LateBudget(StandInBudget):
     """A budget that grants a slot ``wait_s`` ahead, however far that is."""
 
     wait_s: float
@@ -604,10 +608,6 @@ class LateBudget:
     def acquire(self, bucket: str, route_key: str, now: float,
                 max_wait_s: float = 0.0) -> Grant:
         return Grant(True, self.wait_s)
-
-    def observe(self, bucket: str, route_key: str, outcome: object,
-                retry_after_s: float | None, now: float) -> None:
-        return None
 
 
 def test_a_caller_asks_the_budget_a_bounded_number_of_times(world: World) -> None:
@@ -793,7 +793,7 @@ STORE_DOWN = error_body("the gateway could not reach its own store; retry later"
 
 
 @dataclass
-class DownBudget:
+class DownBudget(StandInBudget):
     """A budget store that answers ``answers`` times, then is unreachable."""
 
     inner: object
@@ -805,10 +805,6 @@ class DownBudget:
             raise BudgetUnavailableError("the budget table is unreachable")
         self.answers -= 1
         return self.inner.acquire(bucket, route_key, now, max_wait_s)  # type: ignore[attr-defined]
-
-    def observe(self, bucket: str, route_key: str, outcome: object,
-                retry_after_s: float | None, now: float) -> None:
-        return None
 
 
 def test_a_record_store_failure_answers_503_and_kisi_is_not_called(world: World) -> None:
