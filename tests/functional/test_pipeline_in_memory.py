@@ -17,7 +17,7 @@ from email.utils import format_datetime
 import pytest
 
 from kisi_gateway.config import Settings
-from kisi_gateway.core.identity import Credential
+from kisi_gateway.core.identity import Credential, KisiLogin
 from kisi_gateway.core.lifecycle import Change, Event
 from kisi_gateway.core.outcome import Transport
 from kisi_gateway.core.ratelimit import REASON_RATE, Grant
@@ -35,8 +35,8 @@ from kisi_gateway.pipeline.forwarding import CallContext
 from kisi_gateway.pipeline.kisi_http import AttemptResult, KisiCall, KisiResponse, TransportFailure
 from kisi_gateway.pipeline.replies import Reply
 from kisi_gateway.pipeline.retrying import Disposition
-from kisi_gateway.pipeline.sending import SystemClock
-from kisi_gateway.stores.memory import MemoryQueue, MemoryRecordStore
+from kisi_gateway.pipeline.sending import Sender, SystemClock
+from kisi_gateway.stores.memory import MemoryDirectory, MemoryQueue, MemoryRecordStore
 from kisi_gateway.stores.ports import (
     Applied,
     BudgetUnavailableError,
@@ -77,10 +77,17 @@ class ScriptedKisi:
     sent: list[tuple[float, str, str]] = field(default_factory=list)
     calls: list[KisiCall] = field(default_factory=list)
     lookups: int = 0
+    looked_up: list[Credential | None] = field(default_factory=list)
+    login_answer: int | Transport = 200  # what GET /login answers
 
     def send(self, call: KisiCall) -> AttemptResult:
         if (call.method, call.path) == ("GET", "/login"):  # who the key belongs to
             self.lookups += 1
+            self.looked_up.append(call.credential)
+            if isinstance(self.login_answer, Transport):
+                return TransportFailure(self.login_answer)
+            if self.login_answer != 200:
+                return self._answer(self.login_answer, {}, None)
             return KisiResponse(200, {}, b'{"id": 7, "user_id": 1}')
         self.sent.append((self.clock.now(), call.method, call.path))
         self.calls.append(call)
@@ -1171,4 +1178,97 @@ def test_a_queued_sign_in_goes_without_a_credential(world: World) -> None:
     assert world.deliver() == [Disposition.DONE]
     assert [call.credential for call in world.kisi.calls] == [None, None]
     assert world.kisi.lookups == 0  # nobody's Kisi user to look up
+
+
+# -- whose Kisi user a credential is (GET /login) -----------------------------------------------
+
+
+@dataclass
+class CountingDirectory:
+    """The directory's login memory, counting reads (each one a DynamoDB read when deployed)."""
+
+    inner: MemoryDirectory
+    reads: int = 0
+
+    def login(self, identity: str, now: float) -> KisiLogin | None:
+        self.reads += 1
+        return self.inner.login(identity, now)
+
+    def remember_login(self, identity: str, login: KisiLogin, until: float) -> None:
+        self.inner.remember_login(identity, login, until)
+
+
+def test_the_kisi_user_is_looked_up_once_an_hour_and_shared(world: World) -> None:
+    directory = CountingDirectory(world.gw.directory)
+    world.gw.sender.directory = directory  # type: ignore[assignment]
+    identity = world.who().identity
+    world.call("GET", "/locks/1")
+    assert (world.kisi.looked_up, directory.reads) == ([SERVICE_LOGIN], 1)
+    assert world.gw.directory.logins == {identity: (KisiLogin(1, 7), START + 3600)}
+    # The lookup is booked in the identity's own bucket, the call in its user's.
+    assert world.gw.budget.state(identity).tat == at(START + 0.2)
+    assert world.gw.budget.state(USER_BUCKET).tat == at(START + 0.2)
+    world.clock.advance(3599)
+    world.call("GET", "/locks/2")
+    assert (world.kisi.lookups, directory.reads) == (1, 1)  # this process remembers
+    world.clock.advance(2)
+    world.call("GET", "/locks/3")
+    assert (world.kisi.lookups, directory.reads) == (2, 2)  # an hour on: asked again
+    assert world.metric("KisiUserUnknown") == 0
+
+
+def test_a_user_another_lambda_learnt_is_not_asked_again(world: World) -> None:
+    world.gw.directory.remember_login(world.who().identity, KisiLogin(42, 9), START + 100)
+    world.call("GET", "/locks/1")
+    assert world.kisi.lookups == 0
+    assert world.gw.budget.state("user-42").tat == at(START + 0.2)
+
+
+def test_a_sender_without_a_directory_asks_kisi(world: World) -> None:
+    sender = Sender(kisi_factory=lambda: world.kisi, budget=world.gw.budget,
+                    guard=world.gw.guard, telemetry=world.gw.sender.telemetry,
+                    clock=world.clock, rng=lambda: 1.0)
+    assert sender.acting(world.who()).bucket == USER_BUCKET
+    assert world.kisi.lookups == 1
+
+
+@pytest.mark.parametrize("answer", [500, Transport.CONNECT_ERROR])
+def test_an_unknown_user_books_in_its_own_bucket_and_is_asked_again_a_minute_on(
+    world: World, answer: int | Transport,
+) -> None:
+    world.kisi.login_answer = answer
+    identity = world.who().identity
+    assert world.call("GET", "/locks/1").status == 200  # the call goes all the same
+    assert world.kisi.sent[0][0] == at(START + 0.2)  # behind its own lookup, in its own bucket
+    assert world.gw.budget.state(identity).tat == at(START + 0.4)
+    assert world.gw.directory.logins == {}
+    assert world.metric("KisiUserUnknown", Tenant="default", Credential="service") == 1
+    world.clock.advance(59)
+    world.call("GET", "/locks/2")
+    assert world.kisi.lookups == 1  # not asked again for a minute
+    world.clock.advance(2)
+    world.call("GET", "/locks/3")
+    assert world.kisi.lookups == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "login"),
+    [
+        (b'{"id": 7, "user_id": 42}', KisiLogin(42, 7)),
+        (b'{"user_id": 42}', KisiLogin(42, None)),
+        (b'{"id": "7", "user_id": 42}', KisiLogin(42, None)),
+        (b'{"id": true, "user_id": 42}', KisiLogin(42, None)),
+        (b'{"id": 7, "user_id": true}', None),
+        (b'{"id": 7, "user_id": "42"}', None),
+        (b'{"id": 7, "user_id": 0}', None),
+        (b'{"id": 7, "user_id": -1}', None),
+        (b'{"id": 7}', None),
+        (b'[42]', None),
+        (b"<html>", None),
+    ],
+)
+def test_the_kisi_user_is_read_from_get_login_strictly(
+    body: bytes, login: KisiLogin | None,
+) -> None:
+    assert sending.login_of(body) == login
 
