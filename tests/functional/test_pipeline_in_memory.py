@@ -404,6 +404,7 @@ def test_a_call_reaches_kisi_as_it_was_sent(world: World) -> None:
     assert reply == Reply(200, {"Content-Type": JSON, "X-Gateway-Request-Id": request_id,
                                 "X-Gateway-Attempts": "1"}, OK_BODY)
     assert world.metric("Attempts") == 1
+    assert world.metric("AttemptsByTenant", Tenant="default", Credential="service") == 1
     assert world.metric("Finished", Status="succeeded") == 1
     assert world.gw.sink.total("GuardPaused") == 0
 
@@ -1053,6 +1054,7 @@ def test_a_callers_credential_is_sealed_for_the_queue_and_used_by_the_worker(
     world.clock.advance(2)
     assert world.deliver() == [Disposition.DONE]
     assert [call.credential for call in world.kisi.calls] == [OWN_LOGIN, OWN_LOGIN]
+    assert world.metric("AttemptsByTenant", Tenant="default", Credential="caller") == 2
     record = world.stored(reply)
     assert (record.status, record.sealed) == (RecordStatus.SUCCEEDED, None)
 
