@@ -1180,6 +1180,7 @@ def test_a_queued_sign_in_goes_without_a_credential(world: World) -> None:
     assert world.deliver() == [Disposition.DONE]
     assert [call.credential for call in world.kisi.calls] == [None, None]
     assert world.kisi.lookups == 0  # nobody's Kisi user to look up
+    assert world.gw.budget.state("unauthenticated").tat == at(START + 2.2)  # Kisi's per-IP
 
 
 # -- whose Kisi user a credential is (GET /login) -----------------------------------------------
@@ -1273,4 +1274,16 @@ def test_the_kisi_user_is_read_from_get_login_strictly(
     body: bytes, login: KisiLogin | None,
 ) -> None:
     assert sending.login_of(body) == login
+
+
+def test_a_client_the_budget_cannot_fit_gets_a_429_not_a_202(world: World) -> None:
+    """Kisi's Retry-After closed the user's gate: a Kisi client is answered at once, as Kisi
+    would answer it, and nothing is queued."""
+    world.kisi.answer(429, **{"retry-after": "30"})
+    world.call("GET", "/locks/1", prefer="respond-async", authorization=OWN)
+    reply = world.call("GET", "/locks/2", authorization=OWN)
+    assert (reply.status, reply.headers["Retry-After"]) == (429, "30")
+    assert reply.json()["code"] == "9e0429"
+    assert len(world.kisi.calls) == 1
+    assert len(world.queue.enqueued) == 1  # the first call's, which asked for a 202
 
