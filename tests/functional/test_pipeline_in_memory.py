@@ -1282,8 +1282,30 @@ def test_a_client_the_budget_cannot_fit_gets_a_429_not_a_202(world: World) -> No
     world.kisi.answer(429, **{"retry-after": "30"})
     world.call("GET", "/locks/1", prefer="respond-async", authorization=OWN)
     reply = world.call("GET", "/locks/2", authorization=OWN)
-    assert (reply.status, reply.headers["Retry-After"]) == (429, "30")
+    assert reply == Reply(429, {"Content-Type": JSON, "Retry-After": "30",
+                                "X-Gateway-Request-Id": reply.headers["X-Gateway-Request-Id"]},
+                          reply.body)
     assert reply.json()["code"] == "9e0429"
     assert len(world.kisi.calls) == 1
     assert len(world.queue.enqueued) == 1  # the first call's, which asked for a 202
+
+
+def test_a_client_whose_wait_runs_out_gets_kisis_last_answer(world: World) -> None:
+    """A Kisi client waits 4 s: attempts at 0 and 2 s, the next would be at 6 s. It gets
+    Kisi's last answer, told when to try again, and nothing is queued."""
+    world.kisi.answer(503, 503, 503)
+    reply = world.call("GET", "/locks/1", authorization=OWN)
+    assert reply == Reply(503, {"Content-Type": JSON, "Retry-After": "4",
+                                "X-Gateway-Request-Id": reply.headers["X-Gateway-Request-Id"],
+                                "X-Gateway-Attempts": "2"}, b'{"error": "x", "code": "1"}')
+    assert [at for at, _, _ in world.kisi.sent] == [START, START + 2]
+    assert (world.gw.records.all(), world.queue.enqueued) == ([], [])
+
+
+def test_a_client_keeps_kisis_own_retry_after(world: World) -> None:
+    world.kisi.answer(429, 429, **{"retry-after": "3"})
+    reply = world.call("GET", "/locks/1", authorization=OWN)
+    assert (reply.status, reply.headers["Retry-After"]) == (429, "3")
+    assert reply.headers["X-Gateway-Attempts"] == "2"
+    assert world.queue.enqueued == []
 
