@@ -1285,7 +1285,8 @@ def test_a_client_the_budget_cannot_fit_gets_a_429_not_a_202(world: World) -> No
     assert reply == Reply(429, {"Content-Type": JSON, "Retry-After": "30",
                                 "X-Gateway-Request-Id": reply.headers["X-Gateway-Request-Id"]},
                           reply.body)
-    assert reply.json()["code"] == "9e0429"
+    assert reply.json() == error_body(
+        "Kisi's rate limit for this user is used up for now; retry after the delay", "9e0429")
     assert len(world.kisi.calls) == 1
     assert len(world.queue.enqueued) == 1  # the first call's, which asked for a 202
 
