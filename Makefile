@@ -4,6 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 SAM_VENV := .venv-sam
+MUTATION_VENV := .venv-mutation
 PY := $(VENV)/bin/python
 CLIENTS_JS := tests/clients/js
 export AWS_DEFAULT_REGION ?= us-east-1
@@ -31,7 +32,7 @@ FIND_LAMBDA_PYTHON = \
 SRC := $(wildcard layers functions local kisi_sim scenarios bench ops tools tests)
 TYPED := $(wildcard layers/kisi_gateway/kisi_gateway functions local kisi_sim scenarios bench ops tools)
 
-.PHONY: help venv clients run demo bench soak test lint validate build lambda-python deploy clean
+.PHONY: help venv clients run demo bench soak test lint mutation validate build lambda-python deploy clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -57,6 +58,16 @@ $(VENV)/.installed-dev: $(VENV)/.installed-local requirements/dev.txt requiremen
 $(SAM_VENV)/.installed: requirements/sam.txt
 	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/sam.txt
+	@touch $@
+
+# mutmut and its own dependencies stay out of .venv (and out of `make test`): a venv of their
+# own, with everything the tests need (requirements/mutation.txt includes dev.txt).
+$(MUTATION_VENV)/.installed: requirements/pip.txt requirements/mutation.txt requirements/dev.txt \
+		requirements/local.txt requirements/runtime.txt layers/kisi_gateway/requirements.txt
+	@test -x $(MUTATION_VENV)/bin/python || $(PYTHON) -m venv $(MUTATION_VENV)
+	$(MUTATION_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/pip.txt
+	$(MUTATION_VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile \
+		-r requirements/mutation.txt
 	@touch $@
 
 # Kisi's JavaScript client for the e2e tests, from the committed lock; only when the lock
@@ -90,6 +101,10 @@ lint: $(VENV)/.installed-dev ## ruff, mypy (strict on the layer), cfn-lint on th
 test: lint clients ## Lint, then every test tier (unit, integration, e2e)
 	$(VENV)/bin/pytest -q -n 2 --dist loadgroup
 
+# Not part of `make test`: over an hour on 2 cores (about 1,500 mutants). See tools/mutation.py.
+mutation: $(MUTATION_VENV)/.installed ## Mutation testing (mutmut) of the decisions and runners
+	$(MUTATION_VENV)/bin/python -m tools.mutation
+
 validate: $(SAM_VENV)/.installed ## sam validate --lint (offline, no credentials)
 	$(SAM_VENV)/bin/sam validate --lint --region $(AWS_DEFAULT_REGION)
 
@@ -121,5 +136,5 @@ deploy: build ## sam deploy --guided (asks for stack name, region, parameters)
 	$(SAM_VENV)/bin/sam deploy --guided
 
 clean: ## Remove build output and caches (keeps the virtual environments)
-	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache .hypothesis docs/*.tmp
+	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache .hypothesis docs/*.tmp .mutation
 	find . -name '__pycache__' -type d -not -path './.venv*' -prune -exec rm -rf {} +

@@ -17,7 +17,15 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from kisi_gateway.core.lifecycle import LIFE, Change, Event, Row, TransitionError, applied
+from kisi_gateway.core.lifecycle import (
+    LIFE,
+    Change,
+    Event,
+    Row,
+    TransitionError,
+    applied,
+    permits,
+)
 from kisi_gateway.core.records import (
     TERMINAL,
     AttemptEntry,
@@ -111,6 +119,30 @@ def test_each_row_applies_from_its_state(store: RecordStore, row: Row) -> None:
 
 
 @pytest.mark.parametrize("row", UPDATE_ROWS, ids=lambda r: f"{r.state}-{r.event}")
+def test_no_update_applies_to_a_record_that_is_not_there(row: Row) -> None:
+    assert permits(None, change_for(row)) is False
+
+
+KEPT_ROWS = [row for row in UPDATE_ROWS if row.event is not Event.WITHDRAW]
+
+
+@pytest.mark.parametrize("row", KEPT_ROWS, ids=lambda r: f"{r.state}-{r.event}")
+def test_a_change_without_an_answer_keeps_the_one_recorded(store: RecordStore, row: Row) -> None:
+    assert row.state is not None
+    earlier = StoredResponse(503, {"retry-after": "1"}, b"{}")
+    before = stored(row.state, response=earlier)
+    put(store, before)
+    change = replace(change_for(row), response=None)
+
+    result = store.apply("r1", change)
+
+    assert result is not None
+    assert result.after == applied(before, change)
+    assert result.after is not None
+    assert result.after.response == earlier
+
+
+@pytest.mark.parametrize("row", UPDATE_ROWS, ids=lambda r: f"{r.state}-{r.event}")
 @pytest.mark.parametrize("other", ALL_STATES)
 def test_each_row_is_refused_from_every_other_state(
     store: RecordStore, row: Row, other: RecordStatus
@@ -135,8 +167,9 @@ def test_each_row_is_refused_from_every_other_state(
         (RecordStatus.QUEUED, Event.CLAIM, {"attempts": ()}),
         # the first api_call's lease still runs (to its last instant)
         (RecordStatus.SENDING, Event.TAKE_OVER, {"claim_until": NOW}),
-        # attempt 2 is claimed by a worker whose lease still runs
+        # attempt 2 is claimed by a worker whose lease still runs (to its last instant)
         (RecordStatus.QUEUED, Event.CLAIM, {"claimed_attempt": 2, "claim_until": NOW + 1}),
+        (RecordStatus.QUEUED, Event.CLAIM, {"claimed_attempt": 2, "claim_until": NOW}),
         # a worker has claimed it: a message was seen, the request is not the api_call's
         (RecordStatus.QUEUED, Event.WITHDRAW, {"claimed_attempt": 1}),
     ],

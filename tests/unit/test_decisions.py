@@ -83,6 +83,12 @@ def rng_high() -> float:
         (None, FAR, NOW + 60, INLINE, 0, False, Defer(3)),
         (None, FAR, NOW + 60, SHORT, 10, False, Defer(3)),
         (None, Grant(False, 2.0, REASON_RATE), NOW + 60, SHORT, 1, False, AskAgain(1.0)),
+        # a slot within reach that the budget refused (a route with its own, slower limit):
+        # ask again just before it, not every MIN_ASK_INTERVAL_S
+        (None, Grant(False, 0.8, REASON_RATE), NOW + 60, INLINE, 10, False, AskAgain(0.75)),
+        (None, Grant(False, 1.0, REASON_RATE), NOW + 60, INLINE, 1, False, AskAgain(0.95)),
+        (None, Grant(False, 0.06, REASON_RATE), NOW + 60, INLINE, 1, False,
+         AskAgain(MIN_ASK_INTERVAL_S)),
         (None, GATE, NOW + 60, INLINE, 10, False, Defer(3)),
         # the window never reaches past the deadline
         (None, FAR, NOW + 2.5, INLINE, 10, False, Expire("deadline")),
@@ -228,6 +234,10 @@ def record(status=RecordStatus.QUEUED, attempts=1, next_at: float | None = NOW,
 )
 def test_on_delivery(stored, now, expected) -> None:
     assert on_delivery(stored, UNLOCK if stored is not None else None, now) == expected
+
+
+def test_a_message_whose_record_is_gone_is_dead_lettered_whatever_its_policy() -> None:
+    assert on_delivery(None, UNLOCK, NOW) == DeadLetter("record_missing")
 
 
 # -- a repeat of an Idempotency-Key -------------------------------------------------------

@@ -148,9 +148,17 @@ def before_attempt(
         # of its own slots have passed.
         return AskAgain(max(grant.wait_s, MIN_ASK_INTERVAL_S))
     if grant.reason == REASON_RATE and grant.wait_s <= remaining and asks_left > 0:
-        # The slot is further ahead than this route may book: wait until it is close.
         booking = window.booking(now, deadline)
-        return AskAgain(max(grant.wait_s - booking, MIN_ASK_INTERVAL_S))
+        if grant.wait_s > booking:
+            # The slot is further ahead than this route may book: wait until it is close.
+            after = grant.wait_s - booking
+        else:
+            # Within reach, yet refused: a route with its own, slower limit (POST /event_sets)
+            # is booked only within one account interval of the account's next slot, so a
+            # booking now would leave the account idle. Ask again just before the slot (asking
+            # every MIN_ASK_INTERVAL_S would use up the asks a second before it).
+            after = grant.wait_s - MIN_ASK_INTERVAL_S
+        return AskAgain(max(after, MIN_ASK_INTERVAL_S))
     # A closed gate is Kisi's own Retry-After: a request it outlasts ends saying so, never as
     # "Kisi could not be reached" (nothing was tried).
     late = RETRY_AFTER_PAST_DEADLINE if grant.reason == REASON_GATE else "deadline"

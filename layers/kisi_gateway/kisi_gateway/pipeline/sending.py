@@ -168,14 +168,14 @@ class Sender:
                 self.directory.remember_login(who.identity, login, now + LOGIN_TTL_S)
         if login is None:
             self.telemetry.user_unknown(who.tenant, who.kind.value)
-        if login is not None or answered:  # no slot for the lookup: ask again on the next call
+        if login is not None or answered:  # not sent for want of a slot: ask on the next call
             trust = LOGIN_TTL_S if login else LOOKUP_RETRY_S
             self._logins[who.identity] = (login, self.clock.now() + trust)
         return login
 
     def _ask_kisi(self, who: Who) -> tuple[bool, KisiLogin | None]:
         """``GET /login``: a request like any other, booked in the identity's own bucket.
-        Returns whether it was sent and answered, and the login it names."""
+        Returns whether it was sent (not when no slot was free), and the login it names."""
         grant = self.budget.acquire(who.identity, "GET /login", self.clock.now(), LOOKUP_WAIT_S)
         if not grant.ok:
             return False, None
@@ -183,7 +183,7 @@ class Sender:
             self.clock.sleep(grant.wait_s)
         result = self.kisi.send(KisiCall("GET", "/login", credential=who.credential))
         if not isinstance(result, KisiResponse):
-            return False, None
+            return True, None  # sent, no answer: as good as "cannot say" for a while
         return True, login_of(result.body) if result.status == 200 else None
 
     def check(self, route: Route, acting: Acting) -> Pause | None:
