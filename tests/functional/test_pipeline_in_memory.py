@@ -1204,19 +1204,18 @@ def test_a_queued_unlock_the_budget_holds_past_its_deadline_expires_unsent(
     assert len(world.kisi.calls) == 2
 
 
-def test_a_queued_sign_in_goes_without_a_credential(world: World) -> None:
-    """A sign-in (POST /logins) sent without Authorization is queued and retried as it came:
-    the service login is never attached to it."""
+def test_a_sign_in_goes_without_a_credential_and_is_never_kept(world: World) -> None:
+    """A sign-in (POST /logins) sent without Authorization goes without one: the service login
+    is never attached to it. Its answer holds a new secret, so it is never kept: Kisi's 503
+    is retried inline, never queued, and no record is written."""
     body = b'{"login": {"email": "a@b.c", "password": "x"}}'
-    request_id = deferred(world, "POST", "/logins", body=body)
-    record = world.gw.records.get(request_id)
-    assert record is not None
-    assert (record.credential_kind, record.sealed) == ("none", None)
-    world.clock.advance(2)
-    assert world.deliver() == [Disposition.DONE]
+    world.kisi.answer(503)
+    reply = world.call("POST", "/logins", body=body)
+    assert (reply.status, reply.headers["X-Gateway-Attempts"]) == (200, "2")
     assert [call.credential for call in world.kisi.calls] == [None, None]
     assert world.kisi.lookups == 0  # nobody's Kisi user to look up
-    assert world.gw.budget.state("unauthenticated").tat == at(START + 2 + SLOT)  # Kisi's per-IP
+    assert (world.gw.records.all(), len(world.gw.queue)) == ([], 0)
+    assert world.gw.budget.state("unauthenticated").tat > START  # Kisi's per-IP bucket
 
 
 # -- whose Kisi user a credential is (GET /login) -----------------------------------------------

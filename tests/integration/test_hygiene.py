@@ -267,7 +267,8 @@ def test_callers_credentials_appear_nowhere_the_gateway_writes(
     nothing else; only its KMS-sealed ciphertext is stored, and only while it is needed."""
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "kisi-gateway-hygiene")
     caplog.set_level(logging.DEBUG)
-    # botocore's wire logs at DEBUG print KMS requests and answers whole: see the xfail below.
+    # botocore's wire logs at DEBUG print KMS requests and answers whole: the vault keeps them
+    # at INFO (test_botocore_debug_logs_never_show_a_sealed_credential).
     caplog.set_level(logging.INFO, logger="botocore")
     replies: list[Reply] = []
     queued: list[str] = []
@@ -358,11 +359,6 @@ def test_callers_credentials_appear_nowhere_the_gateway_writes(
     assert found == {}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "with botocore's loggers at DEBUG (root logger at DEBUG, e.g. Lambda's JSON logs with "
-    "ApplicationLogLevel DEBUG), botocore.endpoint logs KMS Encrypt's Plaintext and "
-    "botocore.parsers Decrypt's answer, base64: a sealed caller credential in the logs. "
-    "Fix outside identity: cap those loggers at INFO where logging is set up"))
 def test_botocore_debug_logs_never_show_a_sealed_credential(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -466,19 +462,24 @@ def test_a_redirect_is_returned_never_followed_and_the_key_stays_home(
     assert not leaks(json.dumps(dict(reply.headers)) + reply.body.decode())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a sign-in's answer carries the new login's secret; with an Idempotency-Key (or once "
-    "deferred) the request record keeps Kisi's answer for replay, so the secret sits in the "
-    "requests table in plaintext for the record's lifetime. Needs the stored answer of a "
-    "credential check sealed or not kept (forwarding/records, outside identity)"))
-def test_a_sign_ins_new_secret_is_never_stored_plain(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sign_ins_new_secret_is_never_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sign-in's answer holds the new login's secret: it is answered at once and never kept
+    (no record, no 202, no replay), and asking for it to be kept is a clear 400."""
     body = {"login": {"type": "device"},
             "user": {"email": DEMO_EMAIL, "password": DEMO_PASSWORD}}
     with keyed_gateway(monkeypatch) as gw:
-        signed_in = gw.call("POST", "/logins", body=body,
-                            headers={"Idempotency-Key": "sign-in-1"})
+        for headers in ({"Idempotency-Key": "sign-in-1"}, {"Prefer": "respond-async"}):
+            refused = gw.call("POST", "/logins", body=body, headers=headers)
+            assert (refused.status, refused.json()["code"]) == (400, "9e0402")
+        assert gw.kisi_calls("POST", "/logins") == 0
+        gw.sim.update_faults({"error_rate": 1.0})
+        outage = gw.call("POST", "/logins", body=body)  # a caller on the deferral contract
+        assert outage.status >= 500  # Kisi's own answer: a sign-in is never deferred
+        gw.sim.update_faults({"error_rate": 0.0})
+        signed_in = gw.call("POST", "/logins", body=body)
         assert signed_in.status == 200
         secret = signed_in.json()["secret"]
         items = gw.dynamodb.scan(TableName=gw.names["requests"], ConsistentRead=True)["Items"]
-    assert items  # the keyed call was recorded
+        queued = gw.queue_depth("queue")
     assert leaks(json.dumps(items, default=_bytes_as_text), secret) == []
+    assert (items, queued) == ([], 0)

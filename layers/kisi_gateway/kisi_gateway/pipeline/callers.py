@@ -35,6 +35,7 @@ from kisi_gateway.core.identity import (
     parse_authorization,
     scope_of,
 )
+from kisi_gateway.pipeline.calls import IncomingCall
 from kisi_gateway.stores.ports import Directory
 from kisi_gateway.stores.secrets import ServiceKeys
 
@@ -169,3 +170,17 @@ class Callers:
         with self._lock:
             self._cache[key] = (value, now + self._cache_s)
         return value
+
+
+def kept_from_records(who: Who, call: IncomingCall) -> Who:
+    """``who`` for a credential check (sign-in, token exchange): its answer holds a new
+    secret, so it is never kept in a record. It is answered at once as Kisi would answer it
+    (never deferred, whatever the caller's mode), and ``Idempotency-Key`` or ``Prefer:
+    respond-async``, which would keep the answer for later, is refused."""
+    if call.route.key not in CREDENTIAL_CHECKS:
+        return who
+    if call.idempotency_key is not None or call.prefs.respond_async:
+        raise GatewayError(400, GatewayErrorCode.INVALID_HEADER,
+                           "a sign-in is answered at once and never kept (its answer holds a "
+                           "new secret): send it without Idempotency-Key and respond-async")
+    return replace(who, client=True)

@@ -49,7 +49,7 @@ from kisi_gateway.core.errors import GatewayError, GatewayErrorCode, unavailable
 from kisi_gateway.core.identity import CredentialKind
 from kisi_gateway.core.lifecycle import Change, Event
 from kisi_gateway.core.records import AttemptEntry, RecordStatus, RequestRecord, RetryMessage
-from kisi_gateway.pipeline.callers import Callers, Who
+from kisi_gateway.pipeline.callers import Callers, Who, kept_from_records
 from kisi_gateway.pipeline.calls import IncomingCall
 from kisi_gateway.pipeline.kisi_http import KisiCall
 from kisi_gateway.pipeline.preflight import Screen
@@ -134,7 +134,8 @@ class Forwarder:
         """Answer one validated call; never raises for anything a caller or Kisi does."""
         request_id = ""
         try:
-            who = self.callers.who(context.api_key_id, context.authorization, call.route.key)
+            who = kept_from_records(
+                self.callers.who(context.api_key_id, context.authorization, call.route.key), call)
             request_id = request_id_for(who.scope, call.idempotency_key)
             return self._forward(call, context, who, request_id)
         except GatewayError as error:

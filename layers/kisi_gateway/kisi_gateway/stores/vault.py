@@ -13,6 +13,7 @@ gateway ships no cipher of its own.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from kisi_gateway.core.identity import Credential, CredentialError, parse_authorization
@@ -26,12 +27,27 @@ def _context(context: str) -> dict[str, str]:
     return {"purpose": PURPOSE, "request": context}
 
 
+# botocore logs whole request and answer bodies at DEBUG: KMS Encrypt's Plaintext and
+# Decrypt's answer are a caller's credential (base64). Wherever a vault exists, those loggers
+# never go below INFO, whatever level the function's logging is set to.
+WIRE_LOGGERS = ("botocore.endpoint", "botocore.parsers", "botocore.hooks")
+
+
+def quiet_wire_logs() -> None:
+    """Keep botocore's wire logs (request and answer bodies) out of every log."""
+    for name in WIRE_LOGGERS:
+        wire = logging.getLogger(name)
+        if wire.getEffectiveLevel() < logging.INFO or wire.level < logging.INFO:
+            wire.setLevel(logging.INFO)
+
+
 class KmsVault:
     """:class:`~kisi_gateway.stores.ports.CredentialVault` on AWS KMS."""
 
     def __init__(self, client: Any, key_id: str) -> None:
         self._client = client
         self._key_id = key_id
+        quiet_wire_logs()
 
     def seal(self, credential: Credential, context: str) -> bytes:
         request = {"KeyId": self._key_id, "Plaintext": credential.header().encode(),
