@@ -36,7 +36,7 @@ from kisi_gateway.stores.memory import (
     MemorySendBudget,
     MemoryVault,
 )
-from kisi_gateway.stores.ports import Clock
+from kisi_gateway.stores.ports import Clock, CredentialVault, RecordStore, RetryQueue
 from kisi_gateway.stores.secrets import ServiceKeys, secret_reader
 from kisi_gateway.tracing import tracing
 
@@ -206,6 +206,15 @@ def build_pipeline(
         clock=clock.now,
     )
     vault = KmsVault(aws("kms"), settings.need(settings.credential_key_id, "CREDENTIAL_KEY_ID"))
+    forwarder, worker = runners(settings, sender, records, queue, callers, vault)
+    return Pipeline(sender, forwarder, worker, callers)
+
+
+def runners(
+    settings: Settings, sender: Sender, records: RecordStore, queue: RetryQueue,
+    callers: Callers, vault: CredentialVault,
+) -> tuple[Forwarder, RetryWorker]:
+    """api_call's forwarder and retry_worker's worker over the same pieces."""
     forwarder = Forwarder(
         sender=sender, records=records, queue=queue, callers=callers, vault=vault,
         record_ttl_s=settings.record_ttl_days * 86_400, read_timeout_s=settings.read_timeout_s,
@@ -214,7 +223,7 @@ def build_pipeline(
     )
     worker = RetryWorker(sender=sender, records=records, queue=queue, policies=settings.policies,
                          callers=callers, vault=vault)
-    return Pipeline(sender, forwarder, worker, callers)
+    return forwarder, worker
 
 
 def screen_for(settings: Settings, sender: Sender) -> Screen:
@@ -322,14 +331,7 @@ def build_in_memory(
         known_bad=KnownBadGate(known_bad, telemetry, settings.known_bad_window_s),
         max_gate_s=settings.max_gate_s,
     )
-    forwarder = Forwarder(
-        sender=sender, records=records, queue=queue, callers=callers, vault=vault,
-        record_ttl_s=settings.record_ttl_days * 86_400, read_timeout_s=settings.read_timeout_s,
-        connect_timeout_s=settings.connect_timeout_s, client_wait_s=settings.client_wait_s,
-        screen=screen_for(settings, sender),
-    )
-    worker = RetryWorker(sender=sender, records=records, queue=queue, policies=settings.policies,
-                         callers=callers, vault=vault)
+    forwarder, worker = runners(settings, sender, records, queue, callers, vault)
     return InMemoryGateway(forwarder, worker, sender, records, queue, budget, guard, directory,
                            vault, sink, secrets, known_bad)
 
