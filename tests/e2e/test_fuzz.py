@@ -334,6 +334,14 @@ def test_the_document_is_served_without_a_key(fuzz: FuzzStack) -> None:
 
 
 # -- (a) schemathesis ---------------------------------------------------------------------
+def header(headers: Any, name: str) -> str | None:
+    """One header's value; schemathesis keeps each header's values as a list."""
+    value = headers.get(name)
+    if isinstance(value, list):
+        return str(value[0]) if value else None
+    return None if value is None else str(value)
+
+
 def kisi_shaped_own_errors(answer: schemathesis.Response, reached: int) -> str | None:
     """An error the gateway answered without Kisi must be exactly ``{"error", "code"}``."""
     if answer.status_code < 400 or answer.request.method == "HEAD":
@@ -345,13 +353,13 @@ def kisi_shaped_own_errors(answer: schemathesis.Response, reached: int) -> str |
         return None
     if "x-amzn-errortype" in headers or "idempotent-replayed" in headers:
         return None  # API Gateway's own answer, or a replay of a stored answer
-    if headers.get("x-kisi-gateway-replayed") == "known-bad":
+    if header(headers, "x-kisi-gateway-replayed") == "known-bad":
         return None  # Kisi's own refusal of this very request, answered from memory
     try:
         document = json.loads(answer.content)
     except ValueError:
         return f"{answer.status_code}: not JSON"
-    if headers.get("x-kisi-gateway-refused") == "invalid-body":
+    if header(headers, "x-kisi-gateway-refused") == "invalid-body":
         # A body Kisi documents as invalid: Kisi's own 422 shape, {"errors": {field: [text]}}.
         errors = document.get("errors") if isinstance(document, dict) else None
         shaped = answer.status_code == 422 and set(document) == {"errors"} and isinstance(

@@ -38,10 +38,12 @@ def count_round_trips(gw: Gateway) -> Counter[tuple[str, str]]:
     return calls
 
 
+@pytest.mark.parametrize("known_bad", [False, True], ids=["known-bad off", "known-bad on"])
 def test_a_synchronous_send_costs_one_budget_round_trip_and_rare_guard_reads(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, known_bad: bool,
 ) -> None:
-    with gateway(monkeypatch) as gw:
+    env = {} if known_bad else {"KNOWN_BAD_WINDOW_S": "0"}
+    with gateway(monkeypatch, env=env) as gw:
         assert gw.call("GET", "/locks/1").status == 200  # warm: lookups of caller and login
         calls = count_round_trips(gw)
         sends = 20
@@ -52,10 +54,15 @@ def test_a_synchronous_send_costs_one_budget_round_trip_and_rare_guard_reads(
             assert reply.headers["X-Gateway-Attempts"] == "1"
         budget = gw.names["budget"]
         guard = gw.names["guard"]
+        requests = gw.names["requests"]
         assert calls[("UpdateItem", budget)] == sends  # one conditional write each
         assert sum(n for (_, table), n in calls.items() if table == budget) == sends
         # the guard is read at most once a second (its staleness bound): 6 s -> at most 7
         guard_reads = sum(n for (_, table), n in calls.items() if guard in table)
         assert 1 <= guard_reads <= 7
+        # Known-bad repeats are looked up before the send: one eventually consistent read of
+        # the requests table per call while the window is on, none when it is off.
+        known_bad_reads = sum(n for (_, table), n in calls.items() if table == requests)
+        assert known_bad_reads == (sends if known_bad else 0)
         # nothing else: a synchronous success writes no record and reads no directory
-        assert {table for _, table in calls} <= {budget, guard}
+        assert {table for _, table in calls} <= {budget, guard, requests}
