@@ -100,10 +100,11 @@ class Screen:
                 "Kisi documents no route for this path; it was not sent"))
         if isinstance(found, MethodUndocumented):
             self.telemetry.prevented(UNDOCUMENTED_METHOD, call.route.key)
+            allowed = ", ".join(m for m in found.allowed if m != "HEAD")  # HEAD is refused
             return error_reply(GatewayError(
                 405, GatewayErrorCode.METHOD_NOT_ALLOWED,
-                f"Kisi documents {', '.join(found.allowed)} for this path, not "
-                f"{call.method}; it was not sent")).with_headers(Allow=", ".join(found.allowed))
+                f"Kisi documents {allowed} for this path, not {call.method}; it was not sent",
+            )).with_headers(Allow=allowed)
         assert isinstance(found, Documented)
         if found.warn:
             self.telemetry.undocumented_passed(found.key)
