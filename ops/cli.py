@@ -104,15 +104,25 @@ def main(
     dynamodb = client if client is not None else _dynamodb()
     now = clock()
     if args.area == "gate":
-        return _gate(SendGateAdmin(dynamodb, args.table), args, now)
+        gate = SendGateAdmin(dynamodb, args.table)
+        return _answer(
+            lambda: json.dumps(gate.status(now), indent=2) if args.command == "status"
+            else json.dumps({"reopened": gate.reopen(args.bucket, now)}),
+            BudgetUnavailableError, "the send budget's table")
     guard = DynamoGuard(dynamodb, args.table)
+    return _answer(
+        lambda: json.dumps(guard.states(now), indent=2) if args.command == "status"
+        else json.dumps({"closed": guard.reset(args.scope, now)}),
+        GuardStoreError, "the guard's table")
+
+
+def _answer(work: Callable[[], str], failure: type[Exception], what: str) -> int:
+    """Print what ``work`` answers; 1 when ``what`` cannot be used (no table, no credentials,
+    no network)."""
     try:
-        if args.command == "status":
-            print(json.dumps(guard.states(now), indent=2))
-        else:
-            print(json.dumps({"closed": guard.reset(args.scope, now)}))
-    except GuardStoreError as exc:  # no table, no credentials, no network
-        print(f"error: the guard's table could not be used ({exc})", file=sys.stderr)
+        print(work())
+    except failure as exc:
+        print(f"error: {what} could not be used ({exc})", file=sys.stderr)
         return 1
     return 0
 
@@ -133,17 +143,5 @@ def _directory_command(args: argparse.Namespace) -> int:
         return 2
     except DirectoryError as exc:
         print(f"error: the tenants table could not be used ({exc})", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _gate(admin: SendGateAdmin, args: argparse.Namespace, now: float) -> int:
-    try:
-        if args.command == "status":
-            print(json.dumps(admin.status(now), indent=2))
-        else:
-            print(json.dumps({"reopened": admin.reopen(args.bucket, now)}))
-    except BudgetUnavailableError as exc:  # no table, no credentials, no network
-        print(f"error: the send budget's table could not be used ({exc})", file=sys.stderr)
         return 1
     return 0
