@@ -254,3 +254,19 @@ def test_an_alarm_on_a_401_storm_names_it_and_pauses_nobody(aws, capsys) -> None
     assert result["guard"].endswith("(1 identity scope(s) paused now)")
     assert monitor.guard.check(OTHER, "GET /locks/{id}", now + 6) is None  # nobody else
     assert monitor.guard.check(IDENTITY, "GET /locks/{id}", now + 6) is not None
+
+
+def test_a_sum_up_to_now_counts_this_seconds_datapoints(aws) -> None:
+    """The e2e alarm once showed 3 of 5 bad requests: the last two were stamped in the second
+    the metrics Lambda read in, and CloudWatch's EndTime is exclusive and whole-second."""
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    now = datetime.now(UTC).replace(microsecond=900_000)
+    for offset_s in (-120.0, -0.5, 0.0):  # two minutes ago, this second, now exactly
+        cloudwatch.put_metric_data(Namespace="KisiGateway", MetricData=[{
+            "MetricName": "BadRequests", "Value": 1, "Unit": "Count",
+            "Timestamp": datetime.fromtimestamp(now.timestamp() + offset_s, UTC),
+            "Dimensions": [{"Name": "service", "Value": SERVICE}],
+        }])
+    reader = MetricsReader(cloudwatch, "KisiGateway", SERVICE)
+    assert reader.total("BadRequests", now.timestamp() - 300, now.timestamp()) == 3
+    assert reader.total("BadRequests", now.timestamp() - 60, now.timestamp()) == 2

@@ -12,6 +12,11 @@ from typing import Any
 
 from kisi_gateway.core.alarm_plan import ROUTE_ALARM_INFIX, Plan
 
+# A sum "up to now" reads a little past now: CloudWatch's EndTime is exclusive and whole-second
+# (so this second's datapoints would be missed), and datapoints carry the sending host's clock,
+# which may run ahead of this one. Nothing is stamped later than that, so nothing is counted twice.
+READ_AHEAD_S = 60
+
 
 @dataclass
 class MetricsReader:
@@ -27,7 +32,8 @@ class MetricsReader:
         period = max(60, int((end - start) // 60) * 60)
         answer = self.client.get_metric_statistics(
             Namespace=self.namespace, MetricName=metric, Dimensions=dimensions,
-            StartTime=datetime.fromtimestamp(start, UTC), EndTime=datetime.fromtimestamp(end, UTC),
+            StartTime=datetime.fromtimestamp(start, UTC),
+            EndTime=datetime.fromtimestamp(end + READ_AHEAD_S, UTC),
             Period=period, Statistics=["Sum"],
         )
         return float(sum(point.get("Sum", 0.0) for point in answer.get("Datapoints", [])))
