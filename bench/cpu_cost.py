@@ -5,18 +5,20 @@ another process so that its CPU is not counted; ``time.process_time`` of this pr
 summed over ``CALLS`` calls per side, in alternating rounds so drift affects both alike.
 
 The gateway side is the api_call path without the Lambda runtime: ``parse_call`` (validation,
-route policy) then :meth:`~kisi_gateway.pipeline.forwarding.Forwarder.forward` (guard, budget, send,
-classification, telemetry, reply). Its collaborators come in two variants:
+route policy) then :meth:`~kisi_gateway.pipeline.forwarding.Forwarder.forward` (known-bad
+screen, guard, budget, send, classification, telemetry, reply), composed by the library's own
+composition root in three variants:
 
-- ``in-memory``: the library's :class:`~kisi_gateway.stores.memory.MemorySendBudget` and
-  :class:`~kisi_gateway.stores.memory.MemoryGuard`; telemetry is the deployed Powertools EMF
-  sink (its output discarded). The records and the queue are not touched by a synchronous success —
-  fakes that fail loudly if that ever changes.
-- ``boto3``: the deployed adapters (``DynamoSendBudget``, ``DynamoGuard``) through a real boto3
-  DynamoDB client whose HTTP answers are canned at botocore's ``before-send`` hook: boto3's
-  serialising, signing and parsing are counted, no server is. The closest to what a Lambda
-  spends (a read and a conditional write per call; the guard is served from its cache).
-- ``moto``: the same adapters on moto in this process. An upper bound: moto's server-side
+- ``in-memory``: ``wiring.build_in_memory`` (the in-memory stores); telemetry is the deployed
+  Powertools EMF sink (its output discarded). The gateway's own logic.
+- ``boto3``: ``wiring.build_pipeline``, the composition api_call runs, over real boto3 clients
+  configured as ``wiring`` configures them, whose DynamoDB answers are canned at botocore's
+  ``before-send`` hook: boto3's validation, serialising, signing and parsing are counted, no
+  server is. The closest to what a Lambda spends: per call the budget's conditional
+  UpdateItem and the known-bad GetItem; the guard's verdict is served from its cache.
+- ``boto3, known-bad off``: the same with ``KNOWN_BAD_WINDOW_S=0``: one DynamoDB call per
+  send, the budget's.
+- ``moto``: the same composition on moto in this process. An upper bound: moto's server-side
   work is counted too, which on AWS happens elsewhere. ``mock_aws`` also routes ``requests``
   through ``responses``, so this variant is compared with a direct call made under the
   same mock.
@@ -48,24 +50,13 @@ from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HTTPHeaders
 
 from bench.realtime import LOOPBACK_ONLY, aws_client, aws_environment, create_resources
 from kisi_gateway.config import Settings
-from kisi_gateway.core.lifecycle import Change
-from kisi_gateway.core.records import RequestRecord, RetryMessage
-from kisi_gateway.pipeline.callers import Callers
 from kisi_gateway.pipeline.calls import parse_call
 from kisi_gateway.pipeline.forwarding import CallContext, Forwarder
 from kisi_gateway.pipeline.kisi_http import KisiClient, build_session, same_origin
 from kisi_gateway.pipeline.replies import location_rewriter
-from kisi_gateway.pipeline.sending import Sender, SystemClock
+from kisi_gateway.pipeline.sending import SystemClock
 from kisi_gateway.pipeline.telemetry import PowertoolsEmfSink, Telemetry
-from kisi_gateway.stores.budget import DynamoSendBudget
-from kisi_gateway.stores.directory import DynamoDirectory
-from kisi_gateway.stores.guard import DynamoGuard
-from kisi_gateway.stores.guard_cache import CachedGuard
-from kisi_gateway.stores.memory import MemoryDirectory, MemoryGuard, MemorySendBudget, MemoryVault
-from kisi_gateway.stores.ports import Applied, Guard, SendBudget
-from kisi_gateway.stores.queue import SqsRetryQueue
-from kisi_gateway.stores.records import DynamoRecordStore
-from kisi_gateway.stores.secrets import ServiceKeys
+from kisi_gateway.wiring import AWS_TIMEOUTS, build_in_memory, build_pipeline
 from kisi_sim import DEMO_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,31 +80,6 @@ class CpuCost:
     gateway_us: float
     ratio: float
     calls: int
-
-
-class _Untouched:
-    """Records and queue for a synchronous success, which writes neither (forwarding.py)."""
-
-    def _fail(self, name: str) -> Any:
-        raise AssertionError(f"{name} was called on the synchronous success path")
-
-    def create(self, record: RequestRecord) -> bool:
-        return bool(self._fail("records.create"))
-
-    def get(self, request_id: str) -> RequestRecord | None:
-        return self._fail("records.get")  # type: ignore[no-any-return]
-
-    def apply(self, request_id: str, change: Change) -> Applied | None:
-        return self._fail("records.apply")  # type: ignore[no-any-return]
-
-    def enqueue(self, message: RetryMessage, delay_s: int) -> None:
-        self._fail("queue.enqueue")
-
-    def postpone(self, receipt_handle: str, delay_s: int) -> None:
-        self._fail("queue.postpone")
-
-    def dead_letter(self, message: RetryMessage, reason: str) -> None:
-        self._fail("queue.dead_letter")
 
 
 @contextlib.contextmanager
@@ -171,28 +137,23 @@ def gateway_call(base_url: str, forwarder: Forwarder) -> Call:
     return call
 
 
-def _forwarder(
-    base_url: str, budget: SendBudget, guard: Guard, records: Any, queue: Any,
-    directory: Any,
-) -> Forwarder:
-    session = build_session()
-    sender = Sender(
-        kisi_factory=lambda: KisiClient(base_url, session=session),
-        budget=budget, guard=guard, telemetry=Telemetry(PowertoolsEmfSink()),
-        clock=SystemClock(), rng=random.Random(1).random, directory=directory,
-    )
-    callers = Callers(directory, ServiceKeys(lambda secret_id, refresh: DEMO_KEY),
-                      b"cpu-bench-identity-key",
-                      default_secret_id="service-login",  # noqa: S106 - a name, not a secret
-                      clock=time.time)
-    return Forwarder(sender=sender, records=records, queue=queue, callers=callers,
-                     vault=MemoryVault(), record_ttl_s=86_400.0, read_timeout_s=10.0)
+def _settings(base_url: str, **names: str) -> Settings:
+    """The deployed settings, with the budget's rate far above Kisi's (:data:`UNTHROTTLED`)."""
+    return Settings.from_env({
+        "KISI_BASE_URL": base_url, "SEND_RATE": str(UNTHROTTLED),
+        "KISI_API_KEY_SECRET": "service-login", **names,
+    })
 
 
 def in_memory_forwarder(base_url: str) -> Forwarder:
-    untouched = _Untouched()
-    return _forwarder(base_url, MemorySendBudget(rate=UNTHROTTLED), MemoryGuard(),
-                      untouched, untouched, MemoryDirectory())
+    """``wiring.build_in_memory``: the library's in-memory stores, Powertools EMF telemetry."""
+    session = build_session()
+    gateway = build_in_memory(
+        _settings(base_url), KisiClient(base_url, session=session), SystemClock(),
+        random.Random(1).random, service_key=DEMO_KEY,
+        telemetry=Telemetry(PowertoolsEmfSink()),
+    )
+    return gateway.forwarder
 
 
 class _CannedBody(io.BytesIO):
@@ -205,8 +166,9 @@ class _CannedBody(io.BytesIO):
             chunk = self.read()
 
 
-# DynamoDB's answers when no bucket or guard item exists yet: the budget then books from a
-# fresh bucket and writes it, the guard reads "closed" — the common path of every call.
+# DynamoDB's answers when no item exists yet: the budget then books from a fresh bucket and
+# writes it, the guard reads "closed", no known-bad entry and no directory entry are found —
+# the common path of every call. Other services are built but never called on this path.
 CANNED_DYNAMODB = {
     "GetItem": b"{}",
     "UpdateItem": b"{}",
@@ -225,31 +187,54 @@ def _canned_answer(request: AWSPreparedRequest, **_: Any) -> AWSResponse:
     return AWSResponse(request.url, 200, headers, _CannedBody(body))
 
 
-def canned_forwarder(base_url: str) -> Forwarder:
-    """The DynamoDB adapters over a real boto3 client answered by :data:`CANNED_DYNAMODB`."""
-    dynamodb = boto3.client(
-        "dynamodb", region_name=REGION, config=LOOPBACK_ONLY,
-        aws_access_key_id="bench", aws_secret_access_key="bench",  # noqa: S106 - not a secret
+def _deployed_forwarder(
+    base_url: str, clients: dict[str, Any], names: dict[str, str]
+) -> Forwarder:
+    """``wiring.build_pipeline`` over ``clients``: the composition api_call runs."""
+    session = build_session()
+    pipeline = build_pipeline(
+        _settings(base_url, **names), aws=clients.__getitem__,
+        kisi=lambda: KisiClient(base_url, session=session), clock=SystemClock(),
+        rng=random.Random(1).random, telemetry=Telemetry(PowertoolsEmfSink()),
+        secrets=lambda secret_id, refresh: DEMO_KEY, key=b"cpu-bench-identity-key",
     )
-    # botocore-stubs types handlers as returning None; a before-send handler that returns a
-    # response short-circuits the HTTP send (that is how botocore's own Stubber works).
-    dynamodb.meta.events.register("before-send.dynamodb", _canned_answer)  # type: ignore[arg-type]
-    budget = DynamoSendBudget(dynamodb, "budget", rate=UNTHROTTLED)
-    untouched = _Untouched()
-    guard = CachedGuard(DynamoGuard(dynamodb, "guard", cache_s=0.0))  # as wiring builds it
-    return _forwarder(base_url, budget, guard, untouched, untouched,
-                      DynamoDirectory(dynamodb, "tenants"))
+    return pipeline.forwarder
+
+
+TABLES = {"REQUESTS_TABLE": "requests", "BUDGET_TABLE": "budget", "GUARD_TABLE": "guard",
+          "TENANTS_TABLE": "tenants"}
+
+
+def canned_forwarder(base_url: str, **settings: str) -> Forwarder:
+    """The deployed composition over real boto3 clients, configured as ``wiring`` configures
+    them, whose DynamoDB answers are canned (:data:`CANNED_DYNAMODB`); ``settings`` adds to
+    the environment."""
+    config = AWS_TIMEOUTS.config().merge(LOOPBACK_ONLY)
+    clients: dict[str, Any] = {
+        service: boto3.client(
+            service, region_name=REGION, config=config,
+            aws_access_key_id="bench", aws_secret_access_key="bench",  # noqa: S106 - not a secret
+        ) for service in ("dynamodb", "sqs", "kms")
+    }
+    # A before-send handler that returns a response short-circuits the HTTP send (that is how
+    # botocore's own Stubber works).
+    events = clients["dynamodb"].meta.events
+    events.register("before-send.dynamodb", _canned_answer)
+    return _deployed_forwarder(base_url, clients, {
+        **TABLES, "RETRY_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/retry",
+        "DLQ_URL": "https://sqs.us-east-1.amazonaws.com/1/retry-dlq",
+        "CREDENTIAL_KEY_ID": "bench-key", **settings,
+    })
 
 
 def moto_forwarder(base_url: str) -> Forwarder:
-    """The deployed adapters on moto (call inside ``mock_aws``)."""
-    dynamodb, sqs = aws_client("dynamodb"), aws_client("sqs")
-    urls = create_resources(dynamodb, sqs)
-    budget = DynamoSendBudget(dynamodb, "budget", rate=UNTHROTTLED)
-    return _forwarder(base_url, budget, CachedGuard(DynamoGuard(dynamodb, "guard", cache_s=0.0)),
-                      DynamoRecordStore(dynamodb, "requests"),
-                      SqsRetryQueue(sqs, urls["queue"], urls["dlq"]),
-                      DynamoDirectory(dynamodb, "tenants"))
+    """The deployed composition on moto (call inside ``mock_aws``)."""
+    clients = {service: aws_client(service) for service in ("dynamodb", "sqs", "kms")}
+    urls = create_resources(clients["dynamodb"], clients["sqs"])
+    return _deployed_forwarder(base_url, clients, {
+        **TABLES, "RETRY_QUEUE_URL": urls["queue"], "DLQ_URL": urls["dlq"],
+        "CREDENTIAL_KEY_ID": clients["kms"].create_key()["KeyMetadata"]["KeyId"],
+    })
 
 
 def compare(sides: dict[str, Call], calls: int = CALLS) -> dict[str, float]:
@@ -291,6 +276,8 @@ def measure(calls: int = CALLS) -> list[CpuCost]:
             "direct": direct_call(url),
             "in-memory": gateway_call(url, in_memory_forwarder(url)),
             "boto3": gateway_call(url, canned_forwarder(url)),
+            "boto3, known-bad off": gateway_call(
+                url, canned_forwarder(url, KNOWN_BAD_WINDOW_S="0")),
         }, calls)
         with _aws():
             mocked = compare({
@@ -323,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps([asdict(row) for row in results]))
         return
     for row in results:
-        print(f"{row.variant:10} direct {row.direct_us:7.0f} us  gateway {row.gateway_us:7.0f}"
+        print(f"{row.variant:20} direct {row.direct_us:7.0f} us  gateway {row.gateway_us:7.0f}"
               f" us  ratio {row.ratio:.2f}  ({row.calls} calls each)")
 
 

@@ -38,6 +38,7 @@ from bench.engine import Engine, Process
 from bench.kisi_model import VirtualKisi
 from bench.metering import (
     ChargedBudget,
+    ChargedKnownBad,
     ChargedQueue,
     ChargedRecords,
     MeteredGuard,
@@ -316,9 +317,16 @@ class Gateway:
         queue = ChargedQueue(self.queue, charge, ledger)
         budget = ChargedBudget(pipeline.budget, charge, ledger, self.settings.send_rate,
                                self.settings.rates())
+        known_bad = pipeline.sender.known_bad
+        if known_bad is not None:
+            known_bad = replace(known_bad, store=ChargedKnownBad(known_bad.store, charge, ledger))
         sender = replace(pipeline.sender, budget=budget,
-                         guard=MeteredGuard(pipeline.guard, ledger))
-        self.forwarder = replace(pipeline.forwarder, sender=sender, records=records, queue=queue)
+                         guard=MeteredGuard(pipeline.guard, ledger), known_bad=known_bad)
+        screen = pipeline.forwarder.screen
+        if screen is not None:
+            screen = replace(screen, known_bad=known_bad)
+        self.forwarder = replace(pipeline.forwarder, sender=sender, records=records, queue=queue,
+                                 screen=screen)
         self.worker = replace(pipeline.worker, sender=sender, records=records, queue=queue)
         self._calls: list[TrackedCall] = []
 

@@ -4,9 +4,10 @@ Each wrapper hands the call, unchanged, to the library's in-memory store. Around
 
 - *charged*: every DynamoDB or SQS round trip costs ``store_op_s`` of virtual time (the
   thread sleeps on the virtual clock, then the store answers), so time passes between a
-  decision and the send as it does on AWS. Charged: every record store call, every queue call
-  and the budget's ``acquire``. Not charged: the guard (the deployed one answers from its
-  per-Lambda cache while its scopes are calm, and writes only on bad answers) and the budget's
+  decision and the send as it does on AWS. Charged: every record store call, every queue call,
+  every known-bad lookup and write, and the budget's ``acquire``. Not charged: the guard (the
+  deployed one answers from its per-Lambda cache while its scopes are calm, and writes only on
+  bad answers) and the budget's
   ``observe`` (the deployed one writes only after a 429 or below its full rate);
 - *metered*: the read and write units, SQS requests and log bytes the deployed adapter would
   use for that call, added to the :class:`~bench.costs.Usage` of the request the calling
@@ -24,13 +25,14 @@ from typing import TYPE_CHECKING
 
 from bench.sqs_model import VirtualQueue
 from kisi_gateway.core.breaker import Pause
+from kisi_gateway.core.known_bad import KnownAnswer
 from kisi_gateway.core.lifecycle import Change
 from kisi_gateway.core.outcome import Outcome, OutcomeClass
 from kisi_gateway.core.ratelimit import ANYONE, Booking, Grant
 from kisi_gateway.core.records import RequestRecord, RetryMessage
 from kisi_gateway.pipeline.telemetry import MemorySink, PowertoolsEmfSink
 from kisi_gateway.stores.memory import MemoryGuard, MemorySendBudget
-from kisi_gateway.stores.ports import Applied, RecordStore
+from kisi_gateway.stores.ports import Applied, KnownBadStore, RecordStore
 
 if TYPE_CHECKING:
     from bench.gateway import Ledger
@@ -131,6 +133,30 @@ class MeteredGuard:
 
     def probing(self, identity: str, route_key: str) -> list[str]:
         return self.guard.probing(identity, route_key)  # remembered by the check: no I/O
+
+
+@dataclass(frozen=True, slots=True)
+class ChargedKnownBad:
+    """The known-bad entries port; every call is one DynamoDB round trip."""
+
+    store: KnownBadStore
+    charge: Callable[[], None]
+    ledger: Ledger
+
+    def find(self, identity: str, resource: str, key: str, now: float) -> KnownAnswer | None:
+        self.charge()
+        self.ledger.meter().rru += 0.5  # GetItem, eventually consistent, under 4 KB
+        return self.store.find(identity, resource, key, now)
+
+    def remember(self, identity: str, resource: str, key: str, answer: KnownAnswer) -> None:
+        self.charge()
+        self.ledger.meter().wru += 1  # UpdateItem (a second one when the map must start anew)
+        self.store.remember(identity, resource, key, answer)
+
+    def forget(self, identity: str, resource: str) -> None:
+        self.charge()
+        self.ledger.meter().wru += 1  # UpdateItem, conditional
+        self.store.forget(identity, resource)
 
 
 @dataclass(frozen=True, slots=True)
