@@ -319,7 +319,11 @@ class Gateway:
                                self.settings.rates())
         known_bad = pipeline.sender.known_bad
         if known_bad is not None:
-            known_bad = replace(known_bad, store=ChargedKnownBad(known_bad.store, charge, ledger))
+            # No hints: every send looks its entries up, as if each Lambda's view of the
+            # identity were older than the guard's cache (what the cost model assumes of the
+            # guard's reads too); the deployed hint can only spare lookups.
+            known_bad = replace(known_bad, store=ChargedKnownBad(known_bad.store, charge, ledger),
+                                hints=None)
         sender = replace(pipeline.sender, budget=budget,
                          guard=MeteredGuard(pipeline.guard, ledger), known_bad=known_bad)
         screen = pipeline.forwarder.screen

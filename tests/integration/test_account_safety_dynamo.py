@@ -114,3 +114,34 @@ def test_the_lambda_that_wins_the_probe_election_knows_it(dynamodb: Any) -> None
     mine.observe(ME, "GET /login", classify_status(200), NOW + 62)  # the probe's answer
     assert mine.probing(ME, "GET /locks") == []
     assert other.check(ME, "GET /locks", NOW + 62) is None
+
+
+def test_the_guard_hints_which_identities_have_known_bad_entries(dynamodb: Any) -> None:
+    """The hint rides on the account item the guard reads anyway; a view older than
+    ``hint_max_age_s`` (or none) says "maybe", so the screen looks up."""
+    here = DynamoGuard(dynamodb, GUARD, cache_s=0.0, hint_max_age_s=1.0)
+    there = DynamoGuard(dynamodb, GUARD, cache_s=0.0, hint_max_age_s=1.0)
+    route = "POST /users"
+    assert there.may_know_bad(ME, NOW)  # no view yet: look up
+    assert there.check(ME, route, NOW) is None
+    assert there.check(THEM, route, NOW) is None
+    assert not there.may_know_bad(ME, NOW + 0.5)  # a fresh view with nothing noted
+    here.note_known_bad(ME, NOW + 60, NOW + 0.5)
+    assert here.may_know_bad(ME, NOW + 0.5)  # the noting Lambda knows at once
+    assert not there.may_know_bad(ME, NOW + 0.9)  # the bound: at most hint_max_age_s stale
+    assert there.may_know_bad(ME, NOW + 1.0)  # aged view: look up
+    assert there.check(ME, route, NOW + 1.0) is None  # a note pauses nothing
+    assert there.may_know_bad(ME, NOW + 1.0)
+    assert there.check(THEM, route, NOW + 1.0) is None
+    assert not there.may_know_bad(THEM, NOW + 1.0)  # nobody else is affected
+    assert there.check(ME, route, NOW + 61) is None
+    assert not there.may_know_bad(ME, NOW + 61)  # the entry's window is over
+    states = {state["scope"]: state["state"] for state in here.states(NOW + 61)}
+    assert states[ME] == "closed"
+
+
+def test_a_lost_hint_is_logged_not_raised(dynamodb: Any, caplog: pytest.LogCaptureFixture) -> None:
+    guard = DynamoGuard(dynamodb, "no-such-table", cache_s=0.0)
+    guard.note_known_bad(ME, NOW + 60, NOW)
+    assert "known-bad hint not written" in caplog.text
+    assert guard.may_know_bad(ME, NOW)  # nothing seen: the screen looks up

@@ -183,6 +183,14 @@ def build_pipeline(
     directory = DynamoDirectory(dynamodb, settings.need(settings.tenants_table, "TENANTS_TABLE"))
     requests_table = settings.need(settings.requests_table, "REQUESTS_TABLE")
     telemetry = telemetry or Telemetry(PowertoolsEmfSink(settings.metrics_namespace))
+    # Its view of each identity's account item also tells the known-bad screen, within the
+    # same staleness as its verdicts, whether there is anything to look up.
+    guard = DynamoGuard(
+        dynamodb, settings.need(settings.guard_table, "GUARD_TABLE"),
+        consecutive_401_threshold=settings.guard_401_threshold,
+        cooldown_s=settings.guard_cooldown_s, cache_s=0.0,
+        hint_max_age_s=settings.guard_cache_s,
+    )
     sender = Sender(
         kisi_factory=kisi or kisi_client(settings),
         budget=DynamoSendBudget(
@@ -190,17 +198,13 @@ def build_pipeline(
             limits=budget_limits(settings),
         ),
         # The cache decides how stale a verdict may be; the guard itself reads every time.
-        guard=CachedGuard(DynamoGuard(
-            dynamodb, settings.need(settings.guard_table, "GUARD_TABLE"),
-            consecutive_401_threshold=settings.guard_401_threshold,
-            cooldown_s=settings.guard_cooldown_s, cache_s=0.0,
-        ), staleness_s=settings.guard_cache_s),
+        guard=CachedGuard(guard, staleness_s=settings.guard_cache_s),
         telemetry=telemetry,
         clock=clock,
         rng=rng or random.SystemRandom().random,
         directory=directory,
         known_bad=KnownBadGate(DynamoKnownBad(dynamodb, requests_table), telemetry,
-                               settings.known_bad_window_s),
+                               settings.known_bad_window_s, hints=guard),
         max_gate_s=settings.max_gate_s,
     )
     records = DynamoRecordStore(dynamodb, requests_table)
@@ -337,7 +341,7 @@ def build_in_memory(
     sender = Sender(
         kisi_factory=lambda: kisi, budget=budget, guard=guard, telemetry=telemetry,
         clock=clock, rng=rng, directory=directory,
-        known_bad=KnownBadGate(known_bad, telemetry, settings.known_bad_window_s),
+        known_bad=KnownBadGate(known_bad, telemetry, settings.known_bad_window_s, hints=guard),
         max_gate_s=settings.max_gate_s,
     )
     forwarder, worker = runners(settings, sender, records, queue, callers, vault)

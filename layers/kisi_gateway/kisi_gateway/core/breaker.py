@@ -165,6 +165,9 @@ class ScopeItem:
     consecutive_401: int = 0
     probe_until: float | None = None
     updated_at: float | None = None
+    # Account only: the end of the newest known-bad entry of this identity (a hint that lets
+    # the known-bad screen skip its lookup while the identity has none; see KnownBadHints).
+    known_bad_until: float | None = None
 
     def summary(self, now: float) -> dict[str, Any]:
         """A JSON-ready view for notifications, dashboards and the CLI."""

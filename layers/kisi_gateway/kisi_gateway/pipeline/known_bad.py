@@ -24,7 +24,7 @@ from kisi_gateway.core.known_bad import (
 from kisi_gateway.pipeline.kisi_http import AttemptResult, KisiCall, KisiResponse
 from kisi_gateway.pipeline.replies import Reply
 from kisi_gateway.pipeline.telemetry import Telemetry
-from kisi_gateway.stores.ports import KnownBadStore, KnownBadStoreError
+from kisi_gateway.stores.ports import KnownBadHints, KnownBadStore, KnownBadStoreError
 
 LOG = logging.getLogger("kisi_gateway")
 PREVENTED_KNOWN_BAD = "known_bad"
@@ -37,10 +37,16 @@ class KnownBadGate:
     store: KnownBadStore
     telemetry: Telemetry
     window_s: float
+    # None: look the entries up before every send. Else the guard's hint spares the lookup
+    # for an identity with no live entry (a refusal noted by another Lambda is seen within
+    # the guard's verdict cache, as its pauses are).
+    hints: KnownBadHints | None = None
 
     def answer(self, identity: str, route_key: str, call: KisiCall, now: float) -> Reply | None:
         """Kisi's remembered answer to this very request of ``identity``, else ``None``."""
         if self.window_s <= 0:
+            return None
+        if self.hints is not None and not self.hints.may_know_bad(identity, now):
             return None
         key = request_key(call.method, call.path, call.query, call.body)
         try:
@@ -68,6 +74,8 @@ class KnownBadGate:
                                    result.body, now, self.window_s)
                 if entry is not None:
                     key = request_key(call.method, call.path, call.query, call.body)
+                    if self.hints is not None:  # first: an entry nobody looks up is no use
+                        self.hints.note_known_bad(identity, entry.until, now)
                     self.store.remember(identity, resource, key, entry)
             elif clears(call.method, result.status):
                 self.store.forget(identity, resource)

@@ -45,6 +45,7 @@ from kisi_gateway.core.breaker import (
     ScopeItem,
     Transition,
     Trip,
+    account_scope,
     admit,
     apply_transition,
     closed,
@@ -99,11 +100,15 @@ class DynamoGuard:
         max_cooldown_s: float = 3600.0,
         cache_s: float = 2.0,
         probe_lease_s: float = 30.0,
+        hint_max_age_s: float = 1.0,
     ) -> None:
+        if not hint_max_age_s >= 0:
+            raise ValueError("hint_max_age_s must not be negative")
         self._client = client
         self._table = table_name
         self.rules = GuardRules(consecutive_401_threshold, cooldown_s, max_cooldown_s,
                                 cache_s, probe_lease_s)
+        self.hint_max_age_s = hint_max_age_s
         self._local = _Local()
 
     # -- hot path ---------------------------------------------------------------------------
@@ -143,6 +148,33 @@ class DynamoGuard:
             if lease is not None and known is not None and known.probe_until == lease:
                 held.append(scope)
         return held
+
+    # -- known-bad hints (stores.ports.KnownBadHints) ---------------------------------------
+
+    def may_know_bad(self, identity: str, now: float) -> bool:
+        """Whether ``identity`` may have live known-bad entries, from this Lambda's last read
+        of its account item: ``False`` only when that read is younger than
+        ``hint_max_age_s`` (the guard's verdict cache, so a calm identity's sends read
+        nothing more) and shows no entry ahead. No read here: an older view says "maybe"."""
+        cached = self._local.items.get(account_scope(identity))
+        if cached is None or not 0 <= now - cached.read_at < self.hint_max_age_s:
+            return True
+        until = cached.item.known_bad_until
+        return until is not None and until > now
+
+    def note_known_bad(self, identity: str, until: float, now: float) -> None:
+        """Set the account item's ``known_bad_until`` (one UpdateItem; entries share one
+        window length, so the newest note is the latest end). Never raises: a lost note means
+        other Lambdas may send one repeat until the entry's next note, and is logged."""
+        expr = Expression()
+        expr.set("known_bad_until", n(until))
+        state = expr.name("state")
+        expr.sets.append(
+            f"{state} = if_not_exists({state}, {expr.value('closed', s('closed'))})")
+        try:
+            self._update(expr.update(self._table, key_of(account_scope(identity)), None), now)
+        except Exception:
+            logger.warning("guard: known-bad hint not written", exc_info=True)
 
     # -- alarm path and operators ------------------------------------------------------------
 

@@ -14,6 +14,7 @@ Item layout: one DynamoDB table, string hash key ``scope``, one item per scope::
     consecutive_401  N  account only: 401s since the last answer that proved the key works
     probe_until      N  lease of the elected half-open probe               (absent if none)
     updated_at       N  epoch seconds of the last write
+    known_bad_until  N  account only: end of the identity's newest known-bad entry (a hint)
 
 Why not Powertools' circuit breaker (``aws_lambda_powertools/utilities/circuit_breaker/``,
 3.37.0, alpha)? It has the right shape and this module borrows it: state in DynamoDB read
@@ -70,6 +71,7 @@ def scope_item(item: Mapping[str, Any]) -> ScopeItem:
         consecutive_401=int(number(item, "consecutive_401") or 0),
         probe_until=number(item, "probe_until"),
         updated_at=number(item, "updated_at"),
+        known_bad_until=number(item, "known_bad_until"),
     )
 
 

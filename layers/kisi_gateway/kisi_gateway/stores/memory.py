@@ -253,6 +253,7 @@ class MemoryGuard:
         self.rules = rules or GuardRules()
         self._items: dict[str, ScopeItem] = {}
         self._probes: dict[str, float] = {}  # scope -> lease of the probe this fleet holds
+        self._known_bad: dict[str, float] = {}  # identity -> end of its newest known-bad entry
         self.trips: list[tuple[float, str]] = []  # (when, scope): for the report
 
     def check(self, identity: str, route_key: str, now: float) -> Pause | None:
@@ -295,6 +296,13 @@ class MemoryGuard:
         return [scope for scope in scopes_of(identity, route_key)
                 if scope in self._probes
                 and self._item(scope).probe_until == self._probes[scope]]
+
+    def may_know_bad(self, identity: str, now: float) -> bool:
+        """The known-bad hint, always current here (one process, no cache)."""
+        return self._known_bad.get(identity, 0.0) > now
+
+    def note_known_bad(self, identity: str, until: float, now: float) -> None:
+        self._known_bad[identity] = max(until, self._known_bad.get(identity, 0.0))
 
     def _item(self, scope: str) -> ScopeItem:
         return self._items.get(scope) or ScopeItem(scope)

@@ -158,6 +158,23 @@ class Guard(Protocol):
         ...
 
 
+class KnownBadHints(Protocol):
+    """Whether an identity may have live known-bad entries, so that the known-bad screen
+    needs no store round trip of its own for an identity that has none.
+
+    The guard keeps the hint on the identity's account item, which it reads anyway: a view at
+    most as old as the guard's own verdict cache says "none", or the entries are looked up.
+    """
+
+    def may_know_bad(self, identity: str, now: float) -> bool:
+        """``False`` only when a fresh enough view shows no live entry of ``identity``."""
+        ...
+
+    def note_known_bad(self, identity: str, until: float, now: float) -> None:
+        """``identity`` has an entry until ``until``; never raises (a lost note is logged)."""
+        ...
+
+
 class Directory(Protocol):
     """Tenants, their callers, and the Kisi login behind each identity (:mod:`.directory`)."""
 
