@@ -15,9 +15,9 @@ composition root in three variants:
   configured as ``wiring`` configures them, whose DynamoDB answers are canned at botocore's
   ``before-send`` hook: boto3's validation, serialising, signing and parsing are counted, no
   server is. The closest to what a Lambda spends: per call the budget's conditional
-  UpdateItem and the known-bad GetItem; the guard's verdict is served from its cache.
-- ``boto3, known-bad off``: the same with ``KNOWN_BAD_WINDOW_S=0``: one DynamoDB call per
-  send, the budget's.
+  UpdateItem; about once a second (the guard's verdict cache) a guard read and a known-bad
+  lookup, which the guard's view of the identity otherwise spares.
+- ``boto3, known-bad off``: the same with ``KNOWN_BAD_WINDOW_S=0``.
 - ``moto``: the same composition on moto in this process. An upper bound: moto's server-side
   work is counted too, which on AWS happens elsewhere. ``mock_aws`` also routes ``requests``
   through ``responses``, so this variant is compared with a direct call made under the

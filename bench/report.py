@@ -624,21 +624,21 @@ class Report:
             "what api_call runs, over boto3 clients configured as `wiring` configures them "
             "(client-side parameter validation off), whose DynamoDB answers are canned at "
             "botocore's `before-send` hook: validation, serialising, signing and parsing are "
-            "counted, no server is. Per call: the budget's one conditional UpdateItem and the "
-            "known-bad screen's GetItem; the guard's verdict comes from its per-Lambda cache. "
-            "**boto3, known-bad off** — the same with `KNOWN_BAD_WINDOW_S=0`: the budget's "
-            "UpdateItem alone. **moto** — the same composition on moto in-process: an upper "
-            "bound that also counts moto's server side (compared with a direct call under the "
-            "same `mock_aws`, which patches `requests`). A synchronous success writes no "
+            "counted, no server is. Per call: the budget's one conditional UpdateItem; about "
+            "once a second (the guard's verdict cache) a guard read and a known-bad lookup, "
+            "which the guard's view otherwise spares. **boto3, known-bad off** — the same "
+            "with `KNOWN_BAD_WINDOW_S=0`. **moto** — the same composition on moto "
+            "in-process: an upper bound that also counts moto's server side (compared with a "
+            "direct call under the same `mock_aws`, which patches `requests`). A synchronous success writes no "
             "record and sends no message.",
             "",
             table(["variant", "direct requests (µs CPU)", "gateway (µs CPU)", "ratio",
                    "calls each"], rows),
             "",
-            "What the rows say: a botocore DynamoDB call costs about as much CPU as the direct "
-            "`requests` call it stands beside (the difference between the boto3 rows is one "
-            "GetItem), so with one store call per send the gateway cannot get near 2× a direct "
-            "call whatever its own logic costs; it would take fewer store calls than sends "
+            "What the rows say: the boto3 row less the in-memory row is what one botocore "
+            "DynamoDB call per send costs, about as much CPU as the direct `requests` call "
+            "itself; with one store call per send the gateway cannot get near 2× a direct "
+            "call whatever its own logic costs. It would take fewer store calls than sends "
             "(for instance slots leased in batches per Lambda), which the shared budget's "
             "exactness across Lambdas argues against. "
             "Not included: Powertools' JSON log line per attempt at INFO.",
