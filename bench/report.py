@@ -629,8 +629,8 @@ class Report:
             "which the guard's view otherwise spares. **boto3, known-bad off** — the same "
             "with `KNOWN_BAD_WINDOW_S=0`. **moto** — the same composition on moto "
             "in-process: an upper bound that also counts moto's server side (compared with a "
-            "direct call under the same `mock_aws`, which patches `requests`). A synchronous success writes no "
-            "record and sends no message.",
+            "direct call under the same `mock_aws`, which patches `requests`). A synchronous "
+            "success writes no record and sends no message.",
             "",
             table(["variant", "direct requests (µs CPU)", "gateway (µs CPU)", "ratio",
                    "calls each"], rows),
