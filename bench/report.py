@@ -30,6 +30,8 @@ from bench.markdown import table
 from bench.realtime import RealtimeFigures
 from bench.simulate import LABELS, STRATEGIES, Run
 from bench.tracking import Final
+from kisi_gateway.core.policy import PolicyTable
+from kisi_gateway.core.ratelimit import PACE
 
 SIM_ASSUMES = (
     "*Every figure of section 1 assumes*: virtual clock; Kisi sends `Retry-After` (1 s) on "
@@ -62,6 +64,13 @@ class Results:
 
 def _num(value: float, digits: int = 2) -> str:
     return "∞" if math.isinf(value) else f"{value:,.{digits}f}"
+
+
+def _unlocks_fit() -> int:
+    """Sends the paced line holds within an unlock's deadline: how many unlocks of a burst,
+    all wanted at its start, could open in time at most."""
+    deadline = PolicyTable.default().policies["unlock"].deadline_s
+    return math.floor(deadline * KISI_RATE * PACE)
 
 
 def _usd(value: float) -> str:
@@ -279,10 +288,11 @@ class Report:
             f"### (a′) {runs['gateway'].scenario.title}",
             "",
             f"{unlocks} unlocks in a {gateway.requests:,}-request burst: at 5 req/s the "
-            "queue is 200 s long and an unlock's deadline is 30 s, so most unlocks cannot "
-            "be sent in time by anyone. *Opened late* counts unlocks that succeeded more "
-            "than 30 s after they were wanted (waiting for a free caller included): a door "
-            "that opens for nobody. *Sent late* counts sends after the deadline as each "
+            "queue is 200 s long and an unlock's deadline is 30 s, so nobody can open most "
+            "of them within 30 s of the burst's start. *Opened late* counts unlocks that "
+            "succeeded more than 30 s after they were wanted (waiting for a free caller "
+            "included): a door that opens for nobody. *Sent late* counts sends after the "
+            "deadline as each "
             "strategy started it (when its caller made the call).",
             "",
             table(["strategy", "succeeded", "reads ok %", "unlocks ok %",
@@ -297,19 +307,30 @@ class Report:
         opened = [c for c in gateway.calls if c.is_unlock and c.final is Final.SUCCEEDED]
         late = [c for c in opened if c.opened_late]
         expired = sum(1 for c in gateway.calls if c.is_unlock and c.final is Final.EXPIRED)
+        policies = PolicyTable.default().policies
+        deadline = policies["unlock"].deadline_s
+        fits = _unlocks_fit()
         text = (
             f"The gateway sent {len(opened)} unlocks in time and expired {expired} unsent; it "
-            "never sends one after its deadline. Route policies say how far ahead a call may "
-            "book a send slot (`book_ahead_s`: 5 s for unlocks, 1 s for everything else), so "
-            "reads cannot book the next minutes in arrival order and an unlock that arrives "
-            "in a burst finds a slot within seconds."
+            "never sends one after its deadline. Every route may book as far ahead as its "
+            f"caller waits (`book_ahead_s` {_num(policies['unlock'].book_ahead_s, 0)} s for "
+            f"unlocks and {_num(policies['read'].book_ahead_s, 0)} s for reads); unlocks are "
+            "the budget's priority: once one gets no slot within a second, the slots ahead go "
+            "to unlocks until they are served within a second again, and reads take only the "
+            "slots about to pass unused, so none idles. Reads booked before the first unlock "
+            f"was refused keep their slots. Had all {len(opened) + expired} unlocks been wanted "
+            f"at the burst's start, at most {fits} could have opened within {deadline:.0f} s "
+            f"({deadline:.0f} s at {_num(KISI_RATE * PACE)} req/s); "
+            f"{len(opened) - len(late)} did."
         )
         if late:
             worst = max((c.ended or 0.0) - c.queued_at for c in late)
+            called = max(c.created - c.queued_at for c in late)
             text += (
                 f" {len(late)} gateway unlock(s) succeeded up to {worst:.1f} s after the burst "
-                "began: their 30 s started when api_call received them, a moment into the "
-                "burst, and they were sent before that deadline."
+                "began: their 30 s started when api_call received them (its 50 callers make "
+                f"one call at a time, the last up to {called:.0f} s into the burst), and they "
+                "were sent before that deadline."
             )
         return text
 
@@ -683,12 +704,15 @@ class Report:
         mixed = self.by_scenario.get("burst_mixed", {}).get("gateway")
         if mixed is not None:
             starved = sum(1 for c in mixed.calls if c.is_unlock and c.final is Final.EXPIRED)
-            if starved:
+            unlocks = sum(1 for c in mixed.calls if c.is_unlock)
+            if starved > unlocks - _unlocks_fit():  # more than if all were due at the start
                 items.append(
                     f"- **Unlocks starved.** {starved} unlocks of the mixed burst expired "
-                    "unsent: reads booked the send slots ahead of them. Check the route "
-                    "policies' `book_ahead_s` (unlocks must be able to book further ahead "
-                    "than reads)."
+                    f"unsent, more than the {unlocks - _unlocks_fit()} that would have to if all "
+                    "were wanted at its start. Check the send budget's priority "
+                    "(`ratelimit.plan_acquire`: "
+                    "while unlocks wait, reads may take only slots about to pass) and the "
+                    "route policies' `priority`."
                 )
         if not items:
             return "## Library issues found\n\nNone in this run."

@@ -16,8 +16,9 @@ import pytest
 from moto import mock_aws
 
 from kisi_gateway.core.outcome import classify_status
-from kisi_gateway.core.ratelimit import Grant, bucket_id_for_key
+from kisi_gateway.core.ratelimit import Booking, Grant, bucket_id_for_key
 from kisi_gateway.stores.budget import DynamoSendBudget
+from kisi_gateway.stores.memory import MemorySendBudget
 from kisi_gateway.stores.ports import BudgetUnavailableError
 from tests.harness import atomic_moto_dynamodb, aws_env, create_hash_table
 
@@ -126,12 +127,40 @@ def test_item_layout_never_contains_the_key(dynamodb: Any, lambda_budget: Factor
     assert sorted(i["pk"]["S"] for i in stored) == [BUCKET, f"{BUCKET}#{EVENTS}"]
     account = item(dynamodb, BUCKET)
     assert set(account) == {"pk", "tat", "rate", "gate_until", "lowered_at", "updated_at",
-                            "peak", "strikes", "reserved_at", "version"}
+                            "peak", "strikes", "reserved_at", "pressed_until", "version"}
     assert all("N" in value for name, value in account.items() if name != "pk")
     assert float(account["gate_until"]["N"]) == NOW + 7.0
     dumped = json.dumps(stored)
     assert API_KEY not in dumped
     assert API_KEY[:12] not in dumped
+
+
+def test_unlock_pressure_is_shared_by_lambdas_as_in_memory(
+    dynamodb: Any, lambda_budget: Factory
+) -> None:
+    # given two Lambdas and the in-memory budget, fed the same calls
+    lambdas = [lambda_budget(), lambda_budget()]
+    memory = MemorySendBudget(route_rates=KISI_ROUTES)
+    unlock = Booking(priority=True, holder="door-app")
+    script: list[tuple[float, float, Booking]] = [
+        (NOW, 25.0, Booking(holder=f"id-{n % 4}")) for n in range(40)  # reads, 8 s ahead
+    ]
+    script += [(NOW + 0.5, 5.0, unlock)]  # refused: from here the line ahead is for unlocks
+    script += [(NOW + 0.6 + k / 10, 25.0, Booking(holder="id-4")) for k in range(5)]
+    script += [(NOW + 3.0, 5.0, unlock), (NOW + 7.9, 25.0, Booking(holder="id-4"))]
+    script += [(NOW + 10.0 + k / 10, 25.0, Booking(holder="id-5")) for k in range(5)]
+    # when each call goes to either Lambda
+    for n, (now, max_wait_s, booking) in enumerate(script):
+        expected = memory.acquire(BUCKET, GET, now, max_wait_s, booking)
+        got = lambdas[n % 2].acquire(BUCKET, GET, now, max_wait_s, booking)
+        # then every answer is the memory budget's, and so is the stored pressure
+        assert got.ok is expected.ok, n
+        assert got.reason == expected.reason, n
+        assert got.wait_s == pytest.approx(expected.wait_s), n
+        if memory.state(BUCKET).pressed_until:
+            assert number(dynamodb, BUCKET, "pressed_until") == pytest.approx(
+                memory.state(BUCKET).pressed_until)
+    assert memory.state(BUCKET).pressed_until == pytest.approx(NOW + 0.5 + 7.5 + 2.0)
 
 
 def test_eight_lambdas_never_book_a_slot_twice(lambda_budget: Factory) -> None:

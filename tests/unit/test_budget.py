@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from kisi_gateway.core.outcome import Transport, classify_status, classify_transport
 from kisi_gateway.core.ratelimit import (
+    ANYONE,
+    Booking,
     BucketState,
     BudgetLimits,
     Grant,
@@ -133,6 +135,68 @@ def test_plan_acquire(
     assert plan.grant.reason == grant.reason
     assert (plan.account.tat if plan.account else None) == pytest.approx(account_tat)
     assert (plan.route.tat if plan.route else None) == pytest.approx(route_tat)
+
+
+UNLOCK_BOOKING = Booking(priority=True)
+PRESSED = BucketState(5.0, tat=13.0, pressed_until=12.0)  # at 10.0: unlocks are waiting
+
+
+@pytest.mark.parametrize(
+    ("account", "booking", "max_wait_s", "grant", "tat", "pressed_until"),
+    [
+        # under pressure, a read takes no slot beyond the next one; it is told where the line
+        # ends, and nothing is written
+        (PRESSED, ANYONE, 25.0, Grant(False, 3.0, "rate"), None, None),
+        (BucketState(5.0, tat=10.21, pressed_until=12.0), ANYONE, 25.0,
+         Grant(False, 0.21, "rate"), None, None),
+        # ... but a slot about to pass unused (one interval away at most) is its
+        (BucketState(5.0, tat=10.2, pressed_until=12.0), ANYONE, 25.0, Grant(True, 0.2), 10.4,
+         12.0),
+        (BucketState(5.0, tat=9.0, pressed_until=12.0), ANYONE, 25.0, Grant(True, 0.0), 10.2,
+         12.0),
+        # an unlock takes the end of the line; its long wait keeps the pressure on
+        (PRESSED, UNLOCK_BOOKING, 5.0, Grant(True, 3.0), 13.2, 12.0),
+        (BucketState(5.0, tat=13.0, pressed_until=10.5), UNLOCK_BOOKING, 5.0, Grant(True, 3.0),
+         13.2, 12.0),
+        # one served within priority_wait_s changes nothing
+        (BucketState(5.0, tat=10.4, pressed_until=10.5), UNLOCK_BOOKING, 5.0, Grant(True, 0.4),
+         10.6, 10.5),
+        # pressure over: reads book ahead again
+        (BucketState(5.0, tat=13.0, pressed_until=10.0), ANYONE, 25.0, Grant(True, 3.0), 13.2,
+         10.0),
+        # a refused unlock starts the pressure: until it is back, and pressure_s (2 s) more
+        (BucketState(5.0, tat=16.0), UNLOCK_BOOKING, 5.0, Grant(False, 6.0, "rate"), 16.0,
+         18.0),
+        (BucketState(5.0, tat=16.0, pressed_until=17.9), UNLOCK_BOOKING, 5.0,
+         Grant(False, 6.0, "rate"), None, None),  # less than a slot longer: nothing written
+        (BucketState(5.0, tat=16.0, pressed_until=17.7), UNLOCK_BOOKING, 5.0,
+         Grant(False, 6.0, "rate"), 16.0, 18.0),
+        # a refused read starts none
+        (BucketState(5.0, tat=16.0), ANYONE, 5.0, Grant(False, 6.0, "rate"), None, None),
+    ],
+)
+def test_plan_acquire_under_pressure(
+    account: BucketState, booking: Booking, max_wait_s: float, grant: Grant,
+    tat: float | None, pressed_until: float | None,
+) -> None:
+    plan = plan_acquire(BudgetLimits(pressure_s=2.0), account, now=10.0,
+                        max_wait_s=max_wait_s, booking=booking)
+    assert plan.grant.ok is grant.ok
+    assert plan.grant.wait_s == pytest.approx(grant.wait_s)
+    assert plan.grant.reason == grant.reason
+    assert (plan.account.tat if plan.account else None) == pytest.approx(tat)
+    assert (plan.account.pressed_until if plan.account else None) == pytest.approx(
+        pressed_until)
+
+
+def test_an_unlock_refused_for_its_share_starts_the_pressure_too() -> None:
+    held = BucketState(5.0, tat=15.0, held=(("door-app", 15.0),))
+    plan = plan_acquire(BudgetLimits(share_s=5.0, pressure_s=2.0), held, now=10.0,
+                        max_wait_s=30.0, booking=Booking(priority=True, holder="door-app"))
+    assert (plan.grant.ok, plan.grant.reason) == (False, "share")
+    assert plan.account is not None
+    assert plan.account.pressed_until == pytest.approx(10.0 + plan.grant.wait_s + 2.0)
+    assert plan.account.tat == 15.0  # nothing booked
 
 
 @pytest.mark.parametrize(

@@ -66,19 +66,77 @@ def test_unlocks_get_a_slot_within_a_second_in_a_burst_of_reads() -> None:
     assert_spaced(reads + unlocks + [0.0], 5.0)
 
 
-def test_an_unlock_that_finds_no_slot_makes_later_reads_leave_room() -> None:
+def test_once_an_unlock_is_refused_reads_keep_off_the_line_ahead() -> None:
     budget = MemorySendBudget(rate=5.0)
-    for _ in range(40):  # no unlock seen yet: 8 s of reads, no slot left free
-        budget.acquire(BUCKET, READ, 0.0, 25.0, read(f"id-{_ % 4}"))
+    for n in range(40):  # no unlock seen yet: 8 s of reads, no slot left free
+        budget.acquire(BUCKET, READ, 0.0, 25.0, read(f"id-{n % 4}"))
     refused = budget.acquire(BUCKET, UNLOCK, 0.5, 5.0, unlock())
     assert (refused.ok, refused.reason) == (False, "rate")
-    for _ in range(20):  # reads that book after it leave one slot a second free
-        budget.acquire(BUCKET, READ, 0.6, 25.0, read("id-4"))
-    assert len(budget.state(BUCKET).holes) >= 3
-    # when the line has shrunk to its last reads, the unlock gets a slot within a second
-    grant = budget.acquire(BUCKET, UNLOCK, 9.0, 5.0, unlock())
+    assert refused.wait_s == pytest.approx(7.5)
+    # reads that come after it book nothing ahead; they are told when the line ends
+    later = budget.acquire(BUCKET, READ, 0.6, 25.0, read("id-4"))
+    assert (later.ok, later.reason) == (False, "rate")
+    assert later.wait_s == pytest.approx(7.4)
+    assert budget.state(BUCKET).tat == pytest.approx(8.0)
+    # so the unlock, back when the slot is within its wait, gets the end of the line
+    grant = budget.acquire(BUCKET, UNLOCK, 3.0, 5.0, unlock())
     assert grant.ok
-    assert grant.wait_s <= 1.0 + EPS
+    assert grant.wait_s == pytest.approx(5.0)
+
+
+def test_while_unlocks_wait_they_get_every_slot_reads_do_not_need() -> None:
+    budget = MemorySendBudget(rate=5.0)
+    for n in range(40):  # a burst of reads booked 8 s ahead, before any unlock was seen
+        budget.acquire(BUCKET, READ, 0.0, 25.0, read(f"id-{n % 4}"))
+    assert not budget.acquire(BUCKET, UNLOCK, 0.5, 5.0, unlock()).ok  # pressure from here
+    slots: list[float] = [0.2 * k for k in range(40)]
+    unlock_waits: list[float] = []
+    # then, while the pressure lasts (to 10 s: the unlock's return, then pressure_s), reads
+    # keep coming, ten a second, and a wave of unlocks, two a second
+    for step in range(6, 100):
+        now = step / 10
+        if step >= 70 and step % 5 == 0:
+            grant = budget.acquire(BUCKET, UNLOCK, now, 5.0, unlock())
+            assert grant.ok, now
+            unlock_waits.append(grant.wait_s)
+        else:
+            grant = budget.acquire(BUCKET, READ, now, 25.0, read(f"id-{step % 4}"))
+        if grant.ok:
+            slots.append(now + grant.wait_s)
+    assert max(unlock_waits) <= 1.0 + EPS  # each unlock within priority_wait_s
+    assert_spaced(slots, 5.0)
+    # and no slot went unused: reads took every one the unlocks left (8 s to 10 s: 10 slots)
+    assert sum(1 for slot in slots if 8.0 - EPS <= slot < 10.0 - EPS) == 10
+
+
+def test_reads_book_ahead_again_once_unlocks_are_served_in_time() -> None:
+    limits = BudgetLimits(rate=5.0, pressure_s=2.0)
+    budget = MemorySendBudget(limits=limits)
+    for n in range(40):
+        budget.acquire(BUCKET, READ, 0.0, 25.0, read(f"id-{n % 4}"))
+    assert not budget.acquire(BUCKET, UNLOCK, 0.5, 5.0, unlock()).ok
+    pressed_until = budget.state(BUCKET).pressed_until
+    assert pressed_until == pytest.approx(0.5 + 7.5 + 2.0)  # its return, then pressure_s
+    assert not budget.acquire(BUCKET, READ, 1.0, 25.0, read("id-1")).ok
+    # pressure over: a read books as far ahead as it may wait, past free slots kept for unlocks
+    waits = [budget.acquire(BUCKET, READ, pressed_until, 25.0, read("id-1")).wait_s
+             for _ in range(10)]
+    assert waits[0] == pytest.approx(0.0)
+    assert max(waits) > 1.0
+
+
+def test_fair_shares_hold_for_unlocks_under_pressure() -> None:
+    budget = MemorySendBudget(limits=BudgetLimits(rate=5.0, share_s=5.0))
+    for n in range(40):
+        budget.acquire(BUCKET, READ, 0.0, 25.0, read(f"id-{n % 4}"))
+    # a flood of unlocks from one identity under pressure: five seconds of the line at most
+    flood = [budget.acquire(BUCKET, UNLOCK, 8.0, 30.0, unlock("flood")) for _ in range(40)]
+    assert sum(g.ok for g in flood) == 25
+    assert flood[25].reason == "share"
+    # another identity's unlock still gets the slot after the flood's share
+    other = budget.acquire(BUCKET, UNLOCK, 8.0, 30.0, unlock("door-app"))
+    assert other.ok
+    assert other.wait_s == pytest.approx(5.0)
 
 
 def test_without_unlocks_reads_get_the_whole_line() -> None:

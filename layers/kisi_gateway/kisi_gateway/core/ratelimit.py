@@ -50,8 +50,10 @@ class Grant:
 
     ``ok``: a slot was reserved; the caller must send ``wait_s`` seconds from ``now`` (0 means
     at once) and not before. Not ok: nothing was reserved; try again after about ``wait_s``
-    seconds. ``reason`` says why not: ``"rate"`` (the next free slot is further away than the
-    caller would wait) or ``"gate"`` (Kisi sent a ``Retry-After`` that has not passed yet).
+    seconds. ``reason`` says why not: ``"rate"`` (the next slot this caller may take is further
+    away than it would wait, or, while unlocks wait, further than the next one),
+    ``"share"`` (its identity holds its fair share of the line) or ``"gate"`` (Kisi sent a
+    ``Retry-After`` that has not passed yet).
     """
 
     ok: bool
@@ -82,8 +84,9 @@ class BucketState:
     controller's memory (:class:`~kisi_gateway.core.ratecontrol.ControlState`): ``rate``,
     ``peak``, ``lowered_at``, ``strikes``, ``struck_at``. The shares: ``holes`` (free slots
     inside the line, kept for priority requests), ``reserved_at`` (the last hole left),
-    ``priority_at`` (the last priority booking) and ``held`` (per holder, the end of its own
-    backlog: one identity's slots ahead, for its fair share). ``updated_at``: last change.
+    ``priority_at`` (the last priority booking), ``held`` (per holder, the end of its own
+    backlog: one identity's slots ahead, for its fair share) and ``pressed_until`` (until then
+    unlocks are waiting, and the slots ahead are theirs). ``updated_at``: last change.
     """
 
     rate: float
@@ -98,6 +101,7 @@ class BucketState:
     reserved_at: float = 0.0
     priority_at: float | None = None
     held: tuple[tuple[str, float], ...] = ()
+    pressed_until: float = 0.0
 
     @property
     def control(self) -> ControlState:
@@ -121,8 +125,10 @@ class BudgetLimits:
     and then send close together (Lambda timers are not exact) do not empty it.
     ``priority_wait_s``: the longest a priority request (an unlock) should wait in a burst of
     others; while priority requests were seen in the last ``priority_memory_s``, the line
-    keeps one free slot per ``priority_wait_s`` for them. ``share_s``: one holder (an
-    identity) may hold at most this many seconds of the line ahead of now.
+    keeps one free slot per ``priority_wait_s`` for them. ``pressure_s``: how long after a
+    priority request last found no slot within ``priority_wait_s`` (beyond its own return)
+    the others keep off the line ahead. ``share_s``: one holder (an identity) may hold at
+    most this many seconds of the line ahead of now.
     """
 
     rate: float = KISI_USER_RATE
@@ -133,6 +139,7 @@ class BudgetLimits:
     priority_wait_s: float = 1.0
     priority_memory_s: float = 60.0
     share_s: float = 5.0
+    pressure_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.rate) and self.rate > 0):
@@ -146,6 +153,8 @@ class BudgetLimits:
             raise ValueError("pace must be in (0, 1]")
         if not (self.priority_wait_s > 0 and self.priority_memory_s >= 0 and self.share_s > 0):
             raise ValueError("priority_wait_s and share_s must be positive")
+        if not (math.isfinite(self.pressure_s) and self.pressure_s >= 0):
+            raise ValueError("pressure_s must be a finite number, 0 or more")
 
     def route_rate(self, route_key: str) -> float | None:
         return self.route_rates.get(route_key)
@@ -216,10 +225,22 @@ def plan_acquire(
     - the end of the line, where a request that is not priority, landing beyond
       ``priority_wait_s``, leaves a hole first if the last one is ``priority_wait_s`` back.
 
-    A slot further away than ``max_wait_s`` refuses (``"rate"``) and books nothing (a priority
-    request is remembered, so that calls booking after it leave it room). The request goes out
-    at one moment, so it takes the same slot in the account and its route bucket; a
-    route-limited request may keep the account's line waiting at most one interval.
+    A slot further away than ``max_wait_s`` refuses (``"rate"``) and books nothing.
+
+    Pressure: holes serve unlocks that come one at a time, not a wave of them; reads that
+    keep coming (deferred ones above all) would book the line ahead in arrival order, and
+    unlocks with 30 s to live would expire behind reads with a day to spare. So a priority
+    request that gets no slot within ``priority_wait_s`` (refused, or booked further out)
+    puts the bucket under pressure until it comes back (its ``wait_s``) and ``pressure_s``
+    more. Meanwhile anyone else takes only a slot about to pass unused (one interval away at
+    most) and is told to ask again just before the end of the line: the slots ahead go to
+    unlocks, none is left idle while reads keep asking, and once unlocks are served within
+    ``priority_wait_s`` for ``pressure_s`` reads book ahead again. Slots already granted
+    stand (their holders may be sending).
+
+    The request goes out at one moment, so it takes the same slot in the account and its
+    route bucket; a route-limited request may keep the account's line waiting at most one
+    interval.
 
     >>> plan_acquire(BudgetLimits(), BucketState(rate=5.0), now=1.0, max_wait_s=0.0).grant
     Grant(ok=True, wait_s=0.0, reason='')
@@ -233,7 +254,8 @@ def plan_acquire(
     if holder is not None:
         backlog = max(now, held.get(holder, now)) + interval - now
         if backlog > limits.share_s + SLOT_TOLERANCE_S:
-            return Plan(Grant(False, backlog - limits.share_s, REASON_SHARE))
+            return _refuse(limits, account, booking, now, interval,
+                           Grant(False, backlog - limits.share_s, REASON_SHARE))
     not_before = now
     if route is not None and route_rate is not None:
         not_before = earliest_slot(route, now, limits.interval(route, route_rate, now))
@@ -241,7 +263,8 @@ def plan_acquire(
     line = max(account_slot, not_before)
     if line - account_slot > interval + SLOT_TOLERANCE_S:
         return Plan(Grant(False, line - now, REASON_RATE))
-    reserving = booking.priority or (
+    pressed = now < account.pressed_until
+    reserving = booking.priority or pressed or (
         account.priority_at is not None and now - account.priority_at <= limits.priority_memory_s
     )
     holes = tuple(hole for hole in account.holes if hole >= now - SLOT_TOLERANCE_S)
@@ -253,6 +276,10 @@ def plan_acquire(
         holes = tuple(h for h in holes if h != hole)
     else:
         slot = line
+        if pressed and not booking.priority and slot - now > interval + SLOT_TOLERANCE_S:
+            # Unlocks are waiting: this slot is theirs. Ask again just before it; if no
+            # unlock has taken it by then, it is about to pass unused and yours.
+            return Plan(Grant(False, slot - now, REASON_RATE))
         keep = limits.priority_wait_s - interval  # a hole at most this far behind the last
         if (reserving and not booking.priority and slot - now > keep
                 and slot - reserved_at >= keep - SLOT_TOLERANCE_S):
@@ -260,24 +287,39 @@ def plan_acquire(
         tat = max(tat, slot) + interval
     wait = slot - now
     if wait > max_wait_s + SLOT_TOLERANCE_S:
-        if booking.priority:
-            # Nothing booked, but from now on calls that book ahead leave room for unlocks,
-            # so this one finds a slot when it comes back.
-            noted = replace(account, priority_at=now, updated_at=now)
-            return Plan(Grant(False, wait, REASON_RATE), account=noted)
-        return Plan(Grant(False, wait, REASON_RATE))
+        return _refuse(limits, account, booking, now, interval, Grant(False, wait, REASON_RATE))
     if holder is not None:
         held[holder] = max(now, held.get(holder, now)) + interval
+    # An unlock booked further out than it should wait: the next ones need the line free too.
+    waited_long = booking.priority and wait > limits.priority_wait_s + SLOT_TOLERANCE_S
     booked = replace(
         account, tat=tat, holes=holes, reserved_at=reserved_at, updated_at=now,
         held=tuple(sorted(held.items())),
         priority_at=now if booking.priority else account.priority_at,
+        pressed_until=max(account.pressed_until, now + limits.pressure_s) if waited_long
+        else account.pressed_until,
     )
     route_after = None
     if route is not None and route_rate is not None:
         route_interval = limits.interval(route, route_rate, now)
         route_after = replace(route, tat=max(route.tat, slot) + route_interval, updated_at=now)
     return Plan(Grant(True, wait), account=booked, route=route_after)
+
+
+def _refuse(
+    limits: BudgetLimits, account: BucketState, booking: Booking, now: float, interval: float,
+    grant: Grant,
+) -> Plan:
+    """A refusal; a priority request's also puts the bucket under pressure (see
+    :func:`plan_acquire`), stored only when that extends it by more than a slot: a write per
+    refusal would cost a round trip each and fail other senders' conditional writes."""
+    if not booking.priority:
+        return Plan(grant)
+    until = now + grant.wait_s + limits.pressure_s
+    if until <= account.pressed_until + interval:
+        return Plan(grant)
+    noted = replace(account, priority_at=now, pressed_until=until, updated_at=now)
+    return Plan(grant, account=noted)
 
 
 def _usable_hole(

@@ -43,7 +43,7 @@ NO_ITEM = 0  # the version of a bucket that has no item yet
 UNVERSIONED = -1  # an item without a version (written by hand): matched on its absence
 # The bucket's number attributes besides ``version``: stored when set, removed when not.
 _NUMBERS = ("tat", "rate", "gate_until", "updated_at", "lowered_at", "peak", "strikes",
-            "struck_at", "reserved_at", "priority_at")
+            "struck_at", "reserved_at", "priority_at", "pressed_until")
 
 
 def _next_version(version: int) -> int:
@@ -126,7 +126,7 @@ class DynamoSendBudget:
                     self._read(account_pk, limits.rate)  # refused from an old view: check
                     fresh = True
                     continue
-                if plan.account is not None:  # a priority request noted: best effort
+                if plan.account is not None:  # a priority request's pressure: best effort
                     self._write([(account_pk, plan.account, account[1])])
                 return plan.grant
             writes = [(account_pk, plan.account, account[1])]
@@ -269,6 +269,7 @@ def _from_item(item: Mapping[str, Any] | None, configured: float, limits: Budget
         reserved_at=number(item, "reserved_at") or 0.0,
         priority_at=number(item, "priority_at"),
         held=tuple(sorted(_held(item.get("held")))),
+        pressed_until=number(item, "pressed_until") or 0.0,
     )
     return state, int(version) if version is not None else UNVERSIONED
 
