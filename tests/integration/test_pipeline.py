@@ -14,7 +14,7 @@ import pytest
 from kisi_gateway.core.records import RecordStatus, RetryMessage
 from kisi_gateway.pipeline.calls import parse_call
 from kisi_gateway.pipeline.forwarding import request_id_for
-from kisi_sim import SimConfig
+from kisi_sim import DEMO_KEY, SimConfig
 from tests.harness import gateway, wait_for
 
 pytestmark = pytest.mark.xdist_group("moto")
@@ -291,3 +291,17 @@ def test_a_vanished_unlock_repeated_after_its_deadline_is_not_sent(monkeypatch) 
         assert gw.kisi_calls() == 0
         record = gw.record(request_id)
         assert (record.status, record.reason) == (RecordStatus.EXPIRED, "deadline")
+
+
+def test_a_client_unlock_that_runs_out_of_attempts_still_says_when_to_retry(monkeypatch) -> None:
+    """A Kisi client's unlock in an outage: with the shortest delays its four attempts end
+    before its wait does, and Kisi's 503 (which has no Retry-After) is passed on with one."""
+    with gateway(monkeypatch) as gw:
+        gw.rng.random = lambda: 0.0  # every delay the policy's minimum, 1 s
+        _, gw.forwarder, _ = gw.build_lambda(gw.dynamodb, gw.sqs)
+        gw.sim.update_faults({"outage_seconds": 3600})
+        reply = gw.call("POST", "/locks/1/unlock", authorization=f"KISI-LOGIN {DEMO_KEY}")
+        assert reply.status == 503
+        assert reply.headers["X-Gateway-Attempts"] == "4"
+        assert reply.headers["Retry-After"] == "8"  # the unlock curve's next ceiling: 8 s cap
+        assert gw.kisi_calls("POST", "/locks/1/unlock") == 4

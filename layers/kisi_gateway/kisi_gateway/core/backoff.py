@@ -67,6 +67,18 @@ def full_jitter(retry_index: int, policy: BackoffPolicy, rng: RandomSource) -> f
     return rng() * ceiling
 
 
+def retry_after_hint(retry_index: int, policy: BackoffPolicy) -> int:
+    """Whole seconds a caller should wait before trying again once the gateway has stopped
+    retrying: the ceiling of the next full-jitter delay, at least the policy's minimum.
+
+    >>> retry_after_hint(4, BackoffPolicy(base_s=1.0, cap_s=8.0))
+    8
+    """
+    exponent = min(max(retry_index, 0), 62)
+    ceiling = min(policy.cap_s, policy.base_s * float(2**exponent))
+    return max(1, math.ceil(max(ceiling, policy.min_delay_s)))
+
+
 def parse_retry_after(value: str | None, now: float) -> float | None:
     """Seconds to wait from a ``Retry-After`` header, or ``None`` when absent or unusable.
 

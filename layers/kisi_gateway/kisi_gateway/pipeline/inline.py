@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from kisi_gateway.core.backoff import retry_after_hint
 from kisi_gateway.core.decisions import (
     MAX_BUDGET_ASKS,
     Defer,
@@ -141,7 +142,14 @@ class InlineRun:
                 # The caller still gets Kisi's answer; a repeat of the key sees "in progress"
                 # until the record's lease lapses, then is treated as an unknown outcome.
                 LOG.error("could not record the final answer", extra={"id": record.request_id})
-        return final_reply(record, self.context.rewrite_location)
+        reply = final_reply(record, self.context.rewrite_location)
+        if response is not None and (reply.status == 429 or reply.status >= 500) and (
+                "Retry-After" not in reply.headers):
+            # Kisi's 429/5xx ends the request here (its attempts or its deadline ran out
+            # before the caller's wait did): still say when a new try is worth it.
+            hint = retry_after_hint(len(entries), self.call.route.policy.backoff)
+            reply = reply.with_headers(**{"Retry-After": str(hint)})
+        return reply
 
     def _defer(self, entries: list[AttemptEntry], delay_s: int, at: float | None) -> Reply:
         """Hand the request to the retry queue: its record, then its message."""
