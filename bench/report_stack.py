@@ -151,11 +151,14 @@ def _loop_note(loop: ClosedLoop) -> str:
     )
     if slow:
         why += (
-            "Every store round trip took many times longer than when idle, so the time before "
-            "a read asks the budget, and the budget's own round trips, ate the wait's margin "
-            f"over the {loop.callers / PACED:.1f} s line: the local stack's overhead on a "
-            "loaded machine (moto answers each change only after snapshotting its state to "
-            "disk), not the gateway's arithmetic, which answers every read inline in virtual "
-            "time (`python -m bench.noise`)."
+            f"Every store round trip took {loop.store_ms_median / loop.store_ms_idle:.0f}× as "
+            "long as when idle. The budget is one DynamoDB item per Kisi user, booked by a read "
+            "and a conditional write, so the slower a round trip, the more the callers' writes "
+            "collide; a call that loses every write attempt is refused as if the line were "
+            "full and asks again (each ask counts, and each takes several round trips), and "
+            f"slow asks use up the caller's {WAIT_S:g} s. That is the local stack's overhead "
+            "on a loaded machine (moto answers each change only after snapshotting its state "
+            "to disk), not the line's length: the budget's arithmetic answers the same closed "
+            "loop inline in virtual time (`python -m bench.noise`)."
         )
     return why

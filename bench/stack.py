@@ -151,12 +151,13 @@ def _load() -> tuple[float, float, float]:
 
 
 def measure_latency(stack: StackProcess, calls: int = LATENCY_CALLS,
-                    spacing_s: float = LATENCY_SPACING_S,
-                    stop_s: float = LATENCY_STOP_S) -> Latency:
-    """``calls`` pairs, direct then through the gateway, one pair per ``spacing_s``."""
+                    spacing_s: float = LATENCY_SPACING_S, stop_s: float = LATENCY_STOP_S,
+                    direct_key: str = DIRECT_KEY) -> Latency:
+    """``calls`` pairs, direct (with ``direct_key``, a Kisi user other than the gateway's
+    service login) then through the gateway, one pair per ``spacing_s``."""
     gateway, direct = requests.Session(), requests.Session()
     gateway.headers["x-api-key"] = stack.api_key
-    direct.headers["Authorization"] = f"KISI-LOGIN {DIRECT_KEY}"
+    direct.headers["Authorization"] = f"KISI-LOGIN {direct_key}"
     # Warm up both ways (the gateway looks its service user up once, then caches it).
     for _ in range(3):
         gateway.get(f"{stack.url}/kisi/locks/1", timeout=CALL_TIMEOUT_S)
