@@ -3,7 +3,8 @@
 Writes ``docs/benchmarks.md`` and ``docs/bench_burst.png``, ``docs/bench_outage.png``,
 ``docs/bench_revoked.png``. ``--skip`` leaves parts out while iterating (the report says so).
 Every part is bounded: the simulation in events, the real-time run at 120 s per strategy, the
-subprocesses by timeouts.
+subprocesses by timeouts, the local stack's parts by hard stops (the stack is stopped by its PID,
+also on error).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import argparse
 import time
 from pathlib import Path
 
-from bench import coldstart, cpu_cost, plots, realtime, report, simulate
+from bench import coldstart, cpu_cost, plots, realtime, report, simulate, stack
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("realtime", "coldstart", "cpu")
+PARTS = ("realtime", "coldstart", "cpu", "stack")
 
 
 def _plot(results: report.Results, docs: Path) -> None:
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     if "cpu" not in args.skip:
         results.cpu = cpu_cost.measure_in_subprocess()
         _timed("CPU per call", started)
+    if "stack" not in args.skip:
+        results.stack = stack.measure(log=lambda line: print(f"  {line}", flush=True))
+        _timed("local stack", started)
     args.docs.mkdir(parents=True, exist_ok=True)
     _plot(results, args.docs)
     results.runtime_s = time.monotonic() - started

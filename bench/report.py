@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import costs
+from bench import costs, report_stack
 from bench.coldstart import (
     BASELINE,
     NO_BYTECODE,
@@ -29,6 +29,7 @@ from bench.figures import KISI_RATE, Figures
 from bench.markdown import table
 from bench.realtime import RealtimeFigures
 from bench.simulate import LABELS, STRATEGIES, Run
+from bench.stack import StackFigures
 from bench.tracking import Final
 from kisi_gateway.core.policy import PolicyTable
 from kisi_gateway.core.ratelimit import PACE
@@ -41,12 +42,17 @@ SIM_ASSUMES = (
 COMMAND = "make bench"
 RAW_COMMAND = "PYTHONPATH=layers/kisi_gateway .venv/bin/python -m bench"
 
-# Targets (issue 6): reported against, never asserted.
+# Targets (issue 6, and the "Fast path" issue): reported against, never asserted.
 MAX_ATTEMPTS_PER_SUCCESS = 1.02
 MAX_RATE_LIMITED_PCT = 1.0
 MAX_MAKESPAN_RATIO = 1.10
-MAX_COLDSTART_RATIO = 1.5
 HANDLERS = ("api_call", "retry_worker", "metrics")
+# Cold start as shipped, CPU and peak memory, as a multiple of `import boto3`: the fast path
+# issue sets 1.2 for api_call (the caller waits on it); the other handlers keep 1.5.
+MAX_COLDSTART_RATIO = {"api_call": 1.2, "retry_worker": 1.5, "metrics": 1.5}
+MAX_CPU_RATIO = {"boto3": 2.0}  # CPU per synchronous call / a direct call, by variant
+MAX_REALTIME_429_PCT = 0.5  # the gateway's 429 share in the real-time run (section 2)
+MIN_RANDOM_429_SHARE_PCT = 80.0  # successes per second with random 429s / Kisi's limit
 
 
 @dataclass
@@ -58,6 +64,7 @@ class Results:
     realtime: list[RealtimeFigures] = field(default_factory=list)
     coldstart: list[ColdStart] = field(default_factory=list)
     cpu: list[CpuCost] = field(default_factory=list)
+    stack: StackFigures | None = None
     runtime_s: float = 0.0
     plots: dict[str, str] = field(default_factory=dict)
 
@@ -117,7 +124,7 @@ class Report:
         parts = [
             self.header(), self.summary(), self.model(), self.burst(), self.burst_mixed(),
             self.outage(), self.revoked(), self.random_429(), self.realtime(), self.coldstart(),
-            self.cpu(), self.costs(), self.issues(),
+            self.cpu(), self.costs(), report_stack.section(self.r.stack), self.issues(),
         ]
         return "\n\n".join(part for part in parts if part) + "\n"
 
@@ -161,17 +168,53 @@ class Report:
                 ["requests sent after their deadline, all scenarios", "0",
                  f"{late}" + (f" ({where})" if where else ""), _verdict(late == 0)],
             ]
+        rows += self._mixed_row() + self._random_429_row()
         for row in self._shipped():
+            limit = MAX_COLDSTART_RATIO[row.case]
             rows.append([f"cold start {row.case}, as shipped: process CPU / import boto3",
-                         f"≤ {MAX_COLDSTART_RATIO}", _num(row.cpu_ratio),
-                         _verdict(row.cpu_ratio <= MAX_COLDSTART_RATIO)])
+                         f"≤ {limit}", _num(row.cpu_ratio), _verdict(row.cpu_ratio <= limit)])
             rows.append([f"cold start {row.case}, as shipped: peak memory / import boto3",
-                         f"≤ {MAX_COLDSTART_RATIO}", _num(row.rss_ratio),
-                         _verdict(row.rss_ratio <= MAX_COLDSTART_RATIO)])
+                         f"≤ {limit}", _num(row.rss_ratio), _verdict(row.rss_ratio <= limit)])
         for cost in self.r.cpu:
+            most = MAX_CPU_RATIO.get(cost.variant)
             rows.append([f"CPU per synchronous call / direct requests ({cost.variant})",
-                         "(none set)", _num(cost.ratio), "—"])
+                         f"≤ {most:g}" if most is not None else "(none set)", _num(cost.ratio),
+                         _verdict(cost.ratio <= most) if most is not None else "—"])
+        gateway_rt = next((f for f in self.r.realtime if f.strategy == "gateway"), None)
+        if gateway_rt is not None:
+            rows.append(["real-time run (section 2): gateway's 429s, share of Kisi's requests",
+                         f"≤ {MAX_REALTIME_429_PCT:g} %",
+                         f"{gateway_rt.rate_limited} ({_num(gateway_rt.rate_limited_pct, 2)} %)",
+                         _verdict(gateway_rt.rate_limited_pct <= MAX_REALTIME_429_PCT)])
+        rows += report_stack.target_rows(self.r.stack)
         return "## Against the targets\n\n" + table(["what", "target", "this run", ""], rows)
+
+    def _mixed_row(self) -> list[list[str]]:
+        """Unlocks of the mixed burst sent before their deadline, against those that could be:
+        the sends the budget allows within one unlock's deadline, capped by the unlocks."""
+        run = self.by_scenario.get("burst_mixed", {}).get("gateway")
+        if run is None:
+            return []
+        unlocks = {c.index for c in run.calls if c.is_unlock}
+        deadline_s = PolicyTable.default().policies["unlock"].deadline_s
+        could = min(len(unlocks), _unlocks_fit())
+        in_time = len({a.request for a in run.attempts if a.request in unlocks and not a.late})
+        return [[f"mixed burst (a′): unlocks sent before their deadline, of those that could "
+                 f"be ({deadline_s:g} s at {KISI_RATE * PACE:g} req/s, at most the "
+                 f"{len(unlocks)} unlocks)",
+                 f"{could} (all that could)", str(in_time), _verdict(in_time >= could)]]
+
+    def _random_429_row(self) -> list[list[str]]:
+        """Successes per second with random 429s (section (d)), as a share of Kisi's limit."""
+        run = self.by_scenario.get("random_429", {}).get("gateway")
+        if run is None:
+            return []
+        f = run.figures
+        ok_per_s = f.succeeded / f.last_success_s if f.last_success_s else 0.0
+        share = 100 * ok_per_s / KISI_RATE
+        return [[f"random 429s (d): successes per second / Kisi's {KISI_RATE:g} req/s",
+                 f"≥ {MIN_RANDOM_429_SHARE_PCT:g} %", f"{_num(ok_per_s)}/s ({_num(share, 0)} %)",
+                 _verdict(share >= MIN_RANDOM_429_SHARE_PCT)]]
 
     def model(self) -> str:
         return "\n".join([
@@ -604,7 +647,7 @@ class Report:
         return [row for row in self.r.coldstart if row.group == SHIPPED and row.case in HANDLERS]
 
     def _over_target(self) -> list[ColdStart]:
-        return [row for row in self._shipped() if row.cpu_ratio > MAX_COLDSTART_RATIO]
+        return [row for row in self._shipped() if row.cpu_ratio > MAX_COLDSTART_RATIO[row.case]]
 
     def _coldstart_note(self) -> str:
         notes = []
@@ -619,8 +662,9 @@ class Report:
         over = self._over_target()
         if not over:
             return text
-        names = ", ".join(f"{row.case} ({_num(row.cpu_ratio)}×)" for row in over)
-        text += f" Above the ≤ {MAX_COLDSTART_RATIO}× target as shipped: {names}."
+        names = ", ".join(f"{row.case} ({_num(row.cpu_ratio)}× for ≤ "
+                          f"{MAX_COLDSTART_RATIO[row.case]}×)" for row in over)
+        text += f" Above the target as shipped: {names}."
         importers = boto3_importers()
         if all(row.loads_boto3 for row in over) and importers:
             modules = ", ".join(f"`{name}`" for name in importers)

@@ -3,12 +3,20 @@
 On Lambda, Powertools ``Metrics`` prints EMF JSON lines to stdout and CloudWatch Logs turns
 them into metrics. Locally nothing does, so :class:`EmfTee` sits in front of ``sys.stdout``:
 ordinary lines pass through, EMF lines become metric data (and alarms can see them).
+
+As on Lambda, printing a metric costs the handler nothing more than the print: the metric data
+go to the embedded AWS from a publisher thread of their own, which sends whatever has piled up
+in one ``put_metric_data`` per namespace (a handler prints several EMF lines per request, and
+each call to moto used to hold the request up). Should the publisher fall behind by
+``max_pending`` lines, the printing thread publishes its line itself: slower, never lost.
+Uninstalling publishes everything still pending.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import queue
 import sys
 import threading
 from collections.abc import Callable
@@ -20,6 +28,8 @@ __all__ = ["EmfTee", "MetricDatum", "emf_to_metric_data", "put_metric_data"]
 # PutMetricData accepts up to 1000 metrics per request and 150 values per metric.
 MAX_DATUMS_PER_CALL = 1000
 MAX_VALUES_PER_DATUM = 150
+MAX_PENDING = 10_000  # EMF lines waiting for the publisher before writers publish their own
+DRAIN_TIMEOUT_S = 30.0  # how long uninstall waits for the publisher to send what is pending
 
 
 class _Dimension(TypedDict):
@@ -35,6 +45,9 @@ class MetricDatum(TypedDict, total=False):
     Values: list[float]
     Unit: str
     StorageResolution: int
+
+
+Batches = list[tuple[str, list[MetricDatum]]]
 
 
 def _numbers(value: Any) -> list[float] | None:
@@ -110,6 +123,15 @@ def emf_to_metric_data(line: str) -> list[tuple[str, list[MetricDatum]]]:
     return result
 
 
+def merged(pending: list[Batches]) -> Batches:
+    """Several lines' batches as one per namespace (in first-seen order), to send together."""
+    by_namespace: dict[str, list[MetricDatum]] = {}
+    for batches in pending:
+        for namespace, data in batches:
+            by_namespace.setdefault(namespace, []).extend(data)
+    return list(by_namespace.items())
+
+
 def put_metric_data(cloudwatch: Any, batches: list[tuple[str, list[MetricDatum]]]) -> int:
     """Send metric data, at most 1000 data per call; returns how many data were sent."""
     sent = 0
@@ -125,7 +147,8 @@ class EmfTee(io.TextIOBase):
     """A thread-safe stand-in for ``sys.stdout`` that turns EMF lines into metric data.
 
     Output is buffered per thread until a newline, so lines printed by concurrent handlers
-    never interleave. Every line except EMF goes to the real stdout (EMF too with ``echo_emf``).
+    never interleave. Every line except EMF goes to the real stdout (EMF too with ``echo_emf``);
+    EMF lines are published by a thread of the tee's own (see the module's docstring).
     """
 
     def __init__(
@@ -134,6 +157,7 @@ class EmfTee(io.TextIOBase):
         target: TextIO | None = None,
         echo_emf: bool = False,
         on_error: Callable[[str], None] | None = None,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         super().__init__()
         self._cloudwatch = cloudwatch
@@ -144,6 +168,10 @@ class EmfTee(io.TextIOBase):
         self._lock = threading.Lock()
         self._previous: TextIO | None = None
         self.published = 0
+        self._max_pending = max_pending
+        self._pending: queue.Queue[Batches | None] = queue.Queue(maxsize=max_pending)
+        self._publisher: threading.Thread | None = None
+        self._count_lock = threading.Lock()  # ``published`` is added to from two threads
 
     # io.TextIOBase --------------------------------------------------------------------
     def writable(self) -> bool:
@@ -168,14 +196,64 @@ class EmfTee(io.TextIOBase):
     def _line(self, line: str) -> None:
         batches = emf_to_metric_data(line)
         if batches:
-            try:
-                self.published += put_metric_data(self._cloudwatch, batches)
-            except Exception as error:  # the embedded AWS may be restarting: never crash a handler
-                self._on_error(f"EMF -> put_metric_data failed: {type(error).__name__}: {error}")
+            self._hand_over(batches)
             if not self._echo_emf:
                 return
         with self._lock:
             self._target.write(line + "\n")
+
+    # publishing -----------------------------------------------------------------------
+    def _hand_over(self, batches: Batches) -> None:
+        """To the publisher thread; if it has fallen ``max_pending`` lines behind, publish here."""
+        with self._lock:  # a line is queued only for a publisher that will take it
+            if self._publisher is None:
+                self._pending = queue.Queue(maxsize=self._max_pending)
+                self._publisher = threading.Thread(
+                    target=self._publish_pending, args=(self._pending,),
+                    name="local-emf-publisher", daemon=True)
+                self._publisher.start()
+            try:
+                self._pending.put_nowait(batches)
+                return
+            except queue.Full:
+                pass
+        self._publish(batches)
+
+    def _publish(self, batches: Batches) -> None:
+        try:
+            sent = put_metric_data(self._cloudwatch, batches)
+        except Exception as error:  # the embedded AWS may be restarting: never crash a handler
+            self._on_error(f"EMF -> put_metric_data failed: {type(error).__name__}: {error}")
+            return
+        with self._count_lock:
+            self.published += sent
+
+    def _publish_pending(self, pending: queue.Queue[Batches | None]) -> None:
+        """The publisher: wait for a line, take whatever else is pending, send it together;
+        stop at the ``None`` that :meth:`drain` queues after the last line."""
+        while True:
+            first = pending.get()
+            taken = [first]
+            while first is not None:  # bounded by the queue's size
+                try:
+                    taken.append(pending.get_nowait())
+                except queue.Empty:
+                    break
+            lines = [batches for batches in taken if batches is not None]
+            if lines:
+                self._publish(merged(lines))
+            if None in taken:
+                return
+
+    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+        """Publish everything pending and stop the publisher (a later EMF line starts another)."""
+        with self._lock:
+            publisher, self._publisher = self._publisher, None
+            pending = self._pending
+        if publisher is None:
+            return
+        pending.put(None)  # after every line queued for this publisher (they queue under the lock)
+        publisher.join(timeout=timeout_s)
 
     # installation ---------------------------------------------------------------------
     def install(self) -> EmfTee:
@@ -191,6 +269,7 @@ class EmfTee(io.TextIOBase):
         if rest:
             self._local.buffer = ""
             self._line(rest)
+        self.drain()
         if self._previous is not None:
             if sys.stdout is self:
                 sys.stdout = self._previous

@@ -111,6 +111,10 @@ class StackProcess:
         """The log of the current run only (after a restart)."""
         return self.log_path.read_bytes()[self._log_start :].decode(errors="replace")
 
+    def pid(self) -> int | None:
+        """The PID of ``python -m local`` (the gateway and the simulator), while it runs."""
+        return self._process.pid if self._process is not None else None
+
     def moto_pid(self) -> int | None:
         """The PID of the moto process now running, from make run's own lines."""
         found = _MOTO_PID.findall(self.current_log())
