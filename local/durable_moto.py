@@ -41,6 +41,7 @@ import fcntl
 import functools
 import importlib
 import io
+import json
 import logging
 import os
 import pickle
@@ -91,6 +92,13 @@ ALL = frozenset({"*"})
 
 # Changes nobody waits for, and requests that run without the state lock.
 DEFERRED_ACTIONS = frozenset({"PutMetricData", "PutLogEvents"})
+# DynamoDB tables whose writes nobody waits for either (saved within a second, like metrics):
+# the send budget's pacing state, written on every send. On AWS a conditional write takes
+# milliseconds; here waiting for a snapshot of the whole DynamoDB backend would put one in
+# every send's path. A crash of the local stack may lose its last second: the line then
+# restarts a second early, and no request is lost (records and queues are still waited for).
+DEFERRED_TABLE_MARKERS = ("-BudgetTable",)  # "<stack>-BudgetTable", as local names it
+_DEFERRED_TABLE_WRITES = frozenset({"UpdateItem", "PutItem", "TransactWriteItems"})
 UNLOCKED_ACTIONS = frozenset({"ReceiveMessage"})
 # Actions that only read (the rest, and any action not recognised, count as changes).
 _READ_PREFIXES = ("Get", "Describe", "List", "Query", "Scan", "BatchGet", "Head", "Lookup",
@@ -128,6 +136,32 @@ def _action(environ: dict[str, Any]) -> str | None:
     return None
 
 
+def _only_deferred_tables(environ: dict[str, Any]) -> bool:
+    """Does this DynamoDB request write only to tables of :data:`DEFERRED_TABLE_MARKERS`?
+    (The body is read, and left for moto.)"""
+    if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_") or (
+            "wsgi.input" not in environ):
+        return False
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return False
+    body = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(body)  # moto reads it again
+    try:
+        document = json.loads(body or b"{}")
+    except ValueError:
+        return False
+    if not isinstance(document, dict):
+        return False
+    items = document.get("TransactItems")
+    operations = [operation for entry in items if isinstance(entry, dict)
+                  for operation in entry.values()] if isinstance(items, list) else [document]
+    tables = [str(op.get("TableName", "")) if isinstance(op, dict) else "" for op in operations]
+    return bool(tables) and all(
+        any(marker in table for marker in DEFERRED_TABLE_MARKERS) for table in tables)
+
+
 def request_kind(environ: dict[str, Any]) -> str:
     """``read``, ``write`` (answered once saved), ``deferred`` or ``unlocked``.
 
@@ -145,7 +179,8 @@ def request_kind(environ: dict[str, Any]) -> str:
         return "read" if environ.get("REQUEST_METHOD", "GET") in ("GET", "HEAD") else "write"
     if action in UNLOCKED_ACTIONS:
         return "unlocked"
-    if action in DEFERRED_ACTIONS:
+    if action in DEFERRED_ACTIONS or (
+            action in _DEFERRED_TABLE_WRITES and _only_deferred_tables(environ)):
         return "deferred"
     if action in _READ_ACTIONS or action.startswith(_READ_PREFIXES):
         return "read"

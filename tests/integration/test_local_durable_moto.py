@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import os
 import pickle
 import signal
@@ -152,6 +153,41 @@ def test_unreadable_state_is_refused(tmp_path: Path) -> None:
 )
 def test_request_kind(environ: dict[str, Any], kind: str) -> None:
     assert request_kind(environ) == kind
+
+
+def _dynamodb(action: str, document: dict[str, Any]) -> dict[str, Any]:
+    body = json.dumps(document).encode()
+    return {"REQUEST_METHOD": "POST", "HTTP_X_AMZ_TARGET": f"DynamoDB_20120810.{action}",
+            "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+
+
+BUDGET_TABLE = "kisi-gateway-BudgetTable"  # as the local stack names it
+REQUESTS_TABLE = "kisi-gateway-RequestsTable-4D5E6F"
+
+
+@pytest.mark.parametrize(
+    ("action", "document", "kind"),
+    [
+        ("UpdateItem", {"TableName": BUDGET_TABLE}, "deferred"),
+        ("TransactWriteItems", {"TransactItems": [{"Update": {"TableName": BUDGET_TABLE}},
+                                                  {"Update": {"TableName": BUDGET_TABLE}}]},
+         "deferred"),
+        ("UpdateItem", {"TableName": REQUESTS_TABLE}, "write"),
+        ("TransactWriteItems", {"TransactItems": [{"Update": {"TableName": BUDGET_TABLE}},
+                                                  {"Put": {"TableName": REQUESTS_TABLE}}]},
+         "write"),
+        ("DeleteTable", {"TableName": BUDGET_TABLE}, "write"),
+        ("GetItem", {"TableName": BUDGET_TABLE}, "read"),
+    ],
+)
+def test_send_budget_writes_do_not_wait_for_a_snapshot(
+    action: str, document: dict[str, Any], kind: str
+) -> None:
+    """The budget's pacing state is saved within a second, like metrics; everything else a
+    request changes is still answered only once saved. The body is left for moto."""
+    environ = _dynamodb(action, document)
+    assert request_kind(environ) == kind
+    assert json.loads(environ["wsgi.input"].read()) == document
 
 
 def test_request_kind_reads_a_form_body_and_leaves_it_for_moto() -> None:
