@@ -178,7 +178,7 @@ def test_eight_lambdas_never_book_a_slot_twice(lambda_budget: Factory) -> None:
         start.wait()
         while take_ticket():
             while not (grant := budget.acquire(BUCKET, GET, NOW, max_wait_s=math.inf)).ok:
-                assert grant.reason == "rate"  # lost every race this round: ask again
+                assert grant.reason == "busy"  # lost every race this round: ask again
             with lock:
                 slots.append(NOW + grant.wait_s)
 
@@ -323,3 +323,19 @@ def test_unreachable_table_fails_closed_and_observe_carries_on(dynamodb: Any) ->
     assert API_KEY not in str(raised.value)
     budget.observe(BUCKET, GET, THROTTLED, 5.0, NOW)  # logged, not raised: Kisi already answered
     budget.observe(BUCKET, GET, OK, None, NOW)
+
+
+def test_a_call_that_loses_every_race_is_told_busy_at_a_random_moment(
+    lambda_budget: Factory,
+) -> None:
+    """Nothing is booked, and the losers of one race come back apart: the wait is drawn from
+    the injected random source, up to two intervals, with reason "busy" (not "rate": it says
+    nothing about the line)."""
+    winner = lambda_budget()
+    loser = lambda_budget(max_attempts=1, rng=lambda: 0.25)
+    assert loser.acquire(BUCKET, GET, NOW, max_wait_s=5.0).ok  # its view of the bucket
+    assert winner.acquire(BUCKET, GET, NOW, max_wait_s=5.0).ok  # changes it under that view
+    grant = loser.acquire(BUCKET, GET, NOW, max_wait_s=5.0)
+    assert (grant.ok, grant.reason) == (False, "busy")
+    assert grant.wait_s == pytest.approx(2 * 0.25 / 5.0)
+    assert loser.acquire(BUCKET, GET, NOW, max_wait_s=5.0).ok  # it now knows the bucket

@@ -41,7 +41,7 @@ from kisi_gateway.core.decisions import (
 )
 from kisi_gateway.core.outcome import Transport, classify_status, classify_transport
 from kisi_gateway.core.policy import DEFAULT_POLICIES
-from kisi_gateway.core.ratelimit import REASON_GATE, REASON_RATE, Grant
+from kisi_gateway.core.ratelimit import REASON_BUSY, REASON_GATE, REASON_RATE, Grant
 from kisi_gateway.core.records import AttemptEntry, RecordStatus, RequestRecord
 
 UNLOCK = DEFAULT_POLICIES["unlock"]  # 4 attempts, 30 s, repeats unknown outcomes
@@ -90,6 +90,14 @@ def rng_high() -> float:
         (None, Grant(False, 0.06, REASON_RATE), NOW + 60, INLINE, 1, False,
          AskAgain(MIN_ASK_INTERVAL_S)),
         (None, GATE, NOW + 60, INLINE, 10, False, Defer(3)),
+        # a busy bucket (every write lost a race): ask again soon, spending no ask, even with
+        # none left; past the caller's wait it is deferred like anything else
+        (None, Grant(False, 0.3, REASON_BUSY), NOW + 60, INLINE, 10, False,
+         AskAgain(0.3, counts=False)),
+        (None, Grant(False, 0.01, REASON_BUSY), NOW + 60, INLINE, 0, False,
+         AskAgain(MIN_ASK_INTERVAL_S, counts=False)),
+        (None, Grant(False, 0.3, REASON_BUSY), NOW + 60, Window(NOW + 0.2, 0.2), 10, False,
+         Defer(1)),
         # the window never reaches past the deadline
         (None, FAR, NOW + 2.5, INLINE, 10, False, Expire("deadline")),
         # a deferral is whole seconds, at least one

@@ -174,6 +174,7 @@ def build_pipeline(
 
     tracing()  # on Lambda with tracing on: every AWS call below becomes a subsegment
     clock = clock or SystemClock()
+    rng = rng or random.SystemRandom().random
     identity_secret = secrets
     if secrets is None:
         secrets = secret_reader(lambda: aws("secretsmanager"))
@@ -195,13 +196,13 @@ def build_pipeline(
         kisi_factory=kisi or kisi_client(settings),
         budget=DynamoSendBudget(
             dynamodb, settings.need(settings.budget_table, "BUDGET_TABLE"),
-            limits=budget_limits(settings),
+            limits=budget_limits(settings), rng=rng,
         ),
         # The cache decides how stale a verdict may be; the guard itself reads every time.
         guard=CachedGuard(guard, staleness_s=settings.guard_cache_s),
         telemetry=telemetry,
         clock=clock,
-        rng=rng or random.SystemRandom().random,
+        rng=rng,
         directory=directory,
         known_bad=KnownBadGate(DynamoKnownBad(dynamodb, requests_table), telemetry,
                                settings.known_bad_window_s, hints=guard),

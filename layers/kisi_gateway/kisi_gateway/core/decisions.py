@@ -32,7 +32,7 @@ from kisi_gateway.core.backoff import Expire as ScheduleExpire
 from kisi_gateway.core.breaker import Pause
 from kisi_gateway.core.outcome import Outcome, OutcomeClass
 from kisi_gateway.core.policy import RoutePolicy
-from kisi_gateway.core.ratelimit import REASON_GATE, REASON_RATE, REASON_SHARE, Grant
+from kisi_gateway.core.ratelimit import REASON_BUSY, REASON_GATE, REASON_RATE, REASON_SHARE, Grant
 from kisi_gateway.core.records import RecordStatus, RequestRecord
 
 # API Gateway gives a Lambda integration 29 s; the function's Timeout is 29 s too. Every
@@ -57,9 +57,14 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class AskAgain:
-    """The next slot is further ahead than this call may book: ask again after ``after_s``."""
+    """The next slot is further ahead than this call may book: ask again after ``after_s``.
+
+    ``counts``: whether this spends one of the call's asks. A busy bucket's refusal does not
+    (it says nothing about the line, and the call's time still bounds the asking).
+    """
 
     after_s: float
+    counts: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +148,10 @@ def before_attempt(
     if grant.ok:
         return Send(grant.wait_s)
     remaining = window.remaining(now, deadline)
+    if grant.reason == REASON_BUSY and grant.wait_s <= remaining:
+        # Other senders changed the bucket under every write: nothing is known about the
+        # line, so ask again soon, without spending an ask; the window still ends it.
+        return AskAgain(max(grant.wait_s, MIN_ASK_INTERVAL_S), counts=False)
     if grant.reason == REASON_SHARE and grant.wait_s <= remaining and asks_left > 0:
         # This caller's identity holds its fair share of the line: its turn comes when some
         # of its own slots have passed.

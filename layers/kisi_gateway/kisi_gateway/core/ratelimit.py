@@ -43,6 +43,10 @@ REASON_GATE = "gate"
 # for every sender of the user even when the 429 came alone (capped by the sender at MAX_GATE_S).
 DELIBERATE_WAIT_S = 5.0
 REASON_SHARE = "share"
+# The bucket changed under every write this call tried: nothing was booked, and nothing is
+# known about the line. Ask again after a short random pause (the losers of one race must not
+# collide again in step); it says nothing about how long the line is.
+REASON_BUSY = "busy"
 
 @dataclass(frozen=True, slots=True)
 class Grant:

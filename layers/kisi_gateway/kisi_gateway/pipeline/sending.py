@@ -230,7 +230,7 @@ class Sender:
                 asks_left=asks_left, fresh=False,
             )
             if isinstance(step, AskAgain):
-                asks_left -= 1
+                asks_left -= 1 if step.counts else 0
                 self.clock.sleep(step.after_s)
                 continue
             if isinstance(step, Send):

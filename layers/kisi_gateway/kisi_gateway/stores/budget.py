@@ -7,6 +7,7 @@ per bucket, with optimistic conditional writes (:func:`kisi_gateway.stores.dynam
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from kisi_gateway.core.outcome import Outcome, OutcomeClass
 from kisi_gateway.core.ratelimit import (
     ANYONE,
     KISI_USER_RATE,
-    REASON_RATE,
+    REASON_BUSY,
     Booking,
     BucketState,
     BudgetLimits,
@@ -33,8 +34,8 @@ if TYPE_CHECKING:
 _LOG = logging.getLogger(__name__)
 
 # Optimistic writes that lose a race try again with what beat them this many times in all.
-# Losing five times in a row means the bucket is busy: the caller is told to come back one
-# interval later.
+# Losing five times in a row means the bucket is busy: the caller is told to come back after
+# a random pause of up to two intervals (``busy``), which costs it none of its asks.
 MAX_WRITE_ATTEMPTS = 5
 
 
@@ -81,6 +82,7 @@ class DynamoSendBudget:
         limits: BudgetLimits | None = None,
         max_attempts: int = MAX_WRITE_ATTEMPTS,
         unavailable_retry_s: float = UNAVAILABLE_RETRY_S,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -89,6 +91,7 @@ class DynamoSendBudget:
         self._limits = limits or BudgetLimits(rate, dict(route_rates or {}), burst)
         self._max_attempts = max_attempts
         self._unavailable_retry_s = unavailable_retry_s
+        self._rng = rng  # spreads the losers of a race apart (tests inject their own)
         self._seen: dict[str, Stored] = {}  # last state read or written, per pk
 
     @staticmethod
@@ -135,8 +138,9 @@ class DynamoSendBudget:
             if self._write(writes):
                 return plan.grant
             fresh = True  # what beat us is now in _seen (or will be read)
-        # Lost every race: the bucket is busy. Nothing was reserved.
-        return Grant(False, 1.0 / limits.rate, REASON_RATE)
+        # Lost every race: the bucket is busy. Nothing was reserved; come back at a random
+        # moment within two intervals, so that this round's losers do not race again in step.
+        return Grant(False, 2.0 * self._rng() / limits.rate, REASON_BUSY)
 
     def observe(
         self, bucket: str, route_key: str, outcome: Outcome, retry_after_s: float | None,
