@@ -124,30 +124,34 @@ def _action(environ: dict[str, Any]) -> str | None:
     if "Action" in query:
         return str(query["Action"][0])
     if str(environ.get("CONTENT_TYPE", "")).startswith("application/x-www-form-urlencoded"):
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return None
-        body = environ["wsgi.input"].read(length)
-        environ["wsgi.input"] = io.BytesIO(body)  # moto reads it again
-        form = parse_qs(body.decode("utf-8", "replace"))
+        body = _peek_body(environ)
+        form = parse_qs((body or b"").decode("utf-8", "replace"))
         if "Action" in form:
             return str(form["Action"][0])
     return None
 
 
-def _only_deferred_tables(environ: dict[str, Any]) -> bool:
-    """Does this DynamoDB request write only to tables of :data:`DEFERRED_TABLE_MARKERS`?
-    (The body is read, and left for moto.)"""
-    if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_") or (
-            "wsgi.input" not in environ):
-        return False
+def _peek_body(environ: dict[str, Any]) -> bytes | None:
+    """The request's body, left in place for moto to read again; ``None`` when unreadable."""
+    if "wsgi.input" not in environ:
+        return None
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
+        return None
+    body: bytes = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(body)
+    return body
+
+
+def _only_deferred_tables(environ: dict[str, Any]) -> bool:
+    """Does this DynamoDB request write only to tables of :data:`DEFERRED_TABLE_MARKERS`?
+    (The body is read, and left for moto.)"""
+    if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
         return False
-    body = environ["wsgi.input"].read(length)
-    environ["wsgi.input"] = io.BytesIO(body)  # moto reads it again
+    body = _peek_body(environ)
+    if body is None:
+        return False
     try:
         document = json.loads(body or b"{}")
     except ValueError:
