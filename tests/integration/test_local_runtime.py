@@ -4,6 +4,7 @@ import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -50,19 +51,24 @@ def test_threads_carry_work_end_to_end_and_stop_cleanly():
         )
         assert any(line.startswith("POST /kisi/enqueue -> 202") for line in lines)
 
-        # a schedule tick makes the handler print EMF; the tee turns it into metric data
+        # a schedule tick makes the handler print EMF; the tee's publisher thread turns it
+        # into metric data (off the handler's path, so it lands a moment later)
         runtime.scheduler.fire("MetricsFunctionTick")
-        now = datetime.now(UTC)
-        points = aws_client("cloudwatch", endpoint).get_metric_statistics(
-            Namespace="Fixture",
-            MetricName="Ticks",
-            Dimensions=[{"Name": "service", "Value": "fixture"}],
-            StartTime=now - timedelta(minutes=2),
-            EndTime=now + timedelta(minutes=1),
-            Period=180,
-            Statistics=["Sum"],
-        )["Datapoints"]
-        assert points
+        cloudwatch = aws_client("cloudwatch", endpoint)
+
+        def ticks() -> list[dict[str, Any]]:
+            now = datetime.now(UTC)
+            return list(cloudwatch.get_metric_statistics(
+                Namespace="Fixture",
+                MetricName="Ticks",
+                Dimensions=[{"Name": "service", "Value": "fixture"}],
+                StartTime=now - timedelta(minutes=2),
+                EndTime=now + timedelta(minutes=1),
+                Period=180,
+                Statistics=["Sum"],
+            )["Datapoints"])
+
+        points = eventually(ticks)
         assert points[0]["Sum"] >= 1
         threads = runtime.threads
         assert {thread.name for thread in threads} == {
