@@ -12,7 +12,11 @@ pickled service objects) in ``<state dir>/moto-state.pickle``:
   a crash mid-write leaves the previous snapshot), and only the services changed since the
   last one are pickled again;
 - metric data and log events (``PutMetricData``, ``PutLogEvents``) are not waited for: they
-  are saved within ``DEFERRED_S`` seconds, and the last moment of them may be lost;
+  are saved within ``DEFERRED_S`` seconds (longer when pickling them takes long: at most
+  1/``SAVE_SHARE`` of the time goes to it), and the last moment of them may be lost;
+- CloudWatch and CloudWatch Logs, whose state grows all session long, have locks of their
+  own: saving them never holds up a DynamoDB or SQS request (nothing else changes them, and
+  their requests change nothing else);
 - ``ReceiveMessage`` is not waited for either (a long poll must not hold the others up):
   a receive lost in a crash makes the message visible again sooner, as SQS's
   at-least-once delivery allows;
@@ -86,6 +90,9 @@ DEFERRED_S = 1.0
 SAVE_WAIT_S = 10.0
 # Attempts at pickling a service while a lock-free request (a receive) changes it.
 _PICKLE_ATTEMPTS = 5
+# A service nobody waits for is saved at most once per SAVE_SHARE times its last pickling
+# took: metric data grows all session, and saving it each second would soon take most of it.
+SAVE_SHARE = 20
 
 Key = tuple[str, str]  # (module of the backend class, BackendDict.service_name)
 ALL = frozenset({"*"})
@@ -109,6 +116,10 @@ _READ_ACTIONS = frozenset({"Encrypt", "Decrypt", "GenerateDataKey",
                            "GenerateDataKeyWithoutPlaintext", "GenerateRandom"})
 # Backends whose requests change other services too: everything is saved after them.
 _TOUCHES_ALL = frozenset({"moto_api", "cloudformation", "sns", "iam", "sts"})
+# Services that no other service's request changes and whose requests change no other
+# service (moto runs no alarm actions, and nothing here subscribes to log groups): each has a
+# lock of its own. Their state grows with every metric and log line.
+SEPARATE = frozenset({"cloudwatch", "logs"})
 
 
 class StateError(RuntimeError):
@@ -325,7 +336,8 @@ class MotoState:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = state_dir / STATE_FILE
-        self.lock = threading.Lock()  # held by every state-changing request, and by pickling
+        self.lock = threading.Lock()  # other services' requests, and pickling them
+        self._separate = {name: threading.Lock() for name in sorted(SEPARATE)}
         self._deferred_s = deferred_s
         self._log = log
         self._clock = clock
@@ -335,6 +347,7 @@ class MotoState:
         self._failed = 0  # changes up to this number could not be saved
         self._dirty: set[str] = set()  # backend names changed since their last pickle
         self._deferred: dict[str, float] = {}  # backend name -> when it first changed
+        self._pickle_s: dict[str, float] = {}  # service name -> how long its last pickle took
         self._blobs: dict[Key, bytes] = {}
         self._verified: set[Key] = set()
         self.snapshots = 0
@@ -377,6 +390,22 @@ class MotoState:
         return f"{summary(restored)} (saved {saved_at})"
 
     # changes ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self, backend: str) -> Iterator[None]:
+        """Hold what a request to ``backend`` needs: its own lock for a separate service,
+        every lock for one that changes others (or an unknown one), else the shared lock."""
+        own = self._separate.get(backend)
+        if own is not None:
+            with own:
+                yield
+            return
+        with contextlib.ExitStack() as held:
+            held.enter_context(self.lock)
+            if backend in _TOUCHES_ALL or backend == "?":
+                for lock in self._separate.values():  # always in this order: no deadlock
+                    held.enter_context(lock)
+            yield
+
     def changed(self, backend: str, deferred: bool) -> int:
         """Note a change to ``backend`` (call with :attr:`lock` held); its number to wait for."""
         with self._cond:
@@ -410,25 +439,38 @@ class MotoState:
                     continue
             self.snapshot()
 
-    def _deferred_due(self) -> bool:
+    def _due(self) -> set[str]:
+        """The services with changes nobody waits for that should be saved now."""
         now = self._clock()
-        return any(now - since >= self._deferred_s for since in self._deferred.values())
+        return {
+            name for name, since in self._deferred.items()
+            if now - since >= max(self._deferred_s, SAVE_SHARE * self._pickle_s.get(name, 0.0))
+        }
+
+    def _deferred_due(self) -> bool:
+        return bool(self._due())
 
     def snapshot(self, *, everything: bool = False, flush: bool = False) -> bool:
-        """Pickle what changed, under the state lock, and write the file (atomically)."""
+        """Pickle what changed, each service under the lock its requests hold, and write the
+        file (atomically). Changes counted up to the moment the shared lock is taken are in
+        it: the separate services are pickled after that moment."""
         change = 0
         try:
             with self.lock:
                 with self._cond:
                     change = self._changes
                     names = set(self._dirty)
-                    if everything or self._deferred_due():
-                        names |= set(self._deferred)
-                        self._deferred.clear()
+                    due = set(self._deferred) if everything else self._due()
+                    names |= due
+                    for name in due:
+                        del self._deferred[name]
                     self._dirty.clear()
-                self._pickle_changed(names, everything)
-                blobs = dict(self._blobs)
-            self._write(blobs, flush)
+                whole = self._pickle_changed(names, everything, None)
+            for name, lock in self._separate.items():
+                if whole or name in names:
+                    with lock:
+                        self._pickle_changed(names, True, name)
+            self._write(dict(self._blobs), flush)
         except Exception as error:
             with self._cond:
                 self._failed = max(self._failed, change)
@@ -443,13 +485,18 @@ class MotoState:
         self.snapshots += 1
         return True
 
-    def _pickle_changed(self, names: set[str], everything: bool) -> None:
+    def _pickle_changed(self, names: set[str], everything: bool, separate: str | None) -> bool:
+        """Pickle the changed services among the shared ones (``separate`` None) or that one
+        separate service; whether every service had to be (a change that touches them all)."""
         live = _live()
         known = {key[1] for key in live}
         whole = everything or bool(names & _TOUCHES_ALL) or bool(names - known)
         for key, backends in live.items():
+            if not self._in_pass(key[1], separate):
+                continue
             if not whole and key in self._blobs and key[1] not in names:
                 continue
+            started = time.perf_counter()
             for attempt in range(_PICKLE_ATTEMPTS):
                 try:
                     blob = _pickle(_service_state(backends))
@@ -463,8 +510,15 @@ class MotoState:
                 pickle.loads(blob)  # noqa: S301 - bytes we just made
                 self._verified.add(key)
             self._blobs[key] = blob
+            self._pickle_s[key[1]] = time.perf_counter() - started
         for key in set(self._blobs) - set(live):
-            del self._blobs[key]  # reset: the service is empty now
+            if self._in_pass(key[1], separate):
+                del self._blobs[key]  # reset: the service is empty now
+        return whole
+
+    def _in_pass(self, name: str, separate: str | None) -> bool:
+        """Is service ``name`` pickled in the pass for ``separate`` (None: the shared one)?"""
+        return name == separate if separate else name not in self._separate
 
     def _write(self, blobs: dict[Key, bytes], flush: bool) -> None:
         document = {
@@ -509,8 +563,8 @@ class DurableApp:
             return body.append
 
         change = 0
-        with self._state.lock:
-            backend = str(getattr(self._app.get_application(environ), "service", "?"))
+        backend = str(getattr(self._app.get_application(environ), "service", "?"))
+        with self._state.locked(backend):
             result = self._app(environ, capture)
             try:
                 body.extend(result)
@@ -569,6 +623,20 @@ def _watch_parent(
             return
 
 
+def list_moto_modules_once() -> None:
+    """moto's dispatcher lists its own package directory (a stat of each of its hundreds of
+    entries) for every request, twice, under its one lock; that listing cannot change while
+    moto runs, so it is made once."""
+    from moto import backends  # noqa: PLC0415 - patched only in the server process
+
+    listing = tuple(backends.list_of_moto_modules())
+
+    def listed() -> Iterable[str]:
+        return listing
+
+    backends.list_of_moto_modules = listed
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve moto on ``host:port`` with its state in ``--state-dir``."""
     parser = argparse.ArgumentParser(description="moto with its state kept on disk")
@@ -593,6 +661,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"moto state: restored {restored} from {state.path}" if restored else
                 f"moto state: none in {args.state_dir}, starting empty"
             )
+            list_moto_modules_once()
             app = DurableApp(DomainDispatcherApplication(create_backend_app), state)
             server = make_server(
                 args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler

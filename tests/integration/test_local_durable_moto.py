@@ -21,7 +21,14 @@ from typing import Any
 import moto
 import pytest
 
-from local.durable_moto import STATE_FILE, MotoState, StateError, request_kind
+from local.durable_moto import (
+    DEFERRED_S,
+    SAVE_SHARE,
+    STATE_FILE,
+    MotoState,
+    StateError,
+    request_kind,
+)
 from local.event_sources import SqsPoller
 from local.lambda_invoke import Invocation
 from local.moto_server import MotoProcess, MotoServerError, aws_client, free_port
@@ -69,6 +76,11 @@ def test_what_was_answered_survives_a_kill(durable: MotoProcess) -> None:
     kms.create_alias(AliasName="alias/vault", TargetKeyId=key_id)
     sealed = kms.encrypt(KeyId="alias/vault", Plaintext=b"caller secret")["CiphertextBlob"]
     sm.create_secret(Name="service-key", SecretString="s3cr3t")
+    cloudwatch = aws_client("cloudwatch", url)  # a service with a lock of its own
+    cloudwatch.put_metric_alarm(
+        AlarmName="kept", Namespace="N", MetricName="M", Statistic="Sum", Period=60,
+        EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanThreshold",
+    )
     # One message in flight (hidden for 300 s) when moto dies, then one deleted.
     received = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=2)["Messages"]
     assert len(received) == 2
@@ -83,6 +95,8 @@ def test_what_was_answered_survives_a_kill(durable: MotoProcess) -> None:
     assert kms.decrypt(CiphertextBlob=sealed)["Plaintext"] == b"caller secret"
     assert kms.describe_key(KeyId="alias/vault")["KeyMetadata"]["KeyId"] == key_id
     assert sm.get_secret_value(SecretId="service-key")["SecretString"] == "s3cr3t"
+    alarms = aws_client("cloudwatch", url).describe_alarms()["MetricAlarms"]
+    assert [alarm["AlarmName"] for alarm in alarms] == ["kept"]
     # The in-flight message is still hidden; its receipt handle is known, so it can be handed
     # back; the deleted one stays deleted.
     visible = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
@@ -130,6 +144,46 @@ def test_unreadable_state_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="cannot be read"):
         MotoState(tmp_path, log=lambda line: None).restore()
     assert MotoState(tmp_path / "empty", log=lambda line: None).restore() is None
+
+
+@pytest.mark.parametrize(
+    ("backend", "shared", "held"),
+    [
+        ("dynamodb", True, set()),
+        ("sqs", True, set()),
+        ("cloudwatch", False, {"cloudwatch"}),
+        ("logs", False, {"logs"}),
+        ("cloudformation", True, {"cloudwatch", "logs"}),  # changes other services
+        ("sns", True, {"cloudwatch", "logs"}),
+        ("?", True, {"cloudwatch", "logs"}),  # not recognised: everything
+    ],
+)
+def test_a_request_holds_only_the_locks_of_what_it_may_change(
+    tmp_path: Path, backend: str, shared: bool, held: set[str]
+) -> None:
+    """Saving metric data (which grows all session) never holds up DynamoDB or SQS."""
+    state = MotoState(tmp_path, log=lambda line: None)
+    separate = state._separate  # the locks under test
+    with state.locked(backend):
+        assert state.lock.locked() is shared
+        assert {name for name, lock in separate.items() if lock.locked()} == held
+    assert not state.lock.locked()
+    assert not any(lock.locked() for lock in separate.values())
+
+
+def test_metric_data_is_saved_less_often_when_saving_it_takes_long(tmp_path: Path) -> None:
+    now = [1000.0]
+    state = MotoState(tmp_path, log=lambda line: None, clock=lambda: now[0])
+    with state.locked("cloudwatch"):
+        assert state.changed("cloudwatch", deferred=True) == 0  # nobody waits for it
+    now[0] += DEFERRED_S
+    assert state._due() == {"cloudwatch"}
+    state._pickle_s["cloudwatch"] = 0.5  # as if its last pickle took 0.5 s
+    assert state._due() == set()
+    now[0] += 0.5 * SAVE_SHARE - DEFERRED_S
+    assert state._due() == {"cloudwatch"}
+    assert state.snapshot()
+    assert state._due() == set()
 
 
 @pytest.mark.parametrize(
