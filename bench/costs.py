@@ -17,6 +17,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
+from kisi_gateway.pipeline.telemetry import NAMESPACE, EmfDocument
+
 MILLION = 1_000_000
 PRICES_AS_OF = "list prices of AWS's pricing pages, us-east-1, on-demand, as of 2025-06 " \
     "(DynamoDB after its 1 Nov 2024 on-demand cut), free tiers left out; not re-read live"
@@ -34,6 +36,10 @@ EVENTBRIDGE_EVENT = 1.00 / MILLION  # PutEvents, custom event up to 64 KB
 API_DESTINATION_INVOCATION = 0.20 / MILLION  # EventBridge API destinations, per invocation
 LAMBDA_MEMORY_GB = 256 / 1024  # template.yaml Globals: MemorySize 256 (both runners)
 PLATFORM_LOG_BYTES = 300  # Lambda's START/END/REPORT lines per invocation, roughly (assumed)
+# An EMF document's envelope (timestamp, the service dimension, the braces): once per
+# invocation, as the handlers print one document per invocation (metric_batch).
+_ENVELOPE = EmfDocument(NAMESPACE, 1_700_000_000_000, root={"service": "kisi-gateway"})
+EMF_ENVELOPE_BYTES = len(_ENVELOPE.line()) + 1
 
 METERING = (
     ("API Gateway", "one REST request per api_call invocation; the caller's polls of "
@@ -58,8 +64,10 @@ METERING = (
      "postpone; per worker invocation one `ReceiveMessage` and one `DeleteMessageBatch`, "
      "shared by its batch; the event source's empty polls (a fixed cost per month) left out"),
     ("CloudWatch Logs", "every log record of the `kisi_gateway` logger at INFO, formatted by "
-     "Powertools' JSON formatter with the Lambda context keys, every EMF metric line as "
-     "Powertools prints it, and about 300 bytes of Lambda's own lines per invocation"),
+     "Powertools' JSON formatter with the Lambda context keys; the EMF metrics as the "
+     "handlers print them (one document per invocation: its envelope once, and each value "
+     "as one more metric in it, which overstates repeats a little); about 300 bytes of "
+     "Lambda's own lines per invocation"),
 )
 
 
@@ -84,7 +92,7 @@ class Usage:
         """An invocation's ``share`` (a batch's worker invocation is shared), and its time."""
         self.lambda_invocations += share
         self.lambda_gb_s += math.ceil(seconds * 1000) / 1000 * LAMBDA_MEMORY_GB
-        self.log_bytes += share * PLATFORM_LOG_BYTES
+        self.log_bytes += share * (PLATFORM_LOG_BYTES + EMF_ENVELOPE_BYTES)
 
 
 def total(usages: Iterable[Usage]) -> Usage:

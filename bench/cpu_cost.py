@@ -55,7 +55,7 @@ from kisi_gateway.pipeline.forwarding import CallContext, Forwarder
 from kisi_gateway.pipeline.kisi_http import KisiClient, build_session, same_origin
 from kisi_gateway.pipeline.replies import location_rewriter
 from kisi_gateway.pipeline.sending import SystemClock
-from kisi_gateway.pipeline.telemetry import PowertoolsEmfSink, Telemetry
+from kisi_gateway.pipeline.telemetry import EmfSink, Telemetry, metric_batch
 from kisi_gateway.wiring import AWS_TIMEOUTS, build_in_memory, build_pipeline
 from kisi_sim import DEMO_KEY
 
@@ -127,14 +127,19 @@ def gateway_call(base_url: str, forwarder: Forwarder) -> Call:
         lambda url: same_origin(url, base_url), ""))
 
     def call() -> int:
-        incoming = parse_call(
-            method="GET", path=PATH, query=[], body=None, is_base64=False, headers={},
-            policies=settings.policies, max_body_bytes=settings.max_body_bytes,
-            default_wait_s=settings.default_wait_s, max_wait_s=settings.max_wait_s,
-        )
-        return forwarder.forward(incoming, context).status
+        with metric_batch():  # as api_call's handler does: one EMF line per call
+            return _forward(forwarder, settings, context)
 
     return call
+
+
+def _forward(forwarder: Forwarder, settings: Settings, context: CallContext) -> int:
+    incoming = parse_call(
+        method="GET", path=PATH, query=[], body=None, is_base64=False, headers={},
+        policies=settings.policies, max_body_bytes=settings.max_body_bytes,
+        default_wait_s=settings.default_wait_s, max_wait_s=settings.max_wait_s,
+    )
+    return forwarder.forward(incoming, context).status
 
 
 def _settings(base_url: str, **names: str) -> Settings:
@@ -151,7 +156,7 @@ def in_memory_forwarder(base_url: str) -> Forwarder:
     gateway = build_in_memory(
         _settings(base_url), KisiClient(base_url, session=session), SystemClock(),
         random.Random(1).random, service_key=DEMO_KEY,
-        telemetry=Telemetry(PowertoolsEmfSink()),
+        telemetry=Telemetry(EmfSink()),
     )
     return gateway.forwarder
 
@@ -195,7 +200,7 @@ def _deployed_forwarder(
     pipeline = build_pipeline(
         _settings(base_url, **names), aws=clients.__getitem__,
         kisi=lambda: KisiClient(base_url, session=session), clock=SystemClock(),
-        rng=random.Random(1).random, telemetry=Telemetry(PowertoolsEmfSink()),
+        rng=random.Random(1).random, telemetry=Telemetry(EmfSink()),
         secrets=lambda secret_id, refresh: DEMO_KEY, key=b"cpu-bench-identity-key",
     )
     return pipeline.forwarder

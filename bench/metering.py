@@ -17,7 +17,6 @@ Each wrapper hands the call, unchanged, to the library's in-memory store. Around
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from kisi_gateway.core.lifecycle import Change
 from kisi_gateway.core.outcome import Outcome, OutcomeClass
 from kisi_gateway.core.ratelimit import ANYONE, Booking, Grant
 from kisi_gateway.core.records import RequestRecord, RetryMessage
-from kisi_gateway.pipeline.telemetry import MemorySink, PowertoolsEmfSink
+from kisi_gateway.pipeline.telemetry import EmfDocument, MemorySink
 from kisi_gateway.stores.memory import MemoryGuard, MemorySendBudget
 from kisi_gateway.stores.ports import Applied, KnownBadStore, RecordStore
 
@@ -186,13 +185,14 @@ class ChargedQueue:
 
 
 class MeteredSink(MemorySink):
-    """The telemetry sink: keeps the values, and meters each EMF line's bytes as Powertools
-    would print it (one line per value; measured once per name, unit and dimensions)."""
+    """The telemetry sink: keeps the values, and meters what each adds to its invocation's
+    EMF document (a directive, its dimension values and the value; measured once per name,
+    unit and dimensions). The document's envelope is metered per invocation (costs.py)."""
 
     def __init__(self, ledger: Ledger, namespace: str) -> None:
         super().__init__()
         self._ledger = ledger
-        self._emf = PowertoolsEmfSink(namespace)
+        self._namespace = namespace
         self._sizes: dict[tuple[str, str, tuple[tuple[str, str], ...]], int] = {}
 
     def emit(self, name: str, value: float, unit: str, dimensions: Mapping[str, str]) -> None:
@@ -200,10 +200,10 @@ class MeteredSink(MemorySink):
         key = (name, unit, tuple(sorted(dimensions.items())))
         size = self._sizes.get(key)
         if size is None:
-            printed = io.StringIO()
-            with contextlib.redirect_stdout(printed):
-                self._emf.emit(name, value, unit, dimensions)
-            size = self._sizes[key] = len(printed.getvalue().encode())
+            document = EmfDocument(self._namespace, 0, root={"service": "kisi-gateway"})
+            empty = len(document.line())
+            document.add(name, value, unit, dimensions)
+            size = self._sizes[key] = len(document.line()) - empty
         self._ledger.meter_if_serving().log_bytes += size
 
 

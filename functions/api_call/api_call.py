@@ -15,6 +15,7 @@ from kisi_gateway.config import Settings
 from kisi_gateway.observability import lambda_logger
 from kisi_gateway.pipeline.forwarding import Forwarder
 from kisi_gateway.pipeline.http_api import handle
+from kisi_gateway.pipeline.telemetry import metric_batch
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -36,4 +37,5 @@ def forwarder() -> Forwarder:
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> Any:
-    return handle(event, forwarder, settings())
+    with metric_batch():  # the invocation's metrics: one EMF line, printed before it returns
+        return handle(event, forwarder, settings())

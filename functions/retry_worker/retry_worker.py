@@ -23,6 +23,7 @@ from kisi_gateway.config import Settings
 from kisi_gateway.core.records import RetryMessage
 from kisi_gateway.observability import lambda_logger
 from kisi_gateway.pipeline.retrying import Disposition, RetryWorker
+from kisi_gateway.pipeline.telemetry import metric_batch
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -51,6 +52,7 @@ def record_handler(record: SQSRecord) -> None:
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> Any:
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    with metric_batch():  # the batch's metrics share EMF lines, printed before it returns
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )

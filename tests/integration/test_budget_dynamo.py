@@ -118,6 +118,30 @@ def test_one_round_trip_per_acquire(lambda_budget: Factory) -> None:
     assert calls == ["UpdateItem"]
 
 
+def test_a_send_writes_only_what_changed_and_every_lambda_reads_the_same(
+    lambda_budget: Factory,
+) -> None:
+    budget, reader = lambda_budget(), lambda_budget()
+    expressions: list[str] = []
+    budget._client.meta.events.register(
+        "provide-client-params.dynamodb.UpdateItem",
+        lambda params, **_: expressions.append(params["UpdateExpression"]),
+    )
+    budget.acquire(BUCKET, GET, NOW)  # a new item: every attribute
+    budget.acquire(BUCKET, GET, NOW + 1)  # over its own write: what the booking moved
+    first, second = expressions
+    assert "#rate" in first
+    assert "#gate_until" in first
+    assert "#rate" not in second
+    assert "#gate_until" not in second
+    assert "#tat" in second
+    assert "#version" in second
+    # what is stored is what the writer holds, and another Lambda books right after it
+    stored, version = lambda_budget()._read(BUCKET, budget._limits.rate)
+    assert (stored, version) == budget._seen[BUCKET]
+    assert reader.acquire(BUCKET, GET, NOW + 1, max_wait_s=1.0).wait_s == pytest.approx(0.2)
+
+
 def test_item_layout_never_contains_the_key(dynamodb: Any, lambda_budget: Factory) -> None:
     budget = lambda_budget()
     budget.acquire(BUCKET, GET, NOW)

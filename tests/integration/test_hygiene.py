@@ -27,7 +27,7 @@ import pytest
 
 from kisi_gateway.core.records import RecordStatus
 from kisi_gateway.pipeline.replies import Reply
-from kisi_gateway.pipeline.telemetry import MemorySink, PowertoolsEmfSink
+from kisi_gateway.pipeline.telemetry import EmfSink, MemorySink
 from kisi_sim import DEMO_EMAIL, DEMO_PASSWORD, SimConfig, key_fingerprint
 from local.emf import emf_to_metric_data, put_metric_data
 from tests import harness
@@ -70,7 +70,7 @@ class TeeSink:
     """Metrics into memory (for assertions) and as EMF on stdout (as on Lambda)."""
 
     memory: MemorySink
-    emf: PowertoolsEmfSink = field(default_factory=PowertoolsEmfSink)
+    emf: EmfSink = field(default_factory=EmfSink)
 
     def emit(self, name: str, value: float, unit: str, dimensions: Mapping[str, str]) -> None:
         self.memory.emit(name, value, unit, dimensions)

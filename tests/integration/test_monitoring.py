@@ -12,7 +12,7 @@ from kisi_gateway.core.alarm_plan import route_alarm_name
 from kisi_gateway.core.breaker import route_scope
 from kisi_gateway.core.outcome import Transport, classify_status, classify_transport
 from kisi_gateway.pipeline.monitoring import AlarmChange, Monitor, parse_alarm_event
-from kisi_gateway.pipeline.telemetry import PowertoolsEmfSink, Telemetry
+from kisi_gateway.pipeline.telemetry import EmfSink, Telemetry
 from kisi_gateway.stores.cloudwatch import CloudWatchAlarms, MetricsReader
 from kisi_gateway.stores.guard import DynamoGuard
 from kisi_sim import DEMO_KEY
@@ -79,7 +79,7 @@ def emit_outcomes(capsys, telemetry: Telemetry, sequence) -> None:
 def test_outcome_metrics_rates_and_notification(aws, capsys) -> None:
     now = datetime.now(UTC).timestamp()
     monitor, names = make_monitor(now)
-    telemetry = Telemetry(PowertoolsEmfSink("KisiGateway"))
+    telemetry = Telemetry(EmfSink("KisiGateway"))
     unlock, users = "POST /locks/{id}/unlock", "PATCH /users/{id}"
     sequence = (
         [(unlock, classify_status(200), None)] * 20
@@ -126,7 +126,7 @@ def test_outcome_metrics_rates_and_notification(aws, capsys) -> None:
 def test_small_volumes_do_not_count_as_a_rate(aws, capsys) -> None:
     now = datetime.now(UTC).timestamp()
     monitor, _ = make_monitor(now)
-    emit_outcomes(capsys, Telemetry(PowertoolsEmfSink("KisiGateway")),
+    emit_outcomes(capsys, Telemetry(EmfSink("KisiGateway")),
                   [("GET /locks", classify_status(200), None),
                    ("GET /locks", classify_status(404), "000000")])
     assert monitor.on_schedule(now + 60)["bad_request_rate"] == 0.0
@@ -135,7 +135,7 @@ def test_small_volumes_do_not_count_as_a_rate(aws, capsys) -> None:
 def test_alarm_reconciliation_is_idempotent_and_fixes_drift(aws, capsys) -> None:
     now = datetime.now(UTC).timestamp()
     monitor, names = make_monitor(now)
-    emit_outcomes(capsys, Telemetry(PowertoolsEmfSink("KisiGateway")),
+    emit_outcomes(capsys, Telemetry(EmfSink("KisiGateway")),
                   [("GET /locks", classify_status(200), None),
                    ("POST /locks/{id}/unlock", classify_status(200), None)])
     cloudwatch = boto3.client("cloudwatch", region_name=REGION)
@@ -243,7 +243,7 @@ def test_an_alarm_message_names_its_route(dimensions, route) -> None:
 def test_an_alarm_on_a_401_storm_names_it_and_pauses_nobody(aws, capsys) -> None:
     now = datetime.now(UTC).timestamp()
     monitor, _ = make_monitor(now)
-    emit_outcomes(capsys, Telemetry(PowertoolsEmfSink("KisiGateway")),
+    emit_outcomes(capsys, Telemetry(EmfSink("KisiGateway")),
                   [("GET /locks/{id}", classify_status(401), "a1c402")] * 5)
     monitor.guard.open(IDENTITY, "5 consecutive 401", now)  # the fast path's own pause
     change = AlarmChange(f"{PREFIX}-bad-request-volume", "ALARM", "OK", "Threshold", None)

@@ -26,7 +26,7 @@ from kisi_gateway.pipeline.monitoring import Monitor
 from kisi_gateway.pipeline.preflight import Screen
 from kisi_gateway.pipeline.retrying import RetryWorker
 from kisi_gateway.pipeline.sending import KisiSender, Sender, SystemClock
-from kisi_gateway.pipeline.telemetry import MemorySink, PowertoolsEmfSink, Telemetry
+from kisi_gateway.pipeline.telemetry import EmfSink, MemorySink, Telemetry
 from kisi_gateway.stores.memory import (
     MemoryDirectory,
     MemoryGuard,
@@ -183,7 +183,7 @@ def build_pipeline(
     dynamodb = aws("dynamodb")
     directory = DynamoDirectory(dynamodb, settings.need(settings.tenants_table, "TENANTS_TABLE"))
     requests_table = settings.need(settings.requests_table, "REQUESTS_TABLE")
-    telemetry = telemetry or Telemetry(PowertoolsEmfSink(settings.metrics_namespace))
+    telemetry = telemetry or Telemetry(EmfSink(settings.metrics_namespace))
     # Its view of each identity's account item also tells the known-bad screen, within the
     # same staleness as its verdicts, whether there is anything to look up.
     guard = DynamoGuard(

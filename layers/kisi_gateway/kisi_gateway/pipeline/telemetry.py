@@ -2,8 +2,9 @@
 
 Every Kisi attempt is counted by outcome class, route template and status: a bounded set of
 dimensions (route templates such as ``POST /locks/{id}/unlock``, never raw ids). Alarms and
-the metrics Lambda read these series. On Lambda, Powertools prints EMF lines and CloudWatch
-Logs turns them into metrics; locally, ``make run`` does the same conversion.
+the metrics Lambda read these series. On Lambda, the handlers print EMF documents (one per
+invocation, :func:`metric_batch`: a call's counters cost one JSON line, not one each) and
+CloudWatch Logs turns them into metrics; locally, ``make run`` does the same conversion.
 
 Each metric name has exactly one dimension set (besides Powertools' ``service``). CloudWatch
 matches dimensions exactly, but moto (the local AWS) matches any superset; one set per name
@@ -50,7 +51,12 @@ metric                        dimensions          meaning
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -84,20 +90,116 @@ class MetricSink(Protocol):
     def emit(self, name: str, value: float, unit: str, dimensions: Mapping[str, str]) -> None: ...
 
 
-class PowertoolsEmfSink:
-    """Writes each value as an EMF line through Powertools' ``single_metric``."""
+SERVICE_ENV = "POWERTOOLS_SERVICE_NAME"  # the ``service`` dimension, as Powertools names it
+MAX_VALUES = 100  # EMF: at most 100 values per metric in one document
+MAX_DIRECTIVES = 100  # and we keep documents well under its 100-metric limit
 
-    def __init__(self, namespace: str = NAMESPACE) -> None:
+
+@dataclass
+class EmfDocument:
+    """One EMF document: one directive per metric, each with the metric's own dimension set
+    (EMF lets a document carry several), and the values and dimension values at its root."""
+
+    namespace: str
+    timestamp_ms: int
+    metrics: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    root: dict[str, object] = field(default_factory=dict)
+
+    def add(self, name: str, value: float, unit: str, dimensions: Mapping[str, str]) -> bool:
+        """Add a value; ``False`` if it does not fit (another dimension value or unit under a
+        name already used here: that takes a document of its own)."""
+        keys = tuple(dimensions)
+        known = self.metrics.get(name)
+        if known is not None:
+            values = self.root[name]
+            assert isinstance(values, list)
+            if known != (unit, keys) or len(values) >= MAX_VALUES or any(
+                self.root.get(key) != dim for key, dim in dimensions.items()
+            ):
+                return False
+            values.append(float(value))
+            return True
+        if name in self.root or len(self.metrics) >= MAX_DIRECTIVES or any(
+            self.root.get(key, dim) != dim for key, dim in dimensions.items()
+        ):
+            return False
+        self.metrics[name] = (unit, keys)
+        self.root.update(dimensions)
+        self.root[name] = [float(value)]
+        return True
+
+    def line(self) -> str:
+        service = os.environ.get(SERVICE_ENV)
+        extra = ("service",) if service else ()
+        directives = [
+            {
+                "Namespace": self.namespace,
+                "Dimensions": [[*keys, *extra]],
+                "Metrics": [{"Name": name, "Unit": unit}],
+            }
+            for name, (unit, keys) in self.metrics.items()
+        ]
+        root = {**self.root, "service": service} if service else self.root
+        meta = {"Timestamp": self.timestamp_ms, "CloudWatchMetrics": directives}
+        return json.dumps({"_aws": meta, **root}, separators=(",", ":"))
+
+
+_BATCH = threading.local()  # .open: this thread's batch, {id(sink): (sink, documents)}
+
+
+@contextmanager
+def metric_batch() -> Iterator[None]:
+    """While open, this thread's EMF values share documents, printed when it closes: one JSON
+    line for a call's counters instead of one per counter (CPU and log bytes). Each Lambda
+    handler opens one per invocation; nested, only the outermost prints."""
+    if getattr(_BATCH, "open", None) is not None:
+        yield
+        return
+    _BATCH.open = {}
+    try:
+        yield
+    finally:
+        batch, _BATCH.open = _BATCH.open, None
+        for sink, documents in batch.values():
+            for document in documents:
+                sink.write(document.line())
+
+
+class EmfSink:
+    """Prints metric values as CloudWatch Embedded Metric Format, as Powertools' metrics do
+    (same namespace, ``service`` dimension and units); CloudWatch Logs turns each line into
+    metrics. Outside :func:`metric_batch` each value is a line of its own."""
+
+    def __init__(
+        self,
+        namespace: str = NAMESPACE,
+        write: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._namespace = namespace
+        self._write = write
+        self._clock = clock
+
+    def write(self, line: str) -> None:
+        if self._write is not None:
+            self._write(line)
+        else:
+            print(line)  # sys.stdout as it is now (make run swaps in its EMF tee)
 
     def emit(self, name: str, value: float, unit: str, dimensions: Mapping[str, str]) -> None:
-        from aws_lambda_powertools.metrics import MetricUnit, single_metric  # noqa: PLC0415
+        batch = getattr(_BATCH, "open", None)
+        if batch is None:
+            document = self._document()
+            document.add(name, value, unit, dimensions)
+            self.write(document.line())
+            return
+        documents = batch.setdefault(id(self), (self, []))[1]
+        if not documents or not documents[-1].add(name, value, unit, dimensions):
+            documents.append(self._document())
+            documents[-1].add(name, value, unit, dimensions)
 
-        with single_metric(
-            name=name, unit=MetricUnit(unit), value=value, namespace=self._namespace
-        ) as metric:
-            for key, dim in dimensions.items():
-                metric.add_dimension(name=key, value=dim)
+    def _document(self) -> EmfDocument:
+        return EmfDocument(self._namespace, int(self._clock() * 1000))
 
 
 @dataclass

@@ -176,6 +176,14 @@ class DynamoSendBudget:
             stored = self._seen.get(pk) or self._read(pk, configured)
         raise BudgetUnavailableError(f"bucket kept changing under {self._max_attempts} writes")
 
+    def _holds(self, pk: str, version: int) -> BucketState | None:
+        """The state item ``pk`` holds at ``version``, if this process wrote it or read it
+        (a read's view is normalised, which reads of the item repeat)."""
+        seen = self._seen.get(pk)
+        if seen is None or seen[1] != version or version in (NO_ITEM, UNVERSIONED):
+            return None
+        return seen[0]
+
     def _unavailable(self, code: str) -> BudgetUnavailableError:
         return BudgetUnavailableError(
             f"send budget table unavailable: {code}", self._unavailable_retry_s
@@ -201,7 +209,7 @@ class DynamoSendBudget:
         ``False`` when another writer changed a bucket first (nothing was written); the
         winner's item, when DynamoDB returns it, replaces this process's view.
         """
-        requests = [_update_request(self._table, pk, state, version)
+        requests = [_update_request(self._table, pk, state, version, self._holds(pk, version))
                     for pk, state, version in writes]
         if len(requests) == 1:
             answer = conditional(self._client.update_item, requests[0], self._unavailable)
@@ -225,20 +233,27 @@ class DynamoSendBudget:
         return True
 
 
-def _update_request(table: str, pk: str, state: BucketState, version: int) -> dict[str, Any]:
-    """A conditional UpdateItem storing ``state`` over ``version``."""
+def _update_request(
+    table: str, pk: str, state: BucketState, version: int, before: BucketState | None = None
+) -> dict[str, Any]:
+    """A conditional UpdateItem storing ``state`` over ``version``. ``before``: the state the
+    item holds at ``version``, when known; then only what differs is written (the condition
+    makes sure the item is still that one), which keeps a send's one write small."""
     expr = Expression()
     for attr in _NUMBERS:
         value = getattr(state, attr)
-        expr.set_or_remove(attr, n(value) if value is not None else None)
-    if state.holes:
-        expr.set("holes", {"L": [n(hole) for hole in state.holes]})
-    else:
-        expr.removes.append(expr.name("holes"))
-    if state.held:
-        expr.set("held", {"M": {holder: n(end) for holder, end in state.held}})
-    else:
-        expr.removes.append(expr.name("held"))
+        if before is None or getattr(before, attr) != value:
+            expr.set_or_remove(attr, n(value) if value is not None else None)
+    if before is None or before.holes != state.holes:
+        if state.holes:
+            expr.set("holes", {"L": [n(hole) for hole in state.holes]})
+        else:
+            expr.removes.append(expr.name("holes"))
+    if before is None or before.held != state.held:
+        if state.held:
+            expr.set("held", {"M": {holder: n(end) for holder, end in state.held}})
+        else:
+            expr.removes.append(expr.name("held"))
     expr.set("version", {"N": str(_next_version(version))})
     if version == NO_ITEM:
         condition = f"attribute_not_exists({expr.name('pk')})"
