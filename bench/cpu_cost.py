@@ -121,6 +121,21 @@ def direct_call(base_url: str) -> Call:
     return call
 
 
+def kisi_client_call(base_url: str) -> Call:
+    """A direct call as Kisi's own Python client (``Kisi==1.4``, ``kisi/kisi.py``) makes each
+    of its calls: ``requests.request`` with no session, so a new session and a new connection
+    every time (on loopback, without the TLS handshake that api.kisi.io would add)."""
+    headers = {"Authorization": f"KISI-LOGIN {DEMO_KEY}", "Accept": "application/json"}
+
+    def call() -> int:
+        response = requests.request("GET", base_url + PATH, headers=headers, json=None,
+                                    params=None, timeout=10)
+        _ = response.content
+        return response.status_code
+
+    return call
+
+
 def gateway_call(base_url: str, forwarder: Forwarder) -> Call:
     settings = Settings.from_env({"KISI_BASE_URL": base_url})
     context = CallContext("bench", None, "", location_rewriter(
@@ -261,9 +276,18 @@ def compare(sides: dict[str, Call], calls: int = CALLS) -> dict[str, float]:
     return {side: cpu / (per_round * ROUNDS) * 1e6 for side, cpu in spent.items()}
 
 
+KISI_CLIENT = "direct as Kisi's Python client calls"
+VERSUS_KISI_CLIENT = "boto3, vs a call as Kisi's Python client makes it"
+
+
 def _rows(costs: dict[str, float], calls: int) -> list[CpuCost]:
     direct = costs.pop("direct")
-    return [CpuCost(variant, direct, us, us / direct, calls) for variant, us in costs.items()]
+    client = costs.pop(KISI_CLIENT, None)
+    rows = [CpuCost(variant, direct, us, us / direct, calls) for variant, us in costs.items()]
+    if client is not None and "boto3" in costs:
+        rows.append(CpuCost(VERSUS_KISI_CLIENT, client, costs["boto3"],
+                            costs["boto3"] / client, calls))
+    return rows
 
 
 @contextlib.contextmanager
@@ -279,6 +303,7 @@ def measure(calls: int = CALLS) -> list[CpuCost]:
     with simulator_process() as url:
         plain = compare({
             "direct": direct_call(url),
+            KISI_CLIENT: kisi_client_call(url),
             "in-memory": gateway_call(url, in_memory_forwarder(url)),
             "boto3": gateway_call(url, canned_forwarder(url)),
             "boto3, known-bad off": gateway_call(

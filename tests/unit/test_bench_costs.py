@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 
 from bench.costs import (
+    EMF_ENVELOPE_BYTES,
     LAMBDA_MEMORY_GB,
     PLATFORM_LOG_BYTES,
     PRICE,
@@ -41,7 +42,7 @@ def test_a_million_calls_cost_a_million_times_one_call() -> None:
     assert cost["lambda_gb_s"] == pytest.approx(0.124 * LAMBDA_MEMORY_GB * PRICE["lambda_gb_s"]
                                                 * 1_000_000 / 2)
     assert cost["lambda_invocations"] == pytest.approx(3 * 0.20 / 2)
-    assert usage.log_bytes == PLATFORM_LOG_BYTES
+    assert usage.log_bytes == PLATFORM_LOG_BYTES + EMF_ENVELOPE_BYTES  # one EMF document
     assert per_million(Usage()) == {}
 
 
