@@ -35,7 +35,6 @@ import io
 import json
 import os
 import random
-import select
 import subprocess
 import sys
 import time
@@ -48,6 +47,7 @@ import boto3
 import requests
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HTTPHeaders
 
+from bench import simproc
 from bench.realtime import LOOPBACK_ONLY, aws_client, aws_environment, create_resources
 from kisi_gateway.config import Settings
 from kisi_gateway.pipeline.calls import parse_call
@@ -82,29 +82,10 @@ class CpuCost:
     calls: int
 
 
-@contextlib.contextmanager
-def simulator_process() -> Iterator[str]:
+def simulator_process() -> contextlib.AbstractContextManager[str]:
     """The Kisi simulator in a child process with an unthrottled bucket; yields its URL."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "KISI_SIM_RATE_PER_S": str(UNTHROTTLED),
-           "KISI_SIM_BURST": str(int(UNTHROTTLED))}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "kisi_sim", "--port", "0"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert child.stdout is not None
-        ready, _, _ = select.select([child.stdout], [], [], START_TIMEOUT_S)
-        line = child.stdout.readline() if ready else ""
-        if "listening on " not in line:
-            raise RuntimeError(f"kisi-sim did not start: {line!r}")
-        yield line.rsplit(" ", 1)[-1].strip()
-    finally:
-        child.terminate()
-        try:
-            child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait(timeout=5)
+    return simproc.simulator_process({"KISI_SIM_RATE_PER_S": str(UNTHROTTLED),
+                                      "KISI_SIM_BURST": str(int(UNTHROTTLED))})
 
 
 def direct_call(base_url: str) -> Call:

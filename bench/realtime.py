@@ -36,6 +36,7 @@ import requests
 from botocore.config import Config
 from requests.adapters import HTTPAdapter
 
+from bench import simproc
 from bench.strategies import IMMEDIATE_ATTEMPTS, urllib3_retry
 from kisi_gateway.config import Settings
 from kisi_gateway.core.records import TERMINAL, RecordStatus, RetryMessage
@@ -48,7 +49,7 @@ from kisi_gateway.pipeline.sending import SystemClock
 from kisi_gateway.pipeline.telemetry import MemorySink, Telemetry
 from kisi_gateway.stores.records import DynamoRecordStore
 from kisi_gateway.wiring import Pipeline, build_pipeline
-from kisi_sim import DEMO_KEY, Faults, KisiSimulator, SimConfig
+from kisi_sim import DEMO_KEY
 
 REQUESTS = 200
 CALLERS = 50
@@ -396,26 +397,26 @@ def run_realtime(
 ) -> list[RealtimeFigures]:
     """Each strategy in turn against one simulator (reset in between: fresh bucket, stats)."""
     paths = read_paths(requests_n)
-    config = SimConfig(faults=Faults(latency_ms=LATENCY_MS))
+    env = {"KISI_SIM_LATENCY_MS": str(LATENCY_MS)}
     noisy = logging.getLogger("kisi_gateway")
     level = noisy.level
     noisy.setLevel(logging.ERROR)
     figures = []
     try:
-        with KisiSimulator(config) as sim:
+        with simproc.simulator_process(env) as url:
             strategies: list[tuple[str, Callable[[float], Tally]]] = [
-                ("gateway", lambda stop: run_gateway(sim.url, paths, stop, seed)),
+                ("gateway", lambda stop: run_gateway(url, paths, stop, seed)),
                 ("immediate", lambda stop: Tally.of(run_callers(
-                    paths, CALLERS, lambda: immediate_work(sim.url), stop))),
+                    paths, CALLERS, lambda: immediate_work(url), stop))),
                 ("urllib3", lambda stop: Tally.of(run_callers(
-                    paths, CALLERS, lambda: urllib3_work(sim.url), stop))),
+                    paths, CALLERS, lambda: urllib3_work(url), stop))),
             ]
             for name, runner in strategies:
-                sim.reset()
+                simproc.reset(url)
                 started = time.monotonic()
                 tally = runner(started + hard_stop_s)
                 wall_s = time.monotonic() - started
-                stats = sim.stats()
+                stats = simproc.stats(url)
                 figures.append(RealtimeFigures(
                     strategy=name, requests=tally.requests, succeeded=tally.succeeded,
                     unfinished=tally.unfinished, deferred=tally.deferred,

@@ -556,7 +556,8 @@ class Report:
             "## 2. Real-time run on loopback (`bench/realtime.py`)",
             "",
             "200 reads from 50 caller threads, at real time, against the Kisi simulator over "
-            "HTTP on 127.0.0.1 (default bucket 5 req/s, burst 5; 50 ms added latency). The "
+            "HTTP on 127.0.0.1 (default bucket 5 req/s, burst 5; 50 ms added latency), in a "
+            "process of its own, as Kisi is another machine (`bench/simproc.py`). The "
             "gateway is the library's own `Forwarder` (one per caller thread, as each Lambda "
             "has its own) and `RetryWorker` (5 worker threads), with `SystemClock`, on moto "
             "in-process (DynamoDB budget, guard, records; SQS retry queue and DLQ). urllib3 "
@@ -589,12 +590,14 @@ class Report:
         return (
             f"Why the gateway got {gateway.rate_limited} 429(s) here and none in the "
             "simulation: the budget books one slot every 0.2 s, but 50 caller threads, 5 "
-            "worker threads, moto and the simulator share one Python process on a shared "
-            "2-core machine, so a sender can wake well after its slot and late sends bunch "
-            f"up — Kisi saw up to {gateway.peak_per_s} requests within one second in this "
-            "run (the budget allows 5; Kisi's burst absorbs a little more, then answers "
-            "429). On AWS each Lambda has its own CPU. A `SEND_RATE` a little under 5 could "
-            "leave headroom for such jitter."
+            "worker threads and moto share one Python process on a shared 2-core machine "
+            "(the simulator another), so requests can leave late and close together: a "
+            "sender that wakes more than 0.2 s after its slot books again "
+            "(`decisions.at_send_time`), but a stall between that check and the socket, or "
+            "in moto's answers, still bunches sends — Kisi saw up to "
+            f"{gateway.peak_per_s} requests within one second in this run (the budget "
+            "allows 5; Kisi's burst absorbs a little more, then answers 429). On AWS each "
+            "Lambda has its own CPU."
         )
 
     def coldstart(self) -> str:

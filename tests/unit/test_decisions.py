@@ -12,6 +12,7 @@ import pytest
 from kisi_gateway.core.breaker import Pause
 from kisi_gateway.core.decisions import (
     EARLY_TOLERANCE_S,
+    LATE_SEND_S,
     MIN_ASK_INTERVAL_S,
     AskAgain,
     DeadLetter,
@@ -131,6 +132,20 @@ def test_defer_or_expire(delay, deadline, expected) -> None:
 )
 def test_never_sent_at_or_after_the_deadline(now, expected) -> None:
     assert at_send_time(now, deadline=NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("woke", "expected"),
+    [
+        (NOW, None),  # on time
+        (NOW + LATE_SEND_S - 0.001, None),  # late, within one slot: sent
+        (NOW + LATE_SEND_S + 0.001, AskAgain(0.0, counts=False)),  # would bunch: book again
+        (NOW + 5.0, AskAgain(0.0, counts=False)),
+        (NOW + 10.0, Expire("deadline")),  # the deadline first
+    ],
+)
+def test_a_sender_that_wakes_late_for_its_slot_books_again(woke, expected) -> None:
+    assert at_send_time(woke, deadline=NOW + 10.0, slot_at=NOW) == expected
 
 
 @pytest.mark.parametrize(

@@ -102,3 +102,44 @@ def test_callers_whose_slot_falls_within_their_wait_are_all_sent_inline(callers:
             READ, acting(f"id-{n % 4}"), deadline=START + 86_400.0,
             window=Window(START + 5.0, 25.0), asks=3, check_guard=True))
     assert all(isinstance(turn, Send) for turn in turns)
+
+
+@dataclass
+class StallingClock(LateClock):
+    """Its first sleep overshoots by ``stall_s`` (a stalled process); later ones are exact."""
+
+    stall_s: float = 0.0
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self.now_s += seconds + self.stall_s
+            self.stall_s = 0.0
+
+
+def test_a_sender_that_wakes_well_after_its_slot_books_again_instead_of_bunching() -> None:
+    budget = MemorySendBudget(rate=5.0)
+    for _ in range(5):  # the line is 1 s long: the slot booked is at START + 1.0
+        budget.acquire("user-1", READ.key, START, 25.0)
+    clock = StallingClock(START, late_s=0.0, rng=random.Random(1), stall_s=0.7)
+    booked_before = budget.state("user-1").tat
+    turn = sender(clock, budget).wait_for_turn(
+        READ, acting(), deadline=START + 60.0, window=Window(START + 5.0, 25.0), asks=1,
+        check_guard=True)
+    assert isinstance(turn, Send)
+    # woke at START + 1.7 for the slot at START + 1.0: booked the next free one (its ask not
+    # spent: asks=1 still sends) and goes out at it, not 0.7 s late into the next sender's
+    assert clock.now() == pytest.approx(START + 1.7)
+    assert budget.state("user-1").tat == pytest.approx(START + 1.7 + 0.2)
+    assert booked_before == pytest.approx(START + 1.0)
+
+
+def test_a_sender_a_little_late_sends_without_booking_again() -> None:
+    budget = MemorySendBudget(rate=5.0)
+    for _ in range(5):
+        budget.acquire("user-1", READ.key, START, 25.0)
+    clock = StallingClock(START, late_s=0.0, rng=random.Random(1), stall_s=0.1)
+    turn = sender(clock, budget).wait_for_turn(
+        READ, acting(), deadline=START + 60.0, window=Window(START + 5.0, 25.0), asks=1,
+        check_guard=True)
+    assert isinstance(turn, Send)
+    assert budget.state("user-1").tat == pytest.approx(START + 1.2)  # one booking, its own

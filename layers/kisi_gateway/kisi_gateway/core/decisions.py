@@ -5,7 +5,8 @@ benchmark.
 
     before_attempt(deadline, window, guard's verdict, budget's grant, asks left, now)
         -> Send | AskAgain | Defer | Expire | Refuse
-    at_send_time(now, deadline)                       -> Expire | None   (never send late)
+    at_send_time(now, deadline, slot_at)              -> Expire | AskAgain | None
+                                                         (never late, never bunched)
     after_attempt(outcome, policy, attempt n, deadline, rng, Retry-After, now)
         -> Finish | RetryLater
     keep_waiting(retry, window, respond_async)        -> bool   (inline: sleep, or defer)
@@ -43,6 +44,9 @@ MAX_BUDGET_ASKS = 10  # bounded: each ask is a store round trip
 MIN_ASK_INTERVAL_S = 0.05
 EARLY_TOLERANCE_S = 0.5  # SQS may deliver a little before a visibility timeout ends
 WORKER_MAX_WAIT_S = 2.0  # a worker may wait this long for a budget slot before requeueing
+# A sender that wakes this long after its slot books again rather than send: one slot at
+# Kisi's 5 req/s. Sent late, it would go out together with the slots booked after it.
+LATE_SEND_S = 0.2
 
 
 # -- before an attempt ----------------------------------------------------------------------
@@ -174,12 +178,22 @@ def before_attempt(
     return defer_or_expire(grant.wait_s, now, deadline, late)
 
 
-def at_send_time(now: float, deadline: float) -> Expire | None:
-    """The last check before the wire: an attempt is never sent at or after its deadline.
+def at_send_time(
+    now: float, deadline: float, slot_at: float | None = None
+) -> Expire | AskAgain | None:
+    """The last check before the wire: an attempt is never sent at or after its deadline,
+    nor more than :data:`LATE_SEND_S` after its booked slot (``slot_at``).
 
-    An unlock that arrives late opens a door for nobody (DESIGN.md "Retry delays").
+    An unlock that arrives late opens a door for nobody (DESIGN.md "Retry delays"). A sender
+    that woke late (a stalled process, a busy machine) would send together with the senders of
+    the next slots, and Kisi would see a burst the budget never granted: it books again, at
+    once, without spending one of its asks (the slot it missed is past and costs nobody).
     """
-    return Expire("deadline") if now >= deadline else None
+    if now >= deadline:
+        return Expire("deadline")
+    if slot_at is not None and now - slot_at > LATE_SEND_S:
+        return AskAgain(0.0, counts=False)
+    return None
 
 
 # -- after an attempt -----------------------------------------------------------------------

@@ -234,8 +234,14 @@ class Sender:
                 self.clock.sleep(step.after_s)
                 continue
             if isinstance(step, Send):
+                slot_at = now + step.wait_s
                 self.clock.sleep(step.wait_s)
-                late = at_send_time(self.clock.now(), deadline)
+                late = at_send_time(self.clock.now(), deadline, slot_at)
+                if isinstance(late, AskAgain):  # woke too late for its slot: book again
+                    LOG.info("woke after its send slot: booking again",
+                             extra={"route": route.key, "late_s": round(
+                                 self.clock.now() - slot_at, 3)})
+                    continue
                 if late is not None:
                     return late
             assert not isinstance(step, Refuse)  # only a fresh call is refused
