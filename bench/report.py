@@ -589,15 +589,17 @@ class Report:
             return ""
         return (
             f"Why the gateway got {gateway.rate_limited} 429(s) here and none in the "
-            "simulation: the budget books one slot every 0.2 s, but 50 caller threads, 5 "
-            "worker threads and moto share one Python process on a shared 2-core machine "
-            "(the simulator another), so requests can leave late and close together: a "
-            "sender that wakes more than 0.2 s after its slot books again "
-            "(`decisions.at_send_time`), but a stall between that check and the socket, or "
-            "in moto's answers, still bunches sends — Kisi saw up to "
-            f"{gateway.peak_per_s} requests within one second in this run (the budget "
-            "allows 5; Kisi's burst absorbs a little more, then answers 429). On AWS each "
-            "Lambda has its own CPU."
+            "simulation: the budget books one slot every 0.2 s in the Kisi user's line, but "
+            'each of the 50 caller threads is a fresh "Lambda" that first asks Kisi `GET '
+            "/login` to learn whose line its credential belongs to, and that lookup is "
+            "booked in the credential's own line (the user is not known yet). The 50 lookups "
+            "are not in the user's line: until they are done, Kisi sees the reads and the "
+            "lookups together (the simulator's log of such a run shows a `GET /login` within "
+            "0.06 s before the read that got the 429). Kisi saw up to "
+            f"{gateway.peak_per_s} requests within one second in this run (the budget allows "
+            "5; Kisi's burst absorbs a little more, then answers 429). On AWS the same happens "
+            "when many cold Lambdas take their first call for one credential at once; each "
+            "Lambda asks once (the shared directory then answers the others)."
         )
 
     def coldstart(self) -> str:
