@@ -7,10 +7,11 @@ summed over ``CALLS`` calls per side, in alternating rounds so drift affects bot
 The gateway side is the api_call path without the Lambda runtime: ``parse_call`` (validation,
 route policy) then :meth:`~kisi_gateway.pipeline.forwarding.Forwarder.forward` (known-bad
 screen, guard, budget, send, classification, telemetry, reply), composed by the library's own
-composition root in three variants:
+composition root in these variants:
 
 - ``in-memory``: ``wiring.build_in_memory`` (the in-memory stores); telemetry is the deployed
-  Powertools EMF sink (its output discarded). The gateway's own logic.
+  EMF sink, one document per call as the handler prints it (output discarded). The
+  gateway's own logic.
 - ``boto3``: ``wiring.build_pipeline``, the composition api_call runs, over real boto3 clients
   configured as ``wiring`` configures them, whose DynamoDB answers are canned at botocore's
   ``before-send`` hook: boto3's validation, serialising, signing and parsing are counted, no
@@ -22,6 +23,10 @@ composition root in three variants:
   work is counted too, which on AWS happens elsewhere. ``mock_aws`` also routes ``requests``
   through ``responses``, so this variant is compared with a direct call made under the
   same mock.
+
+Beside the direct keep-alive call, a direct call as Kisi's own Python client makes every call
+(``requests.request``, a new connection each time) is measured, and the ``boto3`` variant is
+compared with it too.
 
 The budget's rate is set far above Kisi's here: the arithmetic is the same, and the calls
 must not wait for slots (waiting costs wall time, not CPU).
@@ -147,7 +152,7 @@ def _settings(base_url: str, **names: str) -> Settings:
 
 
 def in_memory_forwarder(base_url: str) -> Forwarder:
-    """``wiring.build_in_memory``: the library's in-memory stores, Powertools EMF telemetry."""
+    """``wiring.build_in_memory``: the library's in-memory stores, the deployed EMF telemetry."""
     session = build_session()
     gateway = build_in_memory(
         _settings(base_url), KisiClient(base_url, session=session), SystemClock(),

@@ -407,7 +407,8 @@ class MotoState:
             yield
 
     def changed(self, backend: str, deferred: bool) -> int:
-        """Note a change to ``backend`` (call with :attr:`lock` held); its number to wait for."""
+        """Note a change to ``backend`` (call holding :meth:`locked` for it); its number to wait
+        for."""
         with self._cond:
             if deferred:
                 self._deferred.setdefault(backend, self._clock())
@@ -432,10 +433,10 @@ class MotoState:
         while not stop.is_set():
             with self._cond:
                 self._cond.wait_for(
-                    lambda: stop.is_set() or bool(self._dirty) or self._deferred_due(),
+                    lambda: stop.is_set() or bool(self._dirty or self._due()),
                     timeout=self._deferred_s,
                 )
-                if stop.is_set() or not (self._dirty or self._deferred_due()):
+                if stop.is_set() or not (self._dirty or self._due()):
                     continue
             self.snapshot()
 
@@ -446,9 +447,6 @@ class MotoState:
             name for name, since in self._deferred.items()
             if now - since >= max(self._deferred_s, SAVE_SHARE * self._pickle_s.get(name, 0.0))
         }
-
-    def _deferred_due(self) -> bool:
-        return bool(self._due())
 
     def snapshot(self, *, everything: bool = False, flush: bool = False) -> bool:
         """Pickle what changed, each service under the lock its requests hold, and write the
